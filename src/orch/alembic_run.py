@@ -1,0 +1,239 @@
+"""The only module that drives Alembic: one database per call, one process at a time.
+
+orch gives each database a Config whose ``version_locations`` is only that
+database's directory, so ``head`` is that database's head and histories
+without branch labels work.  ``migrations/env.py`` receives everything it
+needs for the database being migrated through ``config.attributes["orch"]``
+(a :class:`Job`).  The ScriptDirectory of each database is built once per
+process: every ``alembic.command`` call would otherwise import every
+revision file again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orch.db import backend
+from orch.errors import UsageError
+from orch.registry import DatabaseSpec, Registry
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import Connection
+
+
+@dataclass
+class Job:
+    """What ``migrations/env.py`` needs to run one database (see :func:`configure_kwargs`)."""
+
+    registry: Registry
+    db: DatabaseSpec
+    url: str
+    connection: Connection | None = None
+    as_sql: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.db.name
+
+    def metadata(self) -> MetaData | None:
+        return load_metadata(self.registry, self.db)
+
+    def configure_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``context.configure`` (besides connection/url)."""
+        kind = backend(self.url)
+        opts: dict[str, Any] = {
+            "target_metadata": self.metadata(),
+            "version_table": self.db.version_table,
+            "version_table_schema": self.db.version_table_schema,
+            "transaction_per_migration": True,
+            "render_as_batch": kind == "sqlite",
+            "compare_type": True,
+            "include_object": self.include_object,
+        }
+        if self.db.version_table_schema:
+            opts["include_schemas"] = False
+        if kind == "sqlite" and not self.as_sql:
+            # with the pysqlite BEGIN recipe DDL really is transactional on SQLite
+            opts["transactional_ddl"] = True
+        opts.update(self.extra)
+        return opts
+
+    def include_object(
+        self, obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        """Leave orch's own table, the version table and ``exclude_tables`` alone."""
+        if type_ == "table" and name is not None:
+            if name in (self.registry.settings.log_table, self.db.version_table):
+                return False
+            if self.db.excluded(name):
+                return False
+        if type_ in ("index", "column", "unique_constraint", "foreign_key_constraint"):
+            table = getattr(obj, "table", None)
+            tname = getattr(table, "name", None)
+            if tname and (self.db.excluded(tname) or tname == self.registry.settings.log_table):
+                return False
+        return True
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """The migration connection: orch's (lock held) or, under plain alembic, a new one."""
+        if self.connection is not None:
+            yield self.connection
+            return
+        from orch.db import connect
+
+        conn = connect(self.url, self.registry.settings.connect_timeout)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def load_metadata(registry: Registry, db: DatabaseSpec) -> MetaData | None:
+    """Import ``module:attribute`` with the registry's ``prepend_sys_path``."""
+    if not db.metadata:
+        return None
+    module_name, _, attr = db.metadata.partition(":")
+    add_sys_path(registry)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UsageError(
+            f"{registry.path}: databases.{db.name}.metadata: cannot import {module_name!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(
+                f"{registry.path}: databases.{db.name}.metadata: {module_name!r} has no "
+                f"attribute {attr!r}"
+            )
+        obj = getattr(obj, part)
+    from sqlalchemy import MetaData
+
+    if not isinstance(obj, MetaData):
+        metadata = getattr(obj, "metadata", None)  # a declarative Base is fine too
+        if isinstance(metadata, MetaData):
+            return metadata
+        raise UsageError(
+            f"{registry.path}: databases.{db.name}.metadata: {db.metadata} is a "
+            f"{type(obj).__name__}, not a SQLAlchemy MetaData"
+        )
+    return obj
+
+
+def add_sys_path(registry: Registry) -> None:
+    for p in reversed(registry.prepend_sys_path):
+        s = str(p)
+        if s not in sys.path:
+            sys.path.insert(0, s)
+
+
+def make_config(registry: Registry, db: DatabaseSpec, stdout: Any = None) -> Config:
+    """A Config for *db* alone: alembic.ini's settings, only *db*'s version directory."""
+    from alembic.config import Config
+
+    ini = registry.root / "alembic.ini"
+    kwargs: dict[str, Any] = {}
+    if stdout is not None:
+        kwargs["stdout"] = stdout
+    cfg = Config(str(ini), **kwargs) if ini.is_file() else Config(**kwargs)
+    cfg.set_main_option("script_location", str(registry.script_location))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", str(db.versions))
+    cfg.set_main_option("sqlalchemy.url", "")
+    return cfg
+
+
+_SCRIPTS: dict[tuple[Path, Path], ScriptDirectory] = {}
+
+
+def script_directory(registry: Registry, db: DatabaseSpec) -> ScriptDirectory:
+    """The ScriptDirectory of *db*, built once per process (it imports every revision)."""
+    from alembic.script import ScriptDirectory
+
+    key = (registry.script_location, db.versions)
+    if key not in _SCRIPTS:
+        add_sys_path(registry)
+        _SCRIPTS[key] = ScriptDirectory.from_config(make_config(registry, db))
+    return _SCRIPTS[key]
+
+
+def forget_scripts() -> None:
+    """Drop cached ScriptDirectories (after orch writes a new revision file)."""
+    _SCRIPTS.clear()
+
+
+StepHook = Callable[[Any], None]
+
+
+def run(
+    registry: Registry,
+    db: DatabaseSpec,
+    url: str,
+    conn: Connection | None,
+    direction: str,
+    destination: str,
+    *,
+    before_step: StepHook | None = None,
+    on_apply: Callable[..., None] | None = None,
+    as_sql: bool = False,
+    starting_rev: str | None = None,
+    output_buffer: Any = None,
+    stdout: Any = None,
+) -> None:
+    """Run Alembic for *db* in *direction* ('upgrade', 'downgrade', 'stamp') to *destination*.
+
+    *conn* must not be inside a transaction (Alembic would then treat it as
+    the caller's and commit nothing per revision).  *before_step* runs before
+    each revision's transaction begins; *on_apply* is Alembic's
+    ``on_version_apply`` (inside the revision's transaction).
+    """
+    from alembic.runtime.environment import EnvironmentContext
+
+    if conn is not None and conn.in_transaction():
+        raise RuntimeError("the migration connection must not be in a transaction")
+    script = script_directory(registry, db)
+    cfg = make_config(registry, db, stdout=stdout)
+
+    def steps(rev: Any, context: Any) -> Iterator[Any]:
+        if direction == "upgrade":
+            planned = script._upgrade_revs(destination, rev)
+        elif direction == "downgrade":
+            planned = script._downgrade_revs(destination, rev)
+        else:
+            planned = script._stamp_revs(destination, rev)
+        for step in planned:
+            if before_step is not None:
+                before_step(step)
+            yield step
+
+    extra: dict[str, Any] = {}
+    if on_apply is not None:
+        extra["on_version_apply"] = [on_apply]
+    if output_buffer is not None:
+        extra["output_buffer"] = output_buffer
+    job = Job(registry, db, url, connection=conn, as_sql=as_sql, extra=extra)
+    cfg.attributes["orch"] = job
+    env_kwargs: dict[str, Any] = {
+        "fn": steps,
+        "as_sql": as_sql,
+        "destination_rev": destination,
+    }
+    if starting_rev is not None:
+        env_kwargs["starting_rev"] = starting_rev
+    if direction == "stamp":
+        env_kwargs["dont_mutate"] = False
+    with EnvironmentContext(cfg, script, **env_kwargs):
+        script.run_env()

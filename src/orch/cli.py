@@ -1,0 +1,627 @@
+"""The ``orch`` command line: parse, call, render, exit.  Nothing else.
+
+Global options (``--config/-c``, ``--env/-e``, ``--json``, ``-v``) are accepted
+before or after the command name; the last one given wins.  Every error is
+an :class:`~orch.errors.OrchError` turned into one line (or one JSON document)
+here, in :func:`main`, with the documented exit code.  Heavy modules
+(SQLAlchemy, Alembic, drivers) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from orch import __version__
+from orch.errors import EXIT_FAILED, EXIT_USAGE, OrchError, RefusedError
+
+if TYPE_CHECKING:
+    from orch.execute import DbResult
+    from orch.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class State:
+    """Options shared by every command, wherever they were given on the line."""
+
+    config: str | None = None
+    env: str | None = None
+    json: bool = False
+    verbose: int = 0
+    _registry: Registry | None = field(default=None, repr=False)
+
+    def registry(self) -> Registry:
+        from orch.registry import load_registry
+
+        if self._registry is None:
+            self._registry = load_registry(self.config)
+        return self._registry
+
+    def env_name(self) -> str | None:
+        return self.env or os.environ.get("ORCH_ENV") or None
+
+
+def _state() -> State:
+    ctx = click.get_current_context()
+    return ctx.find_root().ensure_object(State)
+
+
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        state = ctx.find_root().ensure_object(State)
+        if attr == "verbose":
+            if value:
+                state.verbose = max(state.verbose, value)
+        elif attr == "json":
+            if value:
+                state.json = True
+        elif value is not None:
+            setattr(state, attr, value)
+
+    return callback
+
+
+def global_options(f: F) -> F:
+    """Attach --config/--env/--json/-v to a command (and to the group)."""
+    opts = [
+        click.option(
+            "--config",
+            "-c",
+            metavar="PATH",
+            expose_value=False,
+            is_eager=True,
+            callback=_set("config"),
+            help="Registry file (default: $ORCH_CONFIG, else databases.yaml here or above).",
+        ),
+        click.option(
+            "--env",
+            "-e",
+            metavar="NAME",
+            expose_value=False,
+            callback=_set("env"),
+            help="Environment (default: $ORCH_ENV, else the registry's default_env).",
+        ),
+        click.option(
+            "--json",
+            "json_",
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_set("json"),
+            help="One JSON document on stdout (also on failure).",
+        ),
+        click.option(
+            "--verbose",
+            "-v",
+            count=True,
+            expose_value=False,
+            callback=_set("verbose"),
+            help="More detail; tracebacks for errors.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    from orch.redact import redact
+    from orch.render import dumps
+
+    click.echo(redact(dumps(doc)))
+
+
+def out(text: str = "") -> None:
+    from orch.redact import redact
+
+    click.echo(redact(text))
+
+
+def err(text: str) -> None:
+    from orch.redact import redact
+
+    click.echo(redact(text), err=True)
+
+
+class Exit(Exception):
+    """Leave with *code* after output has been written."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class OrchGroup(click.Group):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        formatter.write_text(
+            "Exit codes: 0 ok; 1 ran and something failed (or a check found work/drift); "
+            "2 could not start (usage, registry, refusal); 3 only a lock timed out."
+        )
+
+
+@click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="orch", message="%(prog)s %(version)s")
+@global_options
+def cli() -> None:
+    """Run Alembic migrations for several databases that belong together.
+
+    The registry (databases.yaml) names the databases, their dependencies and
+    each environment's URLs.  Selectors name databases: DB, or DB@TARGET where
+    TARGET is head, +N, -N, base or a revision (id or unique prefix).
+    """
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _live_currents(
+    registry: Registry, env: str | None, names: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Targets of the environment and the live revisions of *names* (None if unreadable)."""
+    from orch import status as st
+
+    targets = {t.name: t for t in registry.targets(env)}
+    graphs = st.graphs_for(registry)
+    statuses = st.collect(registry, env, list(names), graphs=graphs)
+    currents: dict[str, Any] = {}
+    for s in statuses:
+        currents[s.name] = tuple(s.current) if s.current is not None else None
+    return targets, {"graphs": graphs, "currents": currents, "statuses": statuses}
+
+
+def _require_urls(targets: dict[str, Any], names: Sequence[str]) -> None:
+    from orch.errors import MissingVariable
+
+    for name in names:
+        t = targets[name]
+        if t.url is None:
+            raise MissingVariable(f"{name}: {t.missing}")
+
+
+def _confirm_protected(registry: Registry, env: str | None, yes: bool, what: str) -> None:
+    environment = registry.environment(env)
+    if not environment.protected or yes:
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise RefusedError(
+            f"environment {environment.name!r} is protected: {what} needs --yes when there is "
+            "no terminal to confirm on"
+        )
+    err(f"Environment {environment.name!r} is protected. {what}")
+    answer = click.prompt(
+        f"Type the environment's name ({environment.name}) to go on", default="", err=True,
+        show_default=False,
+    )
+    if answer.strip() != environment.name:
+        raise RefusedError(f"not confirmed; nothing was changed in {environment.name!r}")
+
+
+def _plan_rows(plan: Any) -> list[list[str]]:
+    from orch.render import short
+
+    rows = []
+    for s in plan.steps:
+        to = short(s.resolved.target) if s.resolved else s.target
+        frm = short(s.current)
+        revs = ", ".join(s.revisions) if s.resolved else "(live revision unknown)"
+        rows.append([str(s.level), s.db, s.direction, f"{frm} -> {to}", revs or "-"])
+    return rows
+
+
+def _plan_json(plan: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.db,
+            "direction": s.direction,
+            "target": s.target,
+            "level": s.level,
+            "from": list(s.current) if s.current is not None else None,
+            "to": list(s.resolved.target) if s.resolved else None,
+            "revisions": list(s.revisions),
+        }
+        for s in plan.steps
+    ]
+
+
+def _run_and_report(
+    state: State,
+    registry: Registry,
+    plan: Any,
+    targets: dict[str, Any],
+    *,
+    jobs: int | None,
+    lock_timeout: float | None,
+    fail_fast: bool = False,
+) -> None:
+    from orch.execute import execute, exit_code
+    from orch.render import short, table
+
+    def on_result(r: DbResult) -> None:
+        if state.json:
+            return
+        for line in r.lines:
+            err(line)
+        if r.outcome in ("failed", "locked", "refused", "skipped") and r.error:
+            err(f"{r.name}: {r.outcome}: {r.error}")
+
+    results = execute(
+        registry,
+        plan,
+        targets,
+        jobs=jobs,
+        lock_timeout=lock_timeout,
+        fail_fast=fail_fast,
+        on_result=on_result,
+    )
+    code = exit_code(results)
+    if state.json:
+        doc: dict[str, Any] = {
+            "environment": registry.environment(state.env_name()).name,
+            "command": plan.direction,
+            "databases": [r.as_json() for r in results],
+            "exit_code": code,
+        }
+        if code:
+            bad = [f"{r.name} {r.outcome}" for r in results if r.outcome not in ("done", "unchanged")]
+            doc["error"] = "; ".join(bad)
+        emit_json(doc)
+    else:
+        rows = [
+            [
+                r.name,
+                r.outcome,
+                short(r.start),
+                short(r.end),
+                str(len(r.applied)),
+                f"{r.duration:.2f}s",
+                (f"{r.revision}: " if r.revision else "") + (r.error or "")
+                if r.outcome not in ("done", "unchanged")
+                else "",
+            ]
+            for r in results
+        ]
+        out(table(["DATABASE", "OUTCOME", "FROM", "TO", "STEPS", "TIME", "DETAIL"], rows))
+    raise Exit(code)
+
+
+_jobs_opt = click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), default=None,
+    help="Databases migrated in parallel (worker processes); 1 runs inline.",
+)
+_lock_opt = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="Wait this long for each database's migration lock (default: registry setting).",
+)
+_yes_opt = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (protected environments).")
+
+
+# ---------------------------------------------------------------- commands
+
+
+@cli.command()
+@click.argument("selectors", nargs=-1, metavar="[DB[@TARGET]]...")
+@click.option("--all", "all_", is_flag=True, help="Every database, to head.")
+@click.option("--with-deps", is_flag=True, help="Bring dependencies of the named databases to head first.")
+@click.option("--ignore-deps", is_flag=True, help="Do not check that dependencies are at head.")
+@click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@_jobs_opt
+@_lock_opt
+@_yes_opt
+@global_options
+def upgrade(
+    selectors: tuple[str, ...],
+    all_: bool,
+    with_deps: bool,
+    ignore_deps: bool,
+    fail_fast: bool,
+    jobs: int | None,
+    lock_timeout: float | None,
+    yes: bool,
+) -> None:
+    """Migrate databases up, dependencies before dependents."""
+    from orch.plan import parse_selectors, plan_upgrade
+
+    state = _state()
+    registry = state.registry()
+    env = state.env_name()
+    sels = parse_selectors(registry, selectors, command="upgrade")
+    if all_ and sels:
+        raise click.UsageError("--all cannot be combined with database selectors")
+    involved = list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    targets, live = _live_currents(registry, env, involved)
+    plan = plan_upgrade(
+        registry, sels, all_=all_, graphs=live["graphs"], currents=live["currents"],
+        with_deps=with_deps, ignore_deps=ignore_deps,
+    )
+    _require_urls(targets, plan.names)
+    _confirm_protected(registry, env, yes, f"upgrade {', '.join(plan.names)}")
+    _run_and_report(state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast)
+
+
+def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        for d in [n, *registry.dependencies(n)]:
+            if d not in out:
+                out.append(d)
+    return out
+
+
+@cli.command()
+@click.argument("selectors", nargs=-1, metavar="DB@TARGET...")
+@click.option("--force", is_flag=True, help="Downgrade even if dependents are not at base.")
+@click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@_jobs_opt
+@_lock_opt
+@_yes_opt
+@global_options
+def downgrade(
+    selectors: tuple[str, ...],
+    force: bool,
+    fail_fast: bool,
+    jobs: int | None,
+    lock_timeout: float | None,
+    yes: bool,
+) -> None:
+    """Migrate databases down to an explicit target (DB@-1, DB@REV, DB@base); dependents first."""
+    from orch.plan import parse_selectors, plan_downgrade
+
+    state = _state()
+    registry = state.registry()
+    env = state.env_name()
+    sels = parse_selectors(registry, selectors, require_target=True, command="downgrade")
+    names = [s.db for s in sels]
+    involved = list(dict.fromkeys(names + [d for n in names for d in registry.dependents(n)]))
+    targets, live = _live_currents(registry, env, involved)
+    plan = plan_downgrade(registry, sels, graphs=live["graphs"], currents=live["currents"], force=force)
+    _require_urls(targets, plan.names)
+    _confirm_protected(registry, env, yes, f"downgrade {', '.join(str(s) for s in sels)}")
+    _run_and_report(state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast)
+
+
+@cli.command()
+@click.argument("selectors", nargs=-1, metavar="DB@REVISION...")
+@_lock_opt
+@_yes_opt
+@global_options
+def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> None:
+    """Set the version of databases without running migrations (baseline, repair)."""
+    from orch.plan import parse_selectors, plan_stamp
+    from orch.status import graphs_for
+
+    state = _state()
+    registry = state.registry()
+    env = state.env_name()
+    sels = parse_selectors(registry, selectors, require_target=True, command="stamp")
+    targets = {t.name: t for t in registry.targets(env)}
+    graphs = graphs_for(registry, [s.db for s in sels])
+    plan = plan_stamp(registry, sels, graphs=graphs, currents={})
+    _require_urls(targets, plan.names)
+    _confirm_protected(registry, env, yes, f"stamp {', '.join(str(s) for s in sels)}")
+    _run_and_report(state, registry, plan, targets, jobs=1, lock_timeout=lock_timeout)
+
+
+@cli.command()
+@click.argument("databases", nargs=-1, metavar="[DB]...")
+@click.option("--check", is_flag=True, help="Exit 1 unless every database is up_to_date (CI gate).")
+@click.option("--all-envs", is_flag=True, help="Every environment, as a matrix.")
+@global_options
+def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
+    """Current revision, head, pending count and state of each database."""
+    from orch import status as st
+    from orch.render import short, table
+
+    state = _state()
+    registry = state.registry()
+    for name in databases:
+        registry.database(name)
+    names = list(databases) or None
+    graphs = st.graphs_for(registry, names)
+    if all_envs:
+        import concurrent.futures
+
+        envs = list(registry.environments)
+
+        def one(env: str) -> list[st.DbStatus]:
+            return st.collect(registry, env, names, graphs=graphs)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(envs))) as pool:
+            matrix = dict(zip(envs, pool.map(one, envs), strict=True))
+        all_states = [s.state for rows in matrix.values() for s in rows]
+        code = 1 if check and any(s != "up_to_date" for s in all_states) else 0
+        if state.json:
+            doc: dict[str, Any] = {
+                "environments": [
+                    {"environment": e, "databases": [s.as_json() for s in rows]}
+                    for e, rows in matrix.items()
+                ]
+            }
+            if code:
+                doc["exit_code"] = code
+            emit_json(doc)
+        else:
+            dbs = names or list(registry.databases)
+            headers = ["DATABASE", *envs]
+            rows = []
+            for name in dbs:
+                row = [name]
+                for e in envs:
+                    cell = next(s for s in matrix[e] if s.name == name)
+                    extra = f" ({cell.pending})" if cell.state == "behind" and cell.pending else ""
+                    row.append(cell.state + extra)
+                rows.append(row)
+            out(table(headers, rows))
+            problems = [
+                f"{e}/{s.name}: {s.error}" for e, rs in matrix.items() for s in rs if s.error
+            ]
+            for p in problems:
+                err(p)
+        raise Exit(code)
+    env = registry.environment(state.env_name()).name
+    rows_ = st.collect(registry, env, names, graphs=graphs)
+    code = 1 if check and any(s.state != "up_to_date" for s in rows_) else 0
+    if state.json:
+        doc = {"environment": env, "databases": [s.as_json() for s in rows_]}
+        if code:
+            doc["exit_code"] = code
+        emit_json(doc)
+    else:
+        rows = [
+            [
+                s.name,
+                s.state,
+                short(s.current),
+                short(s.heads, "-"),
+                "" if s.pending is None else str(s.pending),
+                s.error or s.url or "",
+            ]
+            for s in rows_
+        ]
+        out(f"environment: {env}")
+        out(table(["DATABASE", "STATE", "CURRENT", "HEAD", "PENDING", "URL / ERROR"], rows))
+    raise Exit(code)
+
+
+@cli.command()
+@click.argument("selectors", nargs=-1, metavar="[DB[@TARGET]]...")
+@click.option("--all", "all_", is_flag=True, help="Every database (the default without selectors).")
+@click.option("--with-deps", is_flag=True, help="Include dependencies that are behind.")
+@click.option("--ignore-deps", is_flag=True, help="Do not check dependencies.")
+@global_options
+def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: bool) -> None:
+    """Show what 'upgrade' would run (reads live revisions; writes nothing)."""
+    from orch.plan import parse_selectors, plan_upgrade
+    from orch.render import table
+
+    state = _state()
+    registry = state.registry()
+    env = state.env_name()
+    sels = parse_selectors(registry, selectors, command="plan")
+    if all_ and sels:
+        raise click.UsageError("--all cannot be combined with database selectors")
+    all_ = all_ or not sels
+    involved = list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    targets, live = _live_currents(registry, env, involved)
+    unreadable = {s.name: s for s in live["statuses"] if s.current is None}
+    the_plan = plan_upgrade(
+        registry, sels, all_=all_, graphs=live["graphs"], currents=live["currents"],
+        with_deps=with_deps, ignore_deps=ignore_deps,
+    )
+    pending = [s for s in the_plan.steps if s.revisions]
+    if state.json:
+        emit_json(
+            {
+                "environment": registry.environment(env).name,
+                "steps": _plan_json(the_plan),
+                "pending": sum(len(s.revisions) for s in the_plan.steps),
+                "unreadable": {n: s.error for n, s in unreadable.items()},
+            }
+        )
+    else:
+        rows = [r for r, s in zip(_plan_rows(the_plan), the_plan.steps, strict=True) if s.revisions or s.current is None]
+        if rows:
+            out(table(["GROUP", "DATABASE", "DIRECTION", "FROM -> TO", "REVISIONS"], rows))
+        else:
+            out("nothing to do: every database is at its head")
+        for name, s in unreadable.items():
+            err(f"{name}: {s.state}: {s.error}")
+    raise Exit(1 if unreadable else 0)
+
+
+@cli.command()
+@click.argument("database", metavar="DB")
+@click.option("--message", "-m", required=True, help="What the revision does.")
+@click.option("--autogenerate", is_flag=True, help="Compare DB's metadata with its live database.")
+@click.option("--allow-empty", is_flag=True, help="With --autogenerate: write a file even if nothing changed.")
+@click.option("--rev-id", default=None, help="Revision id to use instead of a generated one.")
+@global_options
+def revision(database: str, message: str, autogenerate: bool, allow_empty: bool, rev_id: str | None) -> None:
+    """Create a new revision in DB's directory (the first one carries DB's branch label)."""
+    from orch.authoring import new_revision
+
+    state = _state()
+    registry = state.registry()
+    path = new_revision(
+        registry,
+        state.env_name(),
+        database,
+        message,
+        autogenerate=autogenerate,
+        allow_empty=allow_empty,
+        rev_id=rev_id,
+    )
+    if state.json:
+        emit_json({"database": database, "path": str(path) if path else None, "created": path is not None})
+    elif path is None:
+        err(f"{database}: no changes detected; no revision written (use --allow-empty to force)")
+    else:
+        out(str(path))
+    raise Exit(0)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _argv_flag(args: Sequence[str], *flags: str) -> bool:
+    for a in args:
+        if a == "--":
+            break
+        if a in flags:
+            return True
+        if any(f.startswith("-") and not f.startswith("--") and a.startswith("-") and not a.startswith("--") and f[1] in a[1:] for f in flags):
+            return True
+    return False
+
+
+def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
+    """Console entry point: exactly one place turns errors into messages and exit codes."""
+    argv = list(sys.argv[1:] if args is None else args)
+    code = 0
+    try:
+        cli.main(argv, prog_name=prog_name, standalone_mode=False)
+    except Exit as exc:
+        code = exc.code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        code = exc.exit_code if exc.exit_code else EXIT_USAGE
+        _report(argv, exc.format_message(), code, exc)
+    except click.exceptions.Abort:
+        _report(argv, "aborted", EXIT_USAGE, None)
+        code = EXIT_USAGE
+    except OrchError as exc:
+        code = exc.exit_code
+        _report(argv, str(exc), code, exc)
+    except KeyboardInterrupt:
+        _report(argv, "interrupted", EXIT_FAILED, None)
+        code = 130
+    except Exception as exc:  # a bug: still one line unless -v
+        from orch.db import describe_error
+
+        code = EXIT_FAILED
+        _report(argv, f"internal error: {describe_error(exc)} (run with -v for the traceback)", code, exc)
+    sys.exit(code)
+
+
+def _report(argv: Sequence[str], message: str, code: int, exc: BaseException | None) -> None:
+    from orch.redact import redact
+
+    want_json = _argv_flag(argv, "--json")
+    verbose = _argv_flag(argv, "-v", "--verbose")
+    if want_json:
+        from orch.render import dumps
+
+        click.echo(redact(dumps({"error": message, "exit_code": code})))
+    else:
+        click.echo(redact(f"orch: error: {message}"), err=True)
+    if verbose and exc is not None:
+        import traceback
+
+        click.echo(redact("".join(traceback.format_exception(exc))), err=True)

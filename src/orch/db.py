@@ -1,0 +1,155 @@
+"""Engines and connections for the three backends, read-only paths included.
+
+Every engine uses NullPool: a pooled connection would keep a MySQL GET_LOCK
+or a PostgreSQL advisory lock alive after orch thinks it has let go, and orch
+never reuses connections anyway.  SQLite gets the pysqlite recipe that makes
+DDL transactional (``isolation_level=None`` + explicit ``BEGIN``), so a failed
+revision rolls back on SQLite as it does on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orch.errors import DatabaseError
+from orch.redact import redact
+from orch.registry import DatabaseSpec, sqlite_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+
+def backend(url: str) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql`` (MariaDB counts as mysql)."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme in ("mariadb", "mysql"):
+        return "mysql"
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql"
+    return scheme
+
+
+def transactional_ddl(url: str) -> bool:
+    """Whether a failed revision is rolled back completely on this backend."""
+    return backend(url) in ("postgresql", "sqlite")
+
+
+class NoDatabase(Exception):
+    """A read-only open of a SQLite file that does not exist (nothing was created)."""
+
+
+def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
+    """An engine for one database; read-only engines never create a SQLite file."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
+    kind = backend(url)
+    connect_args: dict[str, Any] = {}
+    timeout = max(1, int(round(connect_timeout))) if connect_timeout else None
+    if kind == "postgresql":
+        if timeout:
+            connect_args["connect_timeout"] = timeout
+    elif kind == "mysql":
+        if timeout:
+            connect_args["connect_timeout"] = timeout
+        if readonly:
+            connect_args["read_timeout"] = max(timeout or 5, 30)
+    elif kind == "sqlite":
+        path = sqlite_path(url)
+        if readonly and path is not None:
+            if not path.exists():
+                raise NoDatabase(str(path))
+            uri = f"file:{path}?mode=ro"
+
+            def creator() -> sqlite3.Connection:
+                return sqlite3.connect(uri, uri=True, timeout=connect_timeout or 5.0)
+
+            engine = create_engine("sqlite://", creator=creator, poolclass=NullPool)
+            _sqlite_transactional(engine)
+            return engine
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)  # writers only
+        connect_args["timeout"] = max(connect_timeout or 5.0, 5.0)
+    try:
+        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except Exception as exc:  # bad URL, missing driver
+        raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
+    if kind == "sqlite":
+        _sqlite_transactional(engine)
+    _ = event  # imported for the listeners above
+    return engine
+
+
+def _sqlite_transactional(engine: Engine) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _rec: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def connect(url: str, connect_timeout: float = 5.0, *, readonly: bool = False) -> Connection:
+    """Open one connection; connection errors become a redacted DatabaseError."""
+    engine = make_engine(url, connect_timeout, readonly=readonly)
+    try:
+        return engine.connect()
+    except Exception as exc:
+        raise DatabaseError(describe_error(exc)) from exc
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a driver error, without SQL parameters or passwords."""
+    orig = getattr(exc, "orig", None)
+    msg = str(orig if orig is not None else exc).strip()
+    msg = msg.split("\n(Background on this error")[0]
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    text = " ".join(lines[:3]) if lines else type(exc).__name__
+    return redact(text)
+
+
+def read_current(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]:
+    """The version rows of *db* (``()`` when the version table does not exist).
+
+    Plain SQL instead of Alembic's MigrationContext keeps ``status`` free of
+    Alembic imports; never creates the table.
+    """
+    from sqlalchemy import inspect, text
+
+    if not inspect(conn).has_table(db.version_table, schema=db.version_table_schema):
+        return ()
+    table = conn.dialect.identifier_preparer.quote(db.version_table)
+    if db.version_table_schema:
+        table = f"{conn.dialect.identifier_preparer.quote_schema(db.version_table_schema)}.{table}"
+    rows = conn.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
+    return tuple(sorted(str(r) for r in rows))
+
+
+def lock_path(db_file: Path) -> Path:
+    """The file orch locks beside a SQLite database (never the database itself)."""
+    return db_file.with_name(db_file.name + ".orch-lock")
+
+
+def is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def os_user() -> str:
+    for var in ("USER", "LOGNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except Exception:  # pragma: no cover
+        return "unknown"

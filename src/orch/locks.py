@@ -1,0 +1,223 @@
+"""One migration lock per database, held for a whole run on that database.
+
+- PostgreSQL: a *session* advisory lock (a transaction-scoped one would be
+  released by ``autocommit_block()``), taken on the migration connection.
+- MySQL/MariaDB: ``GET_LOCK`` on the migration connection itself (a separate
+  idle connection killed by ``wait_timeout`` would release it silently).
+- SQLite: ``flock`` on a file beside the database, never the database file
+  (closing any descriptor on it would drop SQLite's own locks).
+
+Every lock dies with its connection or process, so a killed orch leaves no
+stale lock.  The key covers the database's version table, so two orch
+databases sharing one server database (different version tables) do not
+block each other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orch.db import backend, lock_path
+from orch.registry import DatabaseSpec, sqlite_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+
+class LockTimeout(Exception):
+    """The lock was not obtained within the timeout."""
+
+
+def lock_name(db: DatabaseSpec) -> str:
+    """A stable name for the lock of *db*'s version table (<= 64 chars for MySQL)."""
+    ident = f"{db.version_table_schema or ''}.{db.version_table}"
+    return "orch:" + hashlib.sha1(ident.encode()).hexdigest()[:40]
+
+
+def pg_key(conn: Connection, db: DatabaseSpec) -> int:
+    """A signed 64-bit advisory key; advisory locks are per server database already."""
+    digest = hashlib.blake2b(lock_name(db).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class MigrationLock:
+    """The lock of one database; use as a context manager around the whole run."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        db: DatabaseSpec,
+        url: str,
+        timeout: float,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.db = db
+        self.url = url
+        self.timeout = timeout
+        self.on_wait = on_wait
+        self.kind = backend(url)
+        self._fd: int | None = None
+        self.held = False
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        if self.kind == "postgresql":
+            self._poll(deadline, self._pg_try)
+        elif self.kind == "mysql":
+            self._mysql(deadline)
+        elif self.kind == "sqlite":
+            self._sqlite(deadline)
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        try:
+            if self.kind == "postgresql":
+                from sqlalchemy import text
+
+                self.conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": pg_key(self.conn, self.db)}
+                )
+                self.conn.commit()
+            elif self.kind == "mysql":
+                from sqlalchemy import text
+
+                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name(self.db)})
+                self.conn.commit()
+        except Exception:
+            # the connection is closed right after; the server drops the lock with it
+            pass
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> MigrationLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- backends
+
+    def _poll(self, deadline: float, attempt: Callable[[], bool]) -> None:
+        delay = 0.02
+        told = False
+        while True:
+            if attempt():
+                return
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"{self.db.name}: migration lock not obtained within {self.timeout:g}s "
+                    "(another orch is migrating it)"
+                )
+            if not told and self.on_wait is not None:
+                self.on_wait(f"{self.db.name}: waiting for the migration lock held by another run")
+                told = True
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.25)
+
+    def _pg_try(self) -> bool:
+        from sqlalchemy import text
+
+        got = self.conn.execute(
+            text("SELECT pg_try_advisory_lock(:k)"), {"k": pg_key(self.conn, self.db)}
+        ).scalar()
+        self.conn.commit()  # session lock survives; no transaction left open (autobegin trap)
+        return bool(got)
+
+    def _mysql(self, deadline: float) -> None:
+        from sqlalchemy import text
+
+        name = lock_name(self.db)
+        got = self.conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
+        if got != 1:
+            if self.on_wait is not None:
+                self.on_wait(f"{self.db.name}: waiting for the migration lock held by another run")
+            wait = max(0, int(round(deadline - time.monotonic())))
+            got = self.conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": wait}).scalar()
+        self.conn.commit()
+        if got is None:
+            raise RuntimeError(f"{self.db.name}: GET_LOCK failed on the server")
+        if got != 1:
+            raise LockTimeout(
+                f"{self.db.name}: migration lock not obtained within {self.timeout:g}s "
+                "(another orch is migrating it)"
+            )
+
+    def _sqlite(self, deadline: float) -> None:
+        path = sqlite_path(self.url)
+        if path is None:  # in-memory: private to this process
+            return
+        lp = lock_path(path)
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._fd
+
+        def attempt() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        try:
+            self._poll(deadline, attempt)
+        except BaseException:
+            os.close(fd)
+            self._fd = None
+            raise
+
+
+def is_locked(conn: Connection, db: DatabaseSpec, url: str) -> bool:
+    """Whether another session holds *db*'s migration lock now (read-only probe)."""
+    from sqlalchemy import text
+
+    kind = backend(url)
+    if kind == "postgresql":
+        key = pg_key(conn, db)
+        unsigned = key & 0xFFFFFFFFFFFFFFFF
+        row = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid = :hi AND objid = :lo AND objsubid = 1"
+            ),
+            {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
+        ).scalar()
+        return bool(row)
+    if kind == "mysql":
+        return (
+            conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock_name(db)}).scalar() is not None
+        )
+    if kind == "sqlite":
+        path = sqlite_path(url)
+        if path is None:
+            return False
+        lp = lock_path(path)
+        if not lp.exists():
+            return False
+        return sqlite_file_locked(lp)
+    return False
+
+
+def sqlite_file_locked(lp: Path) -> bool:
+    fd = os.open(lp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

@@ -1,0 +1,637 @@
+"""databases.yaml -> a typed, validated :class:`Registry`.
+
+Validation reports every problem at once (file, key path, reason) before any
+side effect.  Environment variables are only substituted for the environment
+being used, so a missing ``PROD_CORE_URL`` never stops work on ``dev``.  The
+module imports no SQLAlchemy: driver checks look the driver module up with
+``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import graphlib
+import importlib.util
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
+from orch.redact import REDACTOR, redact_url
+
+CONFIG_NAME = "databases.yaml"
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+HOOK_NAMES = ("before_upgrade", "after_upgrade", "before_downgrade", "after_downgrade")
+
+TOP_KEYS = {"version", "default_env", "prepend_sys_path", "settings", "databases", "environments"}
+SETTINGS_KEYS = {"lock_timeout", "connect_timeout", "log_table", "ddl_lock_timeout", "jobs"}
+DB_KEYS = {
+    "metadata",
+    "exclude_tables",
+    "depends_on",
+    "branch",
+    "versions",
+    "version_table",
+    "version_table_schema",
+}
+ENV_KEYS = {"urls", "protected", "hooks"}
+
+# scheme -> (driver module to look for, fix to suggest when it is missing or wrong)
+_DRIVERS: dict[str, tuple[str | None, str | None]] = {
+    "sqlite": (None, None),
+    "sqlite+pysqlite": (None, None),
+    "postgresql+psycopg": ("psycopg", None),
+    "postgresql+psycopg2": ("psycopg2", "postgresql+psycopg"),
+    "postgresql": ("psycopg2", "postgresql+psycopg"),
+    "postgres": (None, "postgresql+psycopg"),
+    "mysql+pymysql": ("pymysql", None),
+    "mariadb+pymysql": ("pymysql", None),
+    "mysql": ("MySQLdb", "mysql+pymysql"),
+    "mysql+mysqldb": ("MySQLdb", "mysql+pymysql"),
+    "mariadb": ("MySQLdb", "mariadb+pymysql"),
+    "mariadb+mysqldb": ("MySQLdb", "mariadb+pymysql"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables from ``settings:``; every one has a safe default."""
+
+    lock_timeout: float = 60.0
+    connect_timeout: float = 5.0
+    log_table: str = "orch_log"
+    ddl_lock_timeout: float | None = None
+    jobs: int | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """One database: its own Alembic lineage and where orch finds its models."""
+
+    name: str
+    versions: Path
+    branch: str
+    depends_on: tuple[str, ...] = ()
+    metadata: str | None = None
+    exclude_tables: tuple[str, ...] = ()
+    version_table: str = "alembic_version"
+    version_table_schema: str | None = None
+    versions_explicit: bool = False
+
+    def excluded(self, table: str) -> bool:
+        """True if *table* matches one of ``exclude_tables`` (glob patterns)."""
+        return any(fnmatch.fnmatchcase(table, pat) for pat in self.exclude_tables)
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """One environment as written: URLs may still contain ``${VAR}``."""
+
+    name: str
+    urls: Mapping[str, str]
+    protected: bool = False
+    hooks: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A database of an environment with its resolved URL (or why there is none)."""
+
+    db: DatabaseSpec
+    env: str
+    url: str | None
+    missing: str | None = None  # reason the URL is unusable (names the variable)
+
+    @property
+    def name(self) -> str:
+        return self.db.name
+
+    @property
+    def display_url(self) -> str | None:
+        return redact_url(self.url) if self.url is not None else None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The whole registry, validated."""
+
+    path: Path
+    databases: Mapping[str, DatabaseSpec]
+    environments: Mapping[str, EnvironmentSpec]
+    default_env: str | None
+    settings: Settings
+    prepend_sys_path: tuple[Path, ...]
+    script_location: Path
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def environment(self, name: str | None) -> EnvironmentSpec:
+        """The environment *name* (or the default); UsageError naming the known ones."""
+        env = name or self.default_env
+        if env is None:
+            if len(self.environments) == 1:
+                return next(iter(self.environments.values()))
+            raise UsageError(
+                f"{self.path}: no environment given and no default_env; "
+                f"use --env with one of: {', '.join(self.environments)}"
+            )
+        if env not in self.environments:
+            known = ", ".join(self.environments) or "(none)"
+            raise UsageError(f"{self.path}: unknown environment {env!r}; known: {known}")
+        return self.environments[env]
+
+    def database(self, name: str) -> DatabaseSpec:
+        if name not in self.databases:
+            known = ", ".join(self.databases) or "(none)"
+            raise UsageError(f"unknown database {name!r}; known: {known}")
+        return self.databases[name]
+
+    def targets(self, env_name: str | None) -> list[Target]:
+        """Every database of the environment with its URL resolved from the process env."""
+        env = self.environment(env_name)
+        out: list[Target] = []
+        for db in self.databases.values():
+            raw = env.urls.get(db.name)
+            if raw is None:
+                out.append(Target(db, env.name, None, f"environment {env.name!r} has no URL for it"))
+                continue
+            try:
+                url = resolve_url(raw, self.root, f"environments.{env.name}.urls.{db.name}")
+            except MissingVariable as exc:
+                out.append(Target(db, env.name, None, str(exc)))
+                continue
+            out.append(Target(db, env.name, url))
+        problems = _check_resolved(self, env.name, out)
+        if problems:
+            raise RegistryError(problems)
+        return out
+
+    def target(self, env_name: str | None, db_name: str) -> Target:
+        """One database's target; raises when it is not usable."""
+        self.database(db_name)
+        for t in self.targets(env_name):
+            if t.name == db_name:
+                return t
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def dependents(self, name: str) -> list[str]:
+        """Databases that depend on *name*, directly or transitively."""
+        out: list[str] = []
+        frontier = [name]
+        while frontier:
+            cur = frontier.pop()
+            for db in self.databases.values():
+                if cur in db.depends_on and db.name not in out:
+                    out.append(db.name)
+                    frontier.append(db.name)
+        return out
+
+    def dependencies(self, name: str) -> list[str]:
+        """Databases *name* depends on, directly or transitively."""
+        out: list[str] = []
+        frontier = [name]
+        while frontier:
+            cur = frontier.pop()
+            for dep in self.databases[cur].depends_on:
+                if dep not in out:
+                    out.append(dep)
+                    frontier.append(dep)
+        return out
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """``--config`` else ``$ORCH_CONFIG`` else the nearest ``databases.yaml`` upwards."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigNotFound(f"{path}: registry file not found (from --config)")
+        return path.resolve()
+    env = os.environ.get("ORCH_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigNotFound(f"{path}: registry file not found (from $ORCH_CONFIG)")
+        return path.resolve()
+    here = (cwd or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        cand = d / CONFIG_NAME
+        if cand.is_file():
+            return cand
+    raise ConfigNotFound(
+        f"no {CONFIG_NAME} in {here} or any parent directory; "
+        "pass --config PATH, set ORCH_CONFIG, or run 'orch init'"
+    )
+
+
+def load_registry(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Registry:
+    """Find, parse and validate the registry."""
+    return parse_registry(find_config(explicit, cwd))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _yaml_load(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigNotFound(f"{path}: cannot read registry: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RegistryError([Problem(where, "", f"malformed YAML: {problem}")]) from exc
+
+
+class _Collector:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, key: str, reason: str) -> None:
+        self.problems.append(Problem(self.file, key, reason))
+
+    def mapping(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.add(key, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def unknown_keys(self, value: Mapping[str, Any], allowed: set[str], key: str) -> None:
+        for k in value:
+            if k not in allowed:
+                prefix = f"{key}." if key else ""
+                hint = _close(str(k), allowed)
+                self.add(f"{prefix}{k}", "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
+
+    def str_list(self, value: Any, key: str) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.add(key, "must be a list of strings")
+            return []
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.add(f"{key}[{i}]", "must be a string")
+            else:
+                out.append(item)
+        return out
+
+    def number(self, value: Any, key: str, default: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            self.add(key, "must be a non-negative number of seconds")
+            return default
+        return float(value)
+
+
+def _close(word: str, options: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.7)
+    return match[0] if match else None
+
+
+def parse_registry(path: Path) -> Registry:
+    """Parse and validate *path*; raise RegistryError with every problem found."""
+    path = path.resolve()
+    root = path.parent
+    data = _yaml_load(path)
+    c = _Collector(str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RegistryError([Problem(str(path), "", "the registry must be a YAML mapping")])
+    c.unknown_keys(data, TOP_KEYS, "")
+
+    version = data.get("version", 1)
+    if version != 1:
+        c.add("version", f"unsupported registry version {version!r} (this orch reads version 1)")
+
+    # settings
+    raw_settings = c.mapping(data.get("settings"), "settings")
+    c.unknown_keys(raw_settings, SETTINGS_KEYS, "settings")
+    log_table = raw_settings.get("log_table", "orch_log")
+    if not isinstance(log_table, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", log_table):
+        c.add("settings.log_table", "must be a plain table name")
+        log_table = "orch_log"
+    ddl = raw_settings.get("ddl_lock_timeout")
+    jobs = raw_settings.get("jobs")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        c.add("settings.jobs", "must be a whole number >= 1")
+        jobs = None
+    settings = Settings(
+        lock_timeout=c.number(raw_settings.get("lock_timeout"), "settings.lock_timeout", 60.0),
+        connect_timeout=c.number(raw_settings.get("connect_timeout"), "settings.connect_timeout", 5.0),
+        log_table=log_table,
+        ddl_lock_timeout=(
+            None if ddl is None else c.number(ddl, "settings.ddl_lock_timeout", 0.0)
+        ),
+        jobs=jobs,
+    )
+
+    prepend = tuple(
+        (root / p).resolve() for p in c.str_list(data.get("prepend_sys_path", ["."]), "prepend_sys_path")
+    )
+
+    script_location = _script_location(root)
+
+    # databases
+    raw_dbs = c.mapping(data.get("databases"), "databases")
+    databases: dict[str, DatabaseSpec] = {}
+    for name, raw in raw_dbs.items():
+        key = f"databases.{name}"
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            c.add(key, "database names must match [a-z][a-z0-9_]*")
+            continue
+        raw = c.mapping(raw, key)
+        c.unknown_keys(raw, DB_KEYS, key)
+        versions_raw = raw.get("versions")
+        explicit = versions_raw is not None
+        if explicit and not isinstance(versions_raw, str):
+            c.add(f"{key}.versions", "must be a directory path")
+            versions_raw = None
+            explicit = False
+        if explicit:
+            versions = (root / str(versions_raw)).resolve()
+        else:
+            versions = (script_location / name).resolve()
+        if explicit and not versions.is_dir():
+            c.add(f"{key}.versions", f"directory {versions_raw!r} does not exist")
+        branch = raw.get("branch", name)
+        if not isinstance(branch, str) or not branch:
+            c.add(f"{key}.branch", "must be a non-empty string")
+            branch = name
+        metadata = raw.get("metadata")
+        if metadata is not None and (not isinstance(metadata, str) or ":" not in metadata):
+            c.add(f"{key}.metadata", "must be 'module:attribute'")
+            metadata = None
+        vt = raw.get("version_table", "alembic_version")
+        if not isinstance(vt, str) or not vt:
+            c.add(f"{key}.version_table", "must be a table name")
+            vt = "alembic_version"
+        vts = raw.get("version_table_schema")
+        if vts is not None and not isinstance(vts, str):
+            c.add(f"{key}.version_table_schema", "must be a schema name")
+            vts = None
+        databases[name] = DatabaseSpec(
+            name=name,
+            versions=versions,
+            branch=branch,
+            depends_on=tuple(c.str_list(raw.get("depends_on"), f"{key}.depends_on")),
+            metadata=metadata,
+            exclude_tables=tuple(c.str_list(raw.get("exclude_tables"), f"{key}.exclude_tables")),
+            version_table=vt,
+            version_table_schema=vts,
+            versions_explicit=explicit,
+        )
+
+    # dependencies: unknown names, self-dependency, cycles
+    for db in databases.values():
+        for i, dep in enumerate(db.depends_on):
+            if dep not in databases:
+                hint = _close(dep, set(databases))
+                c.add(
+                    f"databases.{db.name}.depends_on[{i}]",
+                    f"unknown database {dep!r}" + (f" (did you mean {hint!r}?)" if hint else ""),
+                )
+            elif dep == db.name:
+                c.add(f"databases.{db.name}.depends_on[{i}]", "a database cannot depend on itself")
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for db in databases.values():
+        sorter.add(db.name, *[d for d in db.depends_on if d in databases and d != db.name])
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = list(exc.args[1])
+        c.add("databases", "dependency cycle: " + " -> ".join(reversed(cycle)))
+
+    # one branch label must not name two different directories
+    by_branch: dict[str, DatabaseSpec] = {}
+    for db in databases.values():
+        other = by_branch.setdefault(db.branch, db)
+        if other.versions != db.versions:
+            c.add(
+                f"databases.{db.name}.branch",
+                f"branch label {db.branch!r} is already used by database {other.name!r} "
+                f"for another directory",
+            )
+
+    # environments
+    raw_envs = c.mapping(data.get("environments"), "environments")
+    environments: dict[str, EnvironmentSpec] = {}
+    for ename, raw in raw_envs.items():
+        key = f"environments.{ename}"
+        if not isinstance(ename, str) or not NAME_RE.match(ename.replace("-", "_")):
+            c.add(key, "environment names must be lowercase words ([a-z][a-z0-9_-]*)")
+            continue
+        raw = c.mapping(raw, key)
+        c.unknown_keys(raw, ENV_KEYS, key)
+        urls_raw = c.mapping(raw.get("urls"), f"{key}.urls")
+        urls: dict[str, str] = {}
+        for dbname, url in urls_raw.items():
+            ukey = f"{key}.urls.{dbname}"
+            if dbname not in databases:
+                hint = _close(str(dbname), set(databases))
+                c.add(ukey, "unknown database" + (f" (did you mean {hint!r}?)" if hint else ""))
+                continue
+            if not isinstance(url, str) or not url.strip():
+                c.add(ukey, "must be a URL string")
+                continue
+            urls[dbname] = url.strip()
+            REDACTOR.add_url(url)
+        protected = raw.get("protected", False)
+        if not isinstance(protected, bool):
+            c.add(f"{key}.protected", "must be true or false")
+            protected = False
+        hooks_raw = c.mapping(raw.get("hooks"), f"{key}.hooks")
+        c.unknown_keys(hooks_raw, set(HOOK_NAMES), f"{key}.hooks")
+        hooks: dict[str, str] = {}
+        for hname, cmd in hooks_raw.items():
+            if hname not in HOOK_NAMES:
+                continue
+            if not isinstance(cmd, str) or not cmd.strip():
+                c.add(f"{key}.hooks.{hname}", "must be a shell command string")
+                continue
+            if VAR_RE.search(cmd):
+                c.add(
+                    f"{key}.hooks.{hname}",
+                    "hooks use brace placeholders such as {db} and {host}, not ${...}",
+                )
+            hooks[hname] = cmd
+        environments[ename] = EnvironmentSpec(ename, urls, protected, hooks)
+
+    default_env = data.get("default_env")
+    if default_env is not None and default_env not in environments:
+        c.add("default_env", f"unknown environment {default_env!r}")
+        default_env = None
+
+    if c.problems:
+        raise RegistryError(c.problems)
+    registry = Registry(
+        path=path,
+        databases=databases,
+        environments=environments,
+        default_env=default_env,
+        settings=settings,
+        prepend_sys_path=prepend,
+        script_location=script_location,
+    )
+    problems: list[Problem] = []
+    for env in environments.values():
+        static = [
+            Target(databases[d], env.name, resolve_url(u, root, ""))
+            for d, u in env.urls.items()
+            if not VAR_RE.search(u)
+        ]
+        problems += _check_resolved(registry, env.name, static)
+    if problems:
+        raise RegistryError(problems)
+    return registry
+
+
+def _script_location(root: Path) -> Path:
+    """``script_location`` from alembic.ini beside the registry, else ``migrations``."""
+    ini = root / "alembic.ini"
+    if ini.is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(ini, encoding="utf-8")
+        except configparser.Error:
+            return (root / "migrations").resolve()
+        loc = parser.get("alembic", "script_location", fallback=None)
+        if loc and ":" not in loc.replace("%(here)s", ""):
+            loc = loc.replace("%(here)s", str(root))
+            return (root / loc).resolve()
+    return (root / "migrations").resolve()
+
+
+# ---------------------------------------------------------------- URLs
+
+
+def substitute(raw: str, key: str) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; MissingVariable names the variable."""
+
+    def repl(m: re.Match[str]) -> str:
+        val = os.environ.get(m["name"])
+        if val is None or (val == "" and m["default"] is not None):
+            if m["default"] is not None:
+                return m["default"]
+            raise MissingVariable(f"environment variable {m['name']} is not set (needed by {key})")
+        return val
+
+    return VAR_RE.sub(repl, raw)
+
+
+def resolve_url(raw: str, root: Path, key: str) -> str:
+    """Substitute variables, make relative SQLite paths relative to *root*, note the password."""
+    url = substitute(raw, key)
+    REDACTOR.add_url(url)
+    return absolutize_sqlite(url, root)
+
+
+def absolutize_sqlite(url: str, root: Path) -> str:
+    m = re.match(r"^(sqlite(?:\+\w+)?):///(.*)$", url)
+    if not m:
+        return url
+    rest = m.group(2)
+    path_part, sep, query = rest.partition("?")
+    if path_part in ("", ":memory:") or path_part.startswith("/") or path_part.startswith("file:"):
+        return url
+    return f"{m.group(1)}:///{(root / path_part).resolve()}{sep}{query}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for in-memory / non-SQLite URLs."""
+    m = re.match(r"^sqlite(?:\+\w+)?:///([^?]*)", url)
+    if not m or m.group(1) in ("", ":memory:"):
+        return None
+    return Path(m.group(1))
+
+
+def driver_problem(url: str) -> str | None:
+    """Why the URL's driver cannot be used, with the fix; None when it is fine."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+._\-]*)://", url)
+    if not m:
+        return f"not a database URL: {redact_url(url)!r}"
+    scheme = m.group(1).lower()
+    if scheme in _DRIVERS:
+        module, fix = _DRIVERS[scheme]
+        if module is None and fix is None:
+            return None
+        if module is not None and importlib.util.find_spec(module) is not None:
+            return None
+        if fix is not None:
+            which = f"driver {module}" if module else "this scheme"
+            return f"{scheme}:// needs {which}, which is not installed; use {fix}:// instead"
+        return f"driver {module} for {scheme}:// is not installed (pip install {module})"
+    dialect = scheme.split("+")[0]
+    try:
+        from sqlalchemy.dialects import registry as dialects
+
+        dialects.load(scheme.replace("+", "."))
+    except Exception:
+        return (
+            f"unknown or uninstalled driver {scheme!r}; orch supports sqlite://, "
+            f"postgresql+psycopg:// and mysql+pymysql:// (dialect {dialect!r})"
+        )
+    return None
+
+
+def _identity(url: str) -> str:
+    """What makes two URLs the same database (host, port, database; not user or password)."""
+    path = sqlite_path(url)
+    if path is not None:
+        return f"sqlite:{path}"
+    m = re.match(r"^([^:]+)://(?:[^@/]*@)?([^/?]*)/?([^?]*)", url)
+    if not m:
+        return url
+    scheme = m.group(1).split("+")[0]
+    scheme = "mysql" if scheme == "mariadb" else scheme
+    hostport = m.group(2).lower() or "localhost"
+    return f"{scheme}://{hostport}/{m.group(3)}"
+
+
+def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list[Problem]:
+    """Driver check and 'two entries point at the same database and version table'."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str | None, str], str] = {}
+    for t in targets:
+        if t.url is None:
+            continue
+        reason = driver_problem(t.url)
+        if reason:
+            problems.append(Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason))
+            continue
+        key = (_identity(t.url), t.db.version_table_schema, t.db.version_table)
+        other = seen.setdefault(key, t.name)
+        if other != t.name:
+            problems.append(
+                Problem(
+                    str(registry.path),
+                    f"environments.{env}.urls.{t.name}",
+                    f"points at the same database and version table as {other!r} "
+                    f"({redact_url(t.url)}); give one of them its own version_table",
+                )
+            )
+    return problems

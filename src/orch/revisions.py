@@ -1,0 +1,371 @@
+"""The revision graph of one database, read without executing revision modules.
+
+``status``, ``plan`` and ``history`` need only ids and parents.  Importing
+every revision module (what Alembic's ScriptDirectory does) costs most of the
+run time on long histories, so the headers are read with a regex and
+``ast.literal_eval``; a file whose header is not literal falls back to a full
+``ast`` parse and, failing that, to importing it.  Migrations that *run* still
+go through Alembic as usual.
+
+The graph logic (heads, paths, relative targets) is pure and works on any
+mapping of :class:`Rev`, so the planner and its tests need no files.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orch.errors import UsageError
+
+_HEADER = re.compile(
+    r"^(?P<name>revision|down_revision|branch_labels|depends_on)\s*(?::[^=\n]*)?=\s*",
+    re.M,
+)
+_SOURCE = re.compile(r"^(?!\.#|__init__)(.*\.py)$")
+
+
+class GraphError(UsageError):
+    """A version directory that cannot be read as one history."""
+
+
+@dataclass(frozen=True)
+class Rev:
+    """One revision's header."""
+
+    revision: str
+    down: tuple[str, ...] = ()
+    branch_labels: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    path: str = ""
+    doc: str = ""
+
+
+def _as_tuple(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple | set | frozenset):
+        return tuple(str(v) for v in value)
+    raise ValueError(f"unexpected value {value!r}")
+
+
+def _literal_after(text: str, start: int) -> object:
+    """literal_eval the expression that starts at *start* (it may span lines)."""
+    end = text.find("\n", start)
+    while True:
+        chunk = text[start : end if end != -1 else len(text)]
+        try:
+            return ast.literal_eval(chunk.split("#")[0].strip() if "\n" not in chunk else chunk)
+        except (ValueError, SyntaxError):
+            if end == -1 or end - start > 2000:
+                raise
+            end = text.find("\n", end + 1)
+
+
+def _docstring(text: str) -> str:
+    m = re.match(r'\s*(?:[rRuU]?)("""|\'\'\')(.*?)\1', text, re.S)
+    if not m:
+        return ""
+    first = m.group(2).strip().splitlines()
+    return first[0].strip() if first else ""
+
+
+def parse_header(path: Path, text: str | None = None) -> Rev | None:
+    """Read the header of one revision file; None if it declares no revision."""
+    if text is None:
+        text = path.read_text(encoding="utf-8")
+    values: dict[str, object] = {}
+    try:
+        for m in _HEADER.finditer(text):
+            if m["name"] not in values:
+                values[m["name"]] = _literal_after(text, m.end())
+    except (ValueError, SyntaxError):
+        values = _parse_ast(path, text)
+    if "revision" not in values:
+        values = _parse_ast(path, text)
+    if "revision" not in values:
+        return None
+    rev = values["revision"]
+    if not isinstance(rev, str) or not rev:
+        raise GraphError(f"{path}: 'revision' must be a non-empty string")
+    try:
+        return Rev(
+            revision=rev,
+            down=_as_tuple(values.get("down_revision")),
+            branch_labels=_as_tuple(values.get("branch_labels")),
+            depends_on=_as_tuple(values.get("depends_on")),
+            path=str(path),
+            doc=_docstring(text),
+        )
+    except ValueError as exc:
+        raise GraphError(f"{path}: cannot read revision header: {exc}") from exc
+
+
+def _parse_ast(path: Path, text: str) -> dict[str, object]:
+    """Module-level literal assignments; imports the module as a last resort."""
+    out: dict[str, object] = {}
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise GraphError(f"{path}:{exc.lineno}: syntax error in revision file: {exc.msg}") from exc
+    names = {"revision", "down_revision", "branch_labels", "depends_on"}
+    computed = False
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        for t in targets:
+            if isinstance(t, ast.Name) and t.id in names and value is not None:
+                try:
+                    out[t.id] = ast.literal_eval(value)
+                except ValueError:
+                    computed = True
+    if computed:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"_orch_rev_{abs(hash(path))}", path)
+        if spec is None or spec.loader is None:  # pragma: no cover
+            raise GraphError(f"{path}: cannot load revision file")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for n in names:
+            if hasattr(module, n):
+                out[n] = getattr(module, n)
+    return out
+
+
+def scan_directory(directory: Path) -> dict[str, Rev]:
+    """Every revision in *directory* (not recursive, like Alembic's default)."""
+    revs: dict[str, Rev] = {}
+    if not directory.is_dir():
+        return revs
+    for entry in sorted(directory.iterdir()):
+        if not entry.is_file() or not _SOURCE.match(entry.name):
+            continue
+        rev = parse_header(entry)
+        if rev is None:
+            raise GraphError(
+                f"{entry}: no 'revision' variable; every .py file in a version directory "
+                "must be a revision"
+            )
+        if rev.revision in revs:
+            raise GraphError(
+                f"{entry}: revision {rev.revision} is also declared in {revs[rev.revision].path}"
+            )
+        revs[rev.revision] = rev
+    return revs
+
+
+class Graph:
+    """Pure revision graph of one database.  Cross-revision ``depends_on`` is honoured
+    for ordering the way Alembic does (a dependency is applied before its dependent)."""
+
+    def __init__(self, revs: Mapping[str, Rev] | Iterable[Rev], name: str = "") -> None:
+        self.name = name
+        self.revs: dict[str, Rev] = (
+            dict(revs) if isinstance(revs, Mapping) else {r.revision: r for r in revs}
+        )
+        self.children: dict[str, list[str]] = {r: [] for r in self.revs}
+        for r in self.revs.values():
+            for parent in (*r.down, *r.depends_on):
+                if parent not in self.revs:
+                    what = "down_revision" if parent in r.down else "depends_on"
+                    raise GraphError(
+                        f"{r.path or r.revision}: {what} {parent!r} is not a revision of "
+                        f"{self.name or 'this database'}"
+                    )
+                if parent in r.down:
+                    self.children[parent].append(r.revision)
+        self.heads: tuple[str, ...] = tuple(
+            sorted(r for r, kids in self.children.items() if not kids)
+        )
+        self.bases: tuple[str, ...] = tuple(sorted(r.revision for r in self.revs.values() if not r.down))
+        self._order = self._topo()
+        self._labels: dict[str, str] = {}
+        for r in self.revs.values():
+            for label in r.branch_labels:
+                self._labels[label] = r.revision
+
+    def _topo(self) -> list[str]:
+        import graphlib
+
+        sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+        for r in sorted(self.revs):
+            sorter.add(r, *self.revs[r].down, *self.revs[r].depends_on)
+        try:
+            return list(sorter.static_order())
+        except graphlib.CycleError as exc:
+            raise GraphError(
+                f"revision cycle in {self.name or 'database'}: {' -> '.join(exc.args[1])}"
+            ) from exc
+
+    def __len__(self) -> int:
+        return len(self.revs)
+
+    def __contains__(self, rev: object) -> bool:
+        return rev in self.revs
+
+    def ancestors(self, revs: Iterable[str]) -> set[str]:
+        """*revs* and everything they need (down revisions and depends_on), inclusive."""
+        seen: set[str] = set()
+        stack = list(revs)
+        while stack:
+            cur = stack.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            r = self.revs[cur]
+            stack.extend(r.down)
+            stack.extend(r.depends_on)
+        return seen
+
+    def ordered(self, revs: set[str]) -> list[str]:
+        """*revs* in apply order (parents first)."""
+        return [r for r in self._order if r in revs]
+
+    def resolve(self, spec: str) -> str:
+        """A full revision id from a full id, unique prefix or branch label."""
+        if spec in self.revs:
+            return spec
+        if spec in self._labels:
+            return self._labels[spec]
+        matches = [r for r in self.revs if r.startswith(spec)]
+        if len(matches) == 1:
+            return matches[0]
+        where = f" of {self.name}" if self.name else ""
+        if not matches:
+            raise UsageError(f"unknown revision {spec!r}{where}")
+        raise UsageError(
+            f"revision prefix {spec!r}{where} is ambiguous: {', '.join(sorted(matches)[:5])}"
+        )
+
+    def unknown(self, current: Iterable[str]) -> list[str]:
+        return [c for c in current if c not in self.revs]
+
+    def pending(self, current: Iterable[str]) -> list[str]:
+        """Revisions between *current* and the heads, in apply order."""
+        have = self.ancestors(current)
+        return self.ordered(set(self.revs) - have)
+
+    def upgrade_path(self, current: Iterable[str], target: Iterable[str]) -> list[str]:
+        have = self.ancestors(current)
+        return self.ordered(self.ancestors(target) - have)
+
+    def downgrade_path(self, current: Iterable[str], target: Iterable[str]) -> list[str]:
+        """Revisions to undo, newest first, to go from *current* down to *target*."""
+        keep = self.ancestors(target)
+        return list(reversed(self.ordered(self.ancestors(current) - keep)))
+
+    def heads_of(self, revs: Iterable[str]) -> tuple[str, ...]:
+        """The heads of the set *revs* (revisions no other member descends from)."""
+        revs = set(revs)
+        below: set[str] = set()
+        for r in revs:
+            below |= self.ancestors(self.revs[r].down) | self.ancestors(self.revs[r].depends_on)
+        return tuple(sorted(revs - below))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A target resolved against the live current revisions."""
+
+    target: tuple[str, ...]  # heads after the operation ((): base)
+    path: tuple[str, ...]  # revisions to apply (upgrade) or undo (downgrade), in order
+    label: str  # what to show: a revision id, 'head' or 'base'
+
+
+def resolve_target(
+    graph: Graph, current: tuple[str, ...], spec: str, direction: str
+) -> Resolved:
+    """Resolve ``head``/``+N``/``-N``/``base``/rev against *current* for *direction*.
+
+    Raises UsageError for a target on the wrong side of the current revision,
+    past head or base, or unknown.  Pure: the executor calls it again after
+    the lock is taken.
+    """
+    unknown = graph.unknown(current)
+    if unknown:
+        raise UsageError(
+            f"{graph.name}: the database is at {', '.join(unknown)}, which no revision file "
+            "declares; fix the files or 'orch stamp' it"
+        )
+    if direction == "upgrade":
+        if spec in ("head", "heads"):
+            path = graph.upgrade_path(current, graph.heads)
+            return Resolved(graph.heads, tuple(path), "head")
+        if spec.startswith("+") and spec[1:].isdigit():
+            n = int(spec[1:])
+            pending = graph.pending(current)
+            if n == 0:
+                raise UsageError(f"{graph.name}@{spec}: a relative target needs N >= 1")
+            if n > len(pending):
+                raise UsageError(
+                    f"{graph.name}@{spec}: only {len(pending)} revision(s) pending; "
+                    f"{spec} goes past head"
+                )
+            path = pending[:n]
+            new = graph.heads_of(graph.ancestors(current) | set(path))
+            return Resolved(new, tuple(path), path[-1])
+        if spec == "base" or spec.startswith("-"):
+            raise UsageError(f"{graph.name}@{spec}: that is a downgrade target, not an upgrade")
+        rev = graph.resolve(spec)
+        have = graph.ancestors(current)
+        if rev in have:
+            if rev in current:
+                return Resolved(current, (), rev)
+            raise UsageError(
+                f"{graph.name}@{spec}: {rev} is below the current revision "
+                f"({', '.join(current)}); use 'orch downgrade'"
+            )
+        path = graph.upgrade_path(current, (rev,))
+        new = graph.heads_of(have | set(path))
+        return Resolved(new, tuple(path), rev)
+    if direction == "downgrade":
+        if spec == "base":
+            path = graph.downgrade_path(current, ())
+            return Resolved((), tuple(path), "base")
+        if spec.startswith("-") and spec[1:].isdigit():
+            n = int(spec[1:])
+            applied = list(reversed(graph.ordered(graph.ancestors(current))))
+            if n == 0:
+                raise UsageError(f"{graph.name}@{spec}: a relative target needs N >= 1")
+            if n > len(applied):
+                raise UsageError(
+                    f"{graph.name}@{spec}: only {len(applied)} revision(s) applied; "
+                    f"{spec} goes past base"
+                )
+            path = applied[:n]
+            new = graph.heads_of(graph.ancestors(current) - set(path))
+            return Resolved(new, tuple(path), ",".join(new) or "base")
+        if spec in ("head", "heads") or spec.startswith("+"):
+            raise UsageError(f"{graph.name}@{spec}: that is an upgrade target, not a downgrade")
+        rev = graph.resolve(spec)
+        have = graph.ancestors(current)
+        if rev not in have:
+            raise UsageError(
+                f"{graph.name}@{spec}: {rev} is not below the current revision "
+                f"({', '.join(current) or 'base'}); use 'orch upgrade'"
+            )
+        path = graph.downgrade_path(current, (rev,))
+        return Resolved(graph.heads_of(have - set(path)), tuple(path), rev)
+    if direction == "stamp":
+        if spec in ("head", "heads"):
+            return Resolved(graph.heads, (), "head")
+        if spec == "base":
+            return Resolved((), (), "base")
+        rev = graph.resolve(spec)
+        return Resolved((rev,), (), rev)
+    raise ValueError(direction)  # pragma: no cover
+
+
+def load_graph(directory: Path, name: str = "") -> Graph:
+    """The graph of one version directory (empty when the directory does not exist)."""
+    return Graph(scan_directory(directory), name=name)

@@ -1,0 +1,152 @@
+"""Read-only state of databases and environments.
+
+Reads need no Alembic machinery: the revision graph comes from headers
+(:mod:`orch.revisions`) and the version rows from one SELECT, so many
+databases are queried concurrently in threads with the connect timeout.
+Nothing here writes to a database or creates a file: SQLite files are opened
+read-only and a missing one simply has no revision yet.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orch.db import NoDatabase, backend, connect, describe_error, read_current, transactional_ddl
+from orch.errors import DatabaseError, OrchError
+from orch.registry import Registry, Target
+from orch.revisions import Graph, load_graph
+
+STATES = (
+    "up_to_date",
+    "behind",
+    "unknown_revision",
+    "dirty",
+    "running",
+    "unreachable",
+    "unconfigured",
+)
+
+
+@dataclass
+class DbStatus:
+    """One database of one environment (the SPEC's ``status --json`` entry)."""
+
+    name: str
+    url: str | None
+    current: list[str] | None
+    heads: list[str]
+    pending: int | None
+    state: str
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "current": self.current,
+            "heads": self.heads,
+            "pending": self.pending,
+            "state": self.state,
+            "error": self.error,
+        }
+
+
+def graphs_for(registry: Registry, names: Sequence[str] | None = None) -> dict[str, Graph]:
+    """Revision graphs of the registry's databases; databases sharing a directory share one."""
+    by_dir: dict[Any, Graph] = {}
+    out: dict[str, Graph] = {}
+    for db in registry.databases.values():
+        if names is not None and db.name not in names:
+            continue
+        if db.versions not in by_dir:
+            by_dir[db.versions] = load_graph(db.versions, db.name)
+        graph = by_dir[db.versions]
+        out[db.name] = graph if graph.name == db.name else _renamed(graph, db.name)
+    return out
+
+
+def _renamed(graph: Graph, name: str) -> Graph:
+    clone = object.__new__(Graph)
+    clone.__dict__.update(graph.__dict__)
+    clone.name = name
+    return clone
+
+
+def read_live(target: Target, registry: Registry) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
+    """(current revisions, lock held, dirty) of one database, read-only."""
+    from orch.audit import dirty_revision
+    from orch.locks import is_locked
+
+    assert target.url is not None
+    try:
+        conn = connect(target.url, registry.settings.connect_timeout, readonly=True)
+    except NoDatabase:
+        return (), False, None
+    try:
+        current = read_current(conn, target.db)
+        running = is_locked(conn, target.db, target.url)
+        dirty = None
+        if not transactional_ddl(target.url):
+            dirty = dirty_revision(
+                conn, registry.settings.log_table, target.db.version_table_schema, target.name
+            )
+        conn.rollback()
+        return current, running, dirty
+    finally:
+        conn.close()
+
+
+def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
+    heads = list(graph.heads)
+    if target.url is None:
+        return DbStatus(target.name, None, None, heads, None, "unconfigured", target.missing)
+    url = target.display_url
+    try:
+        current, running, dirty = read_live(target, registry)
+    except DatabaseError as exc:
+        return DbStatus(target.name, url, None, heads, None, "unreachable", str(exc))
+    except OrchError:
+        raise
+    except Exception as exc:
+        return DbStatus(target.name, url, None, heads, None, "unreachable", describe_error(exc))
+    cur = list(current)
+    unknown = graph.unknown(current)
+    pending = None if unknown else len(graph.pending(current))
+    if running:
+        state, error = "running", "a migration holds the lock now"
+    elif dirty is not None:
+        rev, err = dirty
+        state = "dirty"
+        error = f"revision {rev} failed or was interrupted half-way" + (f": {err}" if err else "")
+    elif unknown:
+        state = "unknown_revision"
+        error = f"revision {', '.join(unknown)} is not in {graph.name}'s directory"
+    elif pending:
+        state, error = "behind", None
+    else:
+        state, error = "up_to_date", None
+    st = DbStatus(target.name, url, cur, heads, pending, state, error)
+    st.extra["backend"] = backend(target.url)
+    return st
+
+
+def collect(
+    registry: Registry,
+    env: str | None,
+    names: Sequence[str] | None = None,
+    *,
+    graphs: dict[str, Graph] | None = None,
+    max_workers: int = 16,
+) -> list[DbStatus]:
+    """Status of every (or the named) database of one environment, concurrently."""
+    targets = [t for t in registry.targets(env) if names is None or t.name in names]
+    graphs = graphs if graphs is not None else graphs_for(registry, [t.name for t in targets])
+    if len(targets) <= 1:
+        return [status_of(t, graphs[t.name], registry) for t in targets]
+    workers = max(1, min(max_workers, len(targets)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda t: status_of(t, graphs[t.name], registry), targets))
