@@ -1,0 +1,227 @@
+"""Shared fixtures: real servers, one uniquely named database per test, a reference project copy.
+
+Servers come from ``ORCH_TEST_POSTGRES_URL`` / ``ORCH_TEST_MYSQL_URL`` (defaults:
+the local PostgreSQL and MariaDB of DEVELOPERS.md).  When a server cannot be
+reached, its tests skip with a message saying how to provide one, except
+under ``CI=true``, where they fail: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click.testing
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get(
+    "ORCH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+MYSQL_URL = os.environ.get("ORCH_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BACKENDS = ("sqlite", "postgresql", "mysql")
+_HOW = {
+    "postgresql": "set ORCH_TEST_POSTGRES_URL=postgresql+psycopg://USER@HOST:PORT/postgres "
+    "(a role that may CREATE DATABASE)",
+    "mysql": "set ORCH_TEST_MYSQL_URL=mysql+pymysql://root@HOST:PORT/mysql "
+    "(a user that may CREATE DATABASE)",
+}
+_REACHABLE: dict[str, str | None] = {}
+
+
+def server_problem(kind: str) -> str | None:
+    """None if the server of *kind* answers, else why not (cached per session)."""
+    if kind == "sqlite":
+        return None
+    if kind not in _REACHABLE:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        url = PG_URL if kind == "postgresql" else MYSQL_URL
+        try:
+            eng = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
+            with eng.connect() as c:
+                c.execute(text("SELECT 1"))
+            _REACHABLE[kind] = None
+        except Exception as exc:  # noqa: BLE001
+            _REACHABLE[kind] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return _REACHABLE[kind]
+
+
+def require_server(kind: str) -> None:
+    problem = server_problem(kind)
+    if problem is None:
+        return
+    msg = f"{kind} server not reachable ({problem}); {_HOW[kind]}"
+    if IN_CI:
+        pytest.fail(f"CI=true: {msg}")
+    pytest.skip(msg)
+
+
+def _admin_url(kind: str) -> str:
+    return PG_URL if kind == "postgresql" else MYSQL_URL
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(kind: str, name: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    eng = create_engine(_admin_url(kind), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        if kind == "postgresql":
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        else:
+            c.execute(text(f"CREATE DATABASE `{name}`"))
+    return _with_database(_admin_url(kind), name)
+
+
+def drop_database(kind: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    eng = create_engine(_admin_url(kind), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        if kind == "postgresql":
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture
+def make_db(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """Factory: ``make_db(kind)`` -> URL of a new, empty, uniquely named database."""
+    created: list[tuple[str, str]] = []
+
+    def factory(kind: str) -> str:
+        if kind == "sqlite":
+            path = tmp_path / "dbs" / f"db_{uuid.uuid4().hex[:8]}.db"
+            path.parent.mkdir(exist_ok=True)
+            return f"sqlite:///{path}"
+        require_server(kind)
+        name = f"orch_t_{uuid.uuid4().hex[:12]}"
+        url = create_database(kind, name)
+        created.append((kind, name))
+        return url
+
+    yield factory
+    for kind, name in created:
+        try:
+            drop_database(kind, name)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: could not drop {kind} database {name}: {exc}", file=sys.stderr)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Parametrize a test over SQLite, PostgreSQL and MariaDB/MySQL."""
+    kind = str(request.param)
+    require_server(kind)
+    return kind
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Project:
+    """A copy of the reference project in a temporary directory."""
+
+    root: Path
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "databases.yaml"
+
+    def registry(self) -> dict[str, Any]:
+        return dict(yaml.safe_load(self.registry_path.read_text()))
+
+    def write_registry(self, data: dict[str, Any]) -> None:
+        self.registry_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def set_urls(self, env: str, urls: dict[str, str], **env_keys: Any) -> None:
+        data = self.registry()
+        data.setdefault("environments", {})[env] = {"urls": urls, **env_keys}
+        self.write_registry(data)
+
+    def orch(self, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+        """Run orch in-process (like the console script) from the project directory."""
+        return run_orch(list(args), cwd=self.root, env=env, input=input)
+
+    def orch_proc(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m orch`` in a subprocess (for races, signals and real isolation)."""
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "orch", *args],
+            cwd=self.root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            **kw,
+        )
+
+
+def run_orch(
+    args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, input: str | None = None
+) -> Result:
+    """Call :func:`orch.cli.main` as the console script would, capturing stdout and stderr apart."""
+    from orch.cli import main
+
+    runner = click.testing.CliRunner()
+    old = Path.cwd()
+    code = 0
+    with runner.isolation(input=input, env=env) as streams:
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            main(args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            os.chdir(old)
+        out = streams[0].getvalue().decode()
+        err = streams[1].getvalue().decode()
+    return Result(code, out, err)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """The reference project (registry, alembic.ini, migrations, models) copied to tmp."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    for name in ("databases.yaml", "alembic.ini"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src" / "shop", root / "src" / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    return Project(root)
+
+
+@pytest.fixture
+def backend_project(project: Project, backend: str, make_db: Callable[[str], str]) -> Project:
+    """The reference project whose default environment ``dev`` runs on *backend*."""
+    if backend != "sqlite":
+        project.set_urls("dev", {"core": make_db(backend), "analytics": make_db(backend)})
+    return project
