@@ -167,11 +167,15 @@ class Project:
         data.setdefault("environments", {})[env] = {"urls": urls, **env_keys}
         self.write_registry(data)
 
-    def orch(self, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    def orch(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> Result:
         """Run orch in-process (like the console script) from the project directory."""
         return run_orch(list(args), cwd=self.root, env=env, input=input)
 
-    def orch_proc(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+    def orch_proc(
+        self, *args: str, env: dict[str, str] | None = None, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``python -m orch`` in a subprocess (for races, signals and real isolation)."""
         full_env = {**os.environ, **(env or {})}
         return subprocess.run(
@@ -185,7 +189,10 @@ class Project:
 
 
 def run_orch(
-    args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, input: str | None = None
+    args: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
 ) -> Result:
     """Call :func:`orch.cli.main` as the console script would, capturing stdout and stderr apart."""
     from orch.cli import main
@@ -214,8 +221,12 @@ def project(tmp_path: Path) -> Project:
     root.mkdir()
     for name in ("databases.yaml", "alembic.ini"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "src" / "shop", root / "src" / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(
+        REPO / "src" / "shop", root / "src" / "shop", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return Project(root)
 
 

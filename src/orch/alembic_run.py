@@ -208,6 +208,7 @@ def run(
     cfg = make_config(registry, db, stdout=stdout)
 
     def steps(rev: Any, context: Any) -> Iterator[Any]:
+        planned: list[Any]
         if direction == "upgrade":
             planned = script._upgrade_revs(destination, rev)
         elif direction == "downgrade":

@@ -36,7 +36,9 @@ def new_revision(
 
     db = registry.database(name)
     if rev_id is not None and (len(rev_id) > 32 or not rev_id.replace("_", "").isalnum()):
-        raise UsageError(f"--rev-id {rev_id!r}: use letters, digits and '_' (at most 32 characters)")
+        raise UsageError(
+            f"--rev-id {rev_id!r}: use letters, digits and '_' (at most 32 characters)"
+        )
     graph = load_graph(db.versions, db.name)
     first = len(graph) == 0
     if len(graph.heads) > 1:
@@ -76,4 +78,4 @@ def new_revision(
         return None
     if isinstance(script, list):
         script = script[0]
-    return Path(script.path)
+    return None if script is None else Path(script.path)

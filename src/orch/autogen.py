@@ -55,4 +55,4 @@ def autogenerate_revision(
         return None
     if isinstance(script, list):
         script = script[0]
-    return Path(script.path)
+    return None if script is None else Path(script.path)

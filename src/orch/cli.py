@@ -269,7 +269,9 @@ def _run_and_report(
             "exit_code": code,
         }
         if code:
-            bad = [f"{r.name} {r.outcome}" for r in results if r.outcome not in ("done", "unchanged")]
+            bad = [
+                f"{r.name} {r.outcome}" for r in results if r.outcome not in ("done", "unchanged")
+            ]
             doc["error"] = "; ".join(bad)
         emit_json(doc)
     else:
@@ -292,14 +294,22 @@ def _run_and_report(
 
 
 _jobs_opt = click.option(
-    "--jobs", "-j", type=click.IntRange(min=1), default=None,
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
     help="Databases migrated in parallel (worker processes); 1 runs inline.",
 )
 _lock_opt = click.option(
-    "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
     help="Wait this long for each database's migration lock (default: registry setting).",
 )
-_yes_opt = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (protected environments).")
+_yes_opt = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (protected environments)."
+)
 
 
 # ---------------------------------------------------------------- commands
@@ -308,7 +318,9 @@ _yes_opt = click.option("--yes", "-y", is_flag=True, help="Do not ask for confir
 @cli.command()
 @click.argument("selectors", nargs=-1, metavar="[DB[@TARGET]]...")
 @click.option("--all", "all_", is_flag=True, help="Every database, to head.")
-@click.option("--with-deps", is_flag=True, help="Bring dependencies of the named databases to head first.")
+@click.option(
+    "--with-deps", is_flag=True, help="Bring dependencies of the named databases to head first."
+)
 @click.option("--ignore-deps", is_flag=True, help="Do not check that dependencies are at head.")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @_jobs_opt
@@ -334,15 +346,24 @@ def upgrade(
     sels = parse_selectors(registry, selectors, command="upgrade")
     if all_ and sels:
         raise click.UsageError("--all cannot be combined with database selectors")
-    involved = list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    involved = (
+        list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    )
     targets, live = _live_currents(registry, env, involved)
     plan = plan_upgrade(
-        registry, sels, all_=all_, graphs=live["graphs"], currents=live["currents"],
-        with_deps=with_deps, ignore_deps=ignore_deps,
+        registry,
+        sels,
+        all_=all_,
+        graphs=live["graphs"],
+        currents=live["currents"],
+        with_deps=with_deps,
+        ignore_deps=ignore_deps,
     )
     _require_urls(targets, plan.names)
     _confirm_protected(registry, env, yes, f"upgrade {', '.join(plan.names)}")
-    _run_and_report(state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast)
+    _run_and_report(
+        state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast
+    )
 
 
 def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
@@ -380,10 +401,14 @@ def downgrade(
     names = [s.db for s in sels]
     involved = list(dict.fromkeys(names + [d for n in names for d in registry.dependents(n)]))
     targets, live = _live_currents(registry, env, involved)
-    plan = plan_downgrade(registry, sels, graphs=live["graphs"], currents=live["currents"], force=force)
+    plan = plan_downgrade(
+        registry, sels, graphs=live["graphs"], currents=live["currents"], force=force
+    )
     _require_urls(targets, plan.names)
     _confirm_protected(registry, env, yes, f"downgrade {', '.join(str(s) for s in sels)}")
-    _run_and_report(state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast)
+    _run_and_report(
+        state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast
+    )
 
 
 @cli.command()
@@ -507,14 +532,20 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
     if all_ and sels:
         raise click.UsageError("--all cannot be combined with database selectors")
     all_ = all_ or not sels
-    involved = list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    involved = (
+        list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    )
     targets, live = _live_currents(registry, env, involved)
     unreadable = {s.name: s for s in live["statuses"] if s.current is None}
     the_plan = plan_upgrade(
-        registry, sels, all_=all_, graphs=live["graphs"], currents=live["currents"],
-        with_deps=with_deps, ignore_deps=ignore_deps,
+        registry,
+        sels,
+        all_=all_,
+        graphs=live["graphs"],
+        currents=live["currents"],
+        with_deps=with_deps,
+        ignore_deps=ignore_deps,
     )
-    pending = [s for s in the_plan.steps if s.revisions]
     if state.json:
         emit_json(
             {
@@ -525,7 +556,11 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
             }
         )
     else:
-        rows = [r for r, s in zip(_plan_rows(the_plan), the_plan.steps, strict=True) if s.revisions or s.current is None]
+        rows = [
+            r
+            for r, s in zip(_plan_rows(the_plan), the_plan.steps, strict=True)
+            if s.revisions or s.current is None
+        ]
         if rows:
             out(table(["GROUP", "DATABASE", "DIRECTION", "FROM -> TO", "REVISIONS"], rows))
         else:
@@ -539,10 +574,14 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
 @click.argument("database", metavar="DB")
 @click.option("--message", "-m", required=True, help="What the revision does.")
 @click.option("--autogenerate", is_flag=True, help="Compare DB's metadata with its live database.")
-@click.option("--allow-empty", is_flag=True, help="With --autogenerate: write a file even if nothing changed.")
+@click.option(
+    "--allow-empty", is_flag=True, help="With --autogenerate: write a file even if nothing changed."
+)
 @click.option("--rev-id", default=None, help="Revision id to use instead of a generated one.")
 @global_options
-def revision(database: str, message: str, autogenerate: bool, allow_empty: bool, rev_id: str | None) -> None:
+def revision(
+    database: str, message: str, autogenerate: bool, allow_empty: bool, rev_id: str | None
+) -> None:
     """Create a new revision in DB's directory (the first one carries DB's branch label)."""
     from orch.authoring import new_revision
 
@@ -558,7 +597,9 @@ def revision(database: str, message: str, autogenerate: bool, allow_empty: bool,
         rev_id=rev_id,
     )
     if state.json:
-        emit_json({"database": database, "path": str(path) if path else None, "created": path is not None})
+        emit_json(
+            {"database": database, "path": str(path) if path else None, "created": path is not None}
+        )
     elif path is None:
         err(f"{database}: no changes detected; no revision written (use --allow-empty to force)")
     else:
@@ -575,7 +616,14 @@ def _argv_flag(args: Sequence[str], *flags: str) -> bool:
             break
         if a in flags:
             return True
-        if any(f.startswith("-") and not f.startswith("--") and a.startswith("-") and not a.startswith("--") and f[1] in a[1:] for f in flags):
+        if any(
+            f.startswith("-")
+            and not f.startswith("--")
+            and a.startswith("-")
+            and not a.startswith("--")
+            and f[1] in a[1:]
+            for f in flags
+        ):
             return True
     return False
 
@@ -606,7 +654,12 @@ def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
         from orch.db import describe_error
 
         code = EXIT_FAILED
-        _report(argv, f"internal error: {describe_error(exc)} (run with -v for the traceback)", code, exc)
+        _report(
+            argv,
+            f"internal error: {describe_error(exc)} (run with -v for the traceback)",
+            code,
+            exc,
+        )
     sys.exit(code)
 
 

@@ -15,6 +15,7 @@ refused database marks everything downstream ``skipped``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import time
@@ -178,10 +179,8 @@ def run_one(task: Task) -> DbResult:
         res.outcome = "failed"
         res.error = res.error or describe_error(exc)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             conn.close()
-        except Exception:
-            pass
         res.duration = time.monotonic() - t0
     return res
 
@@ -259,10 +258,8 @@ def _migrate(
         res.outcome = "done"
     except Exception as exc:
         error = describe_error(exc)
-        try:
+        with contextlib.suppress(Exception):
             conn.rollback()
-        except Exception:
-            pass
         rev = state["rev"]
         res.outcome, res.revision, res.error = "failed", rev, error
         say(f"  {rev} FAILED: {error}")
@@ -292,7 +289,9 @@ def _stamp(
     destination = _destination(target, label, "stamp")
     alembic_run.run(task.registry, db, task.target.url or "", conn, "stamp", destination)
     conn.commit()
-    audit.record(",".join(target) or "base", "stamp", "ok", detail=f"from {','.join(current) or 'base'}")
+    audit.record(
+        ",".join(target) or "base", "stamp", "ok", detail=f"from {','.join(current) or 'base'}"
+    )
     conn.commit()
     res.outcome = "unchanged" if tuple(sorted(target)) == tuple(sorted(current)) else "done"
     say(f"{db.name}: stamped {', '.join(target) or 'base'}")
@@ -381,7 +380,14 @@ def execute(
         while len(results) < len(tasks):
             for name in ready():
                 if stop:
-                    finish(DbResult(name, plan.direction, "skipped", error="--fail-fast: an earlier database failed"))
+                    finish(
+                        DbResult(
+                            name,
+                            plan.direction,
+                            "skipped",
+                            error="--fail-fast: an earlier database failed",
+                        )
+                    )
                     continue
                 if pool is None:
                     r = run_one(tasks[name])
@@ -412,7 +418,9 @@ def execute(
     return [results[n] for n in order]
 
 
-def _after(r: DbResult, finish: Callable[[DbResult], None], skip: Callable[[str, str], None]) -> None:
+def _after(
+    r: DbResult, finish: Callable[[DbResult], None], skip: Callable[[str, str], None]
+) -> None:
     finish(r)
     if r.outcome in ("failed", "locked", "refused"):
         skip(r.name, f"{r.name} {r.outcome}")

@@ -145,7 +145,9 @@ class MigrationLock:
             if self.on_wait is not None:
                 self.on_wait(f"{self.db.name}: waiting for the migration lock held by another run")
             wait = max(0, int(round(deadline - time.monotonic())))
-            got = self.conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": wait}).scalar()
+            got = self.conn.execute(
+                text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": wait}
+            ).scalar()
         self.conn.commit()
         if got is None:
             raise RuntimeError(f"{self.db.name}: GET_LOCK failed on the server")

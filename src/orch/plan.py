@@ -81,7 +81,9 @@ def levels(registry: Registry, names: Iterable[str], *, reverse: bool = False) -
     return out
 
 
-def edges(registry: Registry, names: Iterable[str], *, reverse: bool = False) -> dict[str, set[str]]:
+def edges(
+    registry: Registry, names: Iterable[str], *, reverse: bool = False
+) -> dict[str, set[str]]:
     """Predecessors of each selected database within the selection (transitive)."""
     chosen = set(names)
     preds: dict[str, set[str]] = {n: set() for n in chosen}
@@ -215,9 +217,7 @@ def plan_downgrade(
                 f"{name} has dependents not at base: {', '.join(deps)}"
                 for name, deps in blocking.items()
             )
-            raise RefusedError(
-                f"{who}. Downgrade them to base in the same run, or use --force"
-            )
+            raise RefusedError(f"{who}. Downgrade them to base in the same run, or use --force")
     return _build(registry, "downgrade", targets, graphs, currents, reverse=True)
 
 

@@ -160,7 +160,8 @@ class Registry:
         for db in self.databases.values():
             raw = env.urls.get(db.name)
             if raw is None:
-                out.append(Target(db, env.name, None, f"environment {env.name!r} has no URL for it"))
+                reason = f"environment {env.name!r} has no URL for it"
+                out.append(Target(db, env.name, None, reason))
                 continue
             try:
                 url = resolve_url(raw, self.root, f"environments.{env.name}.urls.{db.name}")
@@ -233,7 +234,9 @@ def find_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None
     )
 
 
-def load_registry(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Registry:
+def load_registry(
+    explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None
+) -> Registry:
     """Find, parse and validate the registry."""
     return parse_registry(find_config(explicit, cwd))
 
@@ -278,7 +281,9 @@ class _Collector:
             if k not in allowed:
                 prefix = f"{key}." if key else ""
                 hint = _close(str(k), allowed)
-                self.add(f"{prefix}{k}", "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
+                self.add(
+                    f"{prefix}{k}", "unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                )
 
     def str_list(self, value: Any, key: str) -> list[str]:
         if value is None:
@@ -342,16 +347,17 @@ def parse_registry(path: Path) -> Registry:
         jobs = None
     settings = Settings(
         lock_timeout=c.number(raw_settings.get("lock_timeout"), "settings.lock_timeout", 60.0),
-        connect_timeout=c.number(raw_settings.get("connect_timeout"), "settings.connect_timeout", 5.0),
-        log_table=log_table,
-        ddl_lock_timeout=(
-            None if ddl is None else c.number(ddl, "settings.ddl_lock_timeout", 0.0)
+        connect_timeout=c.number(
+            raw_settings.get("connect_timeout"), "settings.connect_timeout", 5.0
         ),
+        log_table=log_table,
+        ddl_lock_timeout=(None if ddl is None else c.number(ddl, "settings.ddl_lock_timeout", 0.0)),
         jobs=jobs,
     )
 
     prepend = tuple(
-        (root / p).resolve() for p in c.str_list(data.get("prepend_sys_path", ["."]), "prepend_sys_path")
+        (root / p).resolve()
+        for p in c.str_list(data.get("prepend_sys_path", ["."]), "prepend_sys_path")
     )
 
     script_location = _script_location(root)
@@ -621,7 +627,9 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
             continue
         reason = driver_problem(t.url)
         if reason:
-            problems.append(Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason))
+            problems.append(
+                Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason)
+            )
             continue
         key = (_identity(t.url), t.db.version_table_schema, t.db.version_table)
         other = seen.setdefault(key, t.name)

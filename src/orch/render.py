@@ -50,7 +50,9 @@ def colour(word: str, stream: IO[str] | None = None) -> str:
     return f"\x1b[{_CODES[name]}m{word}\x1b[0m"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], stream: IO[str] | None = None) -> str:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], stream: IO[str] | None = None
+) -> str:
     """An aligned plain-text table; cells coloured by value on a TTY."""
     stream = stream or sys.stdout
     text_rows = [["" if c is None else str(c) for c in row] for row in rows]

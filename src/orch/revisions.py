@@ -187,7 +187,9 @@ class Graph:
         self.heads: tuple[str, ...] = tuple(
             sorted(r for r, kids in self.children.items() if not kids)
         )
-        self.bases: tuple[str, ...] = tuple(sorted(r.revision for r in self.revs.values() if not r.down))
+        self.bases: tuple[str, ...] = tuple(
+            sorted(r.revision for r in self.revs.values() if not r.down)
+        )
         self._order = self._topo()
         self._labels: dict[str, str] = {}
         for r in self.revs.values():
@@ -282,9 +284,7 @@ class Resolved:
     label: str  # what to show: a revision id, 'head' or 'base'
 
 
-def resolve_target(
-    graph: Graph, current: tuple[str, ...], spec: str, direction: str
-) -> Resolved:
+def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction: str) -> Resolved:
     """Resolve ``head``/``+N``/``-N``/``base``/rev against *current* for *direction*.
 
     Raises UsageError for a target on the wrong side of the current revision,

@@ -76,7 +76,9 @@ def _renamed(graph: Graph, name: str) -> Graph:
     return clone
 
 
-def read_live(target: Target, registry: Registry) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
+def read_live(
+    target: Target, registry: Registry
+) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
     """(current revisions, lock held, dirty) of one database, read-only."""
     from orch.audit import dirty_revision
     from orch.locks import is_locked
