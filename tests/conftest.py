@@ -77,51 +77,84 @@ def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def create_database(kind: str, name: str) -> str:
-    from sqlalchemy import create_engine, text
+def _admin_engine(kind: str) -> Any:
+    from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    eng = create_engine(_admin_url(kind), poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
+    return create_engine(_admin_url(kind), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+
+def create_database(kind: str, name: str, *, login: tuple[str, str] | None = None) -> str:
+    """Create database *name*; with *login* = (user, password), a login that owns it.
+
+    The returned URL connects as that login (password in the URL), so tests can
+    prove a real, accepted password never shows in orch's output.
+    """
+    from sqlalchemy import text
+
+    with _admin_engine(kind).connect() as c:
         if kind == "postgresql":
-            c.execute(text(f'CREATE DATABASE "{name}"'))
+            if login:
+                user, pw = login
+                c.execute(text(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{pw}'"))
+                c.execute(text(f'CREATE DATABASE "{name}" OWNER "{user}"'))
+            else:
+                c.execute(text(f'CREATE DATABASE "{name}"'))
         else:
             c.execute(text(f"CREATE DATABASE `{name}`"))
-    return _with_database(_admin_url(kind), name)
+            if login:
+                user, pw = login
+                c.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'"))
+                c.execute(text(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'%'"))
+    url = _with_database(_admin_url(kind), name)
+    if login:
+        from sqlalchemy.engine import make_url
+
+        user, pw = login
+        url = make_url(url).set(username=user, password=pw).render_as_string(hide_password=False)
+    return url
 
 
-def drop_database(kind: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
+def drop_database(kind: str, name: str, *, login: str | None = None) -> None:
+    from sqlalchemy import text
 
-    eng = create_engine(_admin_url(kind), poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
+    with _admin_engine(kind).connect() as c:
         if kind == "postgresql":
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if login:
+                c.execute(text(f'DROP ROLE IF EXISTS "{login}"'))
         else:
             c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            if login:
+                c.execute(text(f"DROP USER IF EXISTS '{login}'@'%'"))
 
 
 @pytest.fixture
-def make_db(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """Factory: ``make_db(kind)`` -> URL of a new, empty, uniquely named database."""
-    created: list[tuple[str, str]] = []
+def make_db(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Factory: ``make_db(kind)`` -> URL of a new, empty, uniquely named database.
 
-    def factory(kind: str) -> str:
+    ``make_db(kind, password="...")`` also creates a login (PostgreSQL role,
+    MariaDB user) with that password that owns the database, and returns a URL
+    with it; the login is dropped with the database.  SQLite has no logins.
+    """
+    created: list[tuple[str, str, str | None]] = []
+
+    def factory(kind: str, *, password: str | None = None) -> str:
         if kind == "sqlite":
             path = tmp_path / "dbs" / f"db_{uuid.uuid4().hex[:8]}.db"
             path.parent.mkdir(exist_ok=True)
             return f"sqlite:///{path}"
         require_server(kind)
         name = f"orch_t_{uuid.uuid4().hex[:12]}"
-        url = create_database(kind, name)
-        created.append((kind, name))
-        return url
+        user = f"orch_u_{uuid.uuid4().hex[:12]}" if password is not None else None
+        login = (user, password) if user is not None and password is not None else None
+        created.append((kind, name, user))
+        return create_database(kind, name, login=login)
 
     yield factory
-    for kind, name in created:
+    for kind, name, user in created:
         try:
-            drop_database(kind, name)
+            drop_database(kind, name, login=user)
         except Exception as exc:  # noqa: BLE001
             print(f"warning: could not drop {kind} database {name}: {exc}", file=sys.stderr)
 
@@ -221,17 +254,14 @@ def project(tmp_path: Path) -> Project:
     root.mkdir()
     for name in ("databases.yaml", "alembic.ini"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(
-        REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(
-        REPO / "src" / "shop", root / "src" / "shop", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "migrations", root / "migrations", ignore=skip)
+    shutil.copytree(REPO / "src" / "shop", root / "src" / "shop", ignore=skip)
     return Project(root)
 
 
 @pytest.fixture
-def backend_project(project: Project, backend: str, make_db: Callable[[str], str]) -> Project:
+def backend_project(project: Project, backend: str, make_db: Callable[..., str]) -> Project:
     """The reference project whose default environment ``dev`` runs on *backend*."""
     if backend != "sqlite":
         project.set_urls("dev", {"core": make_db(backend), "analytics": make_db(backend)})
