@@ -168,6 +168,14 @@ def plan_upgrade(
                 if dep not in behind:
                     behind.append(dep)
         if behind and with_deps:
+            named = [d for d in behind if d in targets]
+            if named:
+                # an explicit target is never silently replaced by head
+                raise RefusedError(
+                    "--with-deps would move "
+                    + ", ".join(f"{d}@{targets[d]}" for d in named)
+                    + " to head, which its dependents need; drop the target or use --ignore-deps"
+                )
             for dep in behind:
                 targets[dep] = "head"
         elif behind and not ignore_deps:
