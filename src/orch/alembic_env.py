@@ -8,6 +8,7 @@ beside alembic.ini, so the one env.py still serves every database; without
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def _plain_alembic_job(context: Any) -> Job:
     where = Path(ini).resolve().parent if ini else Path.cwd()
     try:
         registry = load_registry(None, cwd=where)
-        target = registry.target(x.get("env"), db_name)
+        # the same environment orch would use: -x env, else $ORCH_ENV, else default_env
+        target = registry.target(x.get("env") or os.environ.get("ORCH_ENV"), db_name)
     except OrchError as exc:
         raise CommandError(str(exc)) from exc
     if target.url is None:

@@ -536,6 +536,7 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
         list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
     )
     targets, live = _live_currents(registry, env, involved)
+    _require_urls(targets, involved)  # what upgrade would refuse (exit 2), plan refuses too
     unreadable = {s.name: s for s in live["statuses"] if s.current is None}
     the_plan = plan_upgrade(
         registry,
@@ -553,6 +554,14 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
                 "steps": _plan_json(the_plan),
                 "pending": sum(len(s.revisions) for s in the_plan.steps),
                 "unreadable": {n: s.error for n, s in unreadable.items()},
+                **(
+                    {
+                        "error": "; ".join(f"{n}: {s.error}" for n, s in unreadable.items()),
+                        "exit_code": EXIT_FAILED,
+                    }
+                    if unreadable
+                    else {}
+                ),
             }
         )
     else:
@@ -656,7 +665,8 @@ def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
         code = EXIT_FAILED
         _report(
             argv,
-            f"internal error: {describe_error(exc)} (run with -v for the traceback)",
+            f"internal error: {type(exc).__name__}: {describe_error(exc)} "
+            "(run with -v for the traceback)",
             code,
             exc,
         )
