@@ -34,10 +34,23 @@ class LockTimeout(Exception):
     """The lock was not obtained within the timeout."""
 
 
-def lock_name(db: DatabaseSpec) -> str:
-    """A stable name for the lock of *db*'s version table (<= 64 chars for MySQL)."""
-    ident = f"{db.version_table_schema or ''}.{db.version_table}"
+def lock_name(db: DatabaseSpec, database: str = "") -> str:
+    """A stable name for the lock of *db*'s version table (<= 64 chars for MySQL).
+
+    MySQL lock names are server-wide, so the name must include the database
+    (*database*, the connection's current one) unless the version table names
+    its schema; otherwise every database on one server would share one lock.
+    """
+    ident = f"{db.version_table_schema or database}.{db.version_table}"
     return "orch:" + hashlib.sha1(ident.encode()).hexdigest()[:40]
+
+
+def mysql_lock_name(conn: Connection, db: DatabaseSpec) -> str:
+    """:func:`lock_name` for the database *conn* is connected to (MySQL/MariaDB)."""
+    from sqlalchemy import text
+
+    current = "" if db.version_table_schema else conn.execute(text("SELECT DATABASE()")).scalar()
+    return lock_name(db, str(current or ""))
 
 
 def pg_key(conn: Connection, db: DatabaseSpec) -> int:
@@ -91,7 +104,9 @@ class MigrationLock:
             elif self.kind == "mysql":
                 from sqlalchemy import text
 
-                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name(self.db)})
+                self.conn.execute(
+                    text("SELECT RELEASE_LOCK(:n)"), {"n": mysql_lock_name(self.conn, self.db)}
+                )
                 self.conn.commit()
         except Exception:
             # the connection is closed right after; the server drops the lock with it
@@ -139,7 +154,7 @@ class MigrationLock:
     def _mysql(self, deadline: float) -> None:
         from sqlalchemy import text
 
-        name = lock_name(self.db)
+        name = mysql_lock_name(self.conn, self.db)
         got = self.conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
         if got != 1:
             if self.on_wait is not None:
@@ -200,7 +215,10 @@ def is_locked(conn: Connection, db: DatabaseSpec, url: str) -> bool:
         return bool(row)
     if kind == "mysql":
         return (
-            conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock_name(db)}).scalar() is not None
+            conn.execute(
+                text("SELECT IS_USED_LOCK(:n)"), {"n": mysql_lock_name(conn, db)}
+            ).scalar()
+            is not None
         )
     if kind == "sqlite":
         path = sqlite_path(url)
