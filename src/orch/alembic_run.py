@@ -142,10 +142,13 @@ def add_sys_path(registry: Registry) -> None:
 
 def make_config(registry: Registry, db: DatabaseSpec, stdout: Any = None) -> Config:
     """A Config for *db* alone: alembic.ini's settings, only *db*'s version directory."""
+    import argparse
+
     from alembic.config import Config
 
     ini = registry.root / "alembic.ini"
-    kwargs: dict[str, Any] = {}
+    # quiet: Alembic's "Generating ... done" lines would land on orch's stdout
+    kwargs: dict[str, Any] = {"cmd_opts": argparse.Namespace(quiet=True)}
     if stdout is not None:
         kwargs["stdout"] = stdout
     cfg = Config(str(ini), **kwargs) if ini.is_file() else Config(**kwargs)

@@ -1,19 +1,64 @@
-"""Writing revisions: ``orch revision`` (plain and ``--autogenerate``).
+"""Writing revisions: ``orch revision`` (plain and ``--autogenerate``) and ``orch merge``.
 
 A database's first revision starts a new lineage (``head=base``) in its own
 directory, created on demand, and carries its branch label, so plain
 ``alembic heads`` over the whole repo shows one labelled head per database.
-Autogenerate compares the database's metadata with its *own* live database
-in the chosen environment, and writes no file when nothing changed.
+Every later revision's parent is that database's single head: the Config
+knows only the database's directory, so another database's head can never
+be picked.  Autogenerate (:mod:`orch.autogen`) compares the database's
+metadata with its *own* live database and writes no file when nothing
+changed.  Creating a database's directory also adds it to alembic.ini's
+``version_locations`` (:mod:`orch.alembic_ini`).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orch.errors import UsageError
-from orch.registry import Registry
+from orch.registry import DatabaseSpec, Registry
+
+_REV_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+@dataclass
+class Written:
+    """What ``revision`` or ``merge`` did, for the report."""
+
+    database: str
+    path: Path | None
+    revision: str | None = None
+    parents: tuple[str, ...] = ()
+    branch_label: str | None = None
+    operations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "created": self.path is not None,
+            "path": str(self.path) if self.path else None,
+            "revision": self.revision,
+            "down_revision": list(self.parents),
+            "branch_label": self.branch_label,
+            "operations": self.operations,
+            "notes": self.notes,
+        }
+
+
+def _check_rev_id(rev_id: str | None) -> None:
+    # alembic_version.version_num is VARCHAR(32)
+    if rev_id is not None and not _REV_ID.match(rev_id):
+        raise UsageError(
+            f"--rev-id {rev_id!r}: use letters, digits and '_' (at most 32 characters)"
+        )
+
+
+def _shares_directory(registry: Registry, db: DatabaseSpec) -> list[str]:
+    return [d.name for d in registry.databases.values() if d.versions == db.versions]
 
 
 def new_revision(
@@ -25,57 +70,123 @@ def new_revision(
     autogenerate: bool = False,
     allow_empty: bool = False,
     rev_id: str | None = None,
-) -> Path | None:
-    """Create a revision file for database *name*; None when autogenerate found nothing."""
-    import io
-
+) -> Written:
+    """Create a revision file for database *name* (``path`` None: autogenerate found nothing)."""
     from alembic import command
 
-    from orch import alembic_run
+    from orch import alembic_ini, alembic_run
     from orch.revisions import load_graph
 
     db = registry.database(name)
-    if rev_id is not None and (len(rev_id) > 32 or not rev_id.replace("_", "").isalnum()):
-        raise UsageError(
-            f"--rev-id {rev_id!r}: use letters, digits and '_' (at most 32 characters)"
-        )
+    _check_rev_id(rev_id)
+    if allow_empty and not autogenerate:
+        raise UsageError("--allow-empty only makes sense with --autogenerate")
     graph = load_graph(db.versions, db.name)
+    if rev_id is not None and rev_id in graph:
+        raise UsageError(f"--rev-id {rev_id}: {name} already has a revision {rev_id}")
     first = len(graph) == 0
     if len(graph.heads) > 1:
         raise UsageError(
             f"{name} has {len(graph.heads)} heads ({', '.join(graph.heads)}); "
             f"run 'orch merge {name}' first"
         )
+    if autogenerate:
+        # fail on bad metadata or an unusable URL before creating any directory
+        from orch.autogen import require_metadata
+
+        require_metadata(db, "autogenerate")
+        alembic_run.load_metadata(registry, db)
+        registry.target(env, db.name)
+    created_dir = not db.versions.is_dir()
     db.versions.mkdir(parents=True, exist_ok=True)
-    cfg = alembic_run.make_config(registry, db, stdout=io.StringIO())
+    notes: list[str] = []
+    if created_dir:
+        note = alembic_ini.add_location(registry, db.versions)
+        if note:
+            notes.append(note)
+    cfg = alembic_run.make_config(registry, db)
+    # a revision without autogenerate needs no database: never run env.py for it
+    cfg.set_main_option("revision_environment", "false")
     alembic_run.add_sys_path(registry)
-    created: list[Any] = []
-
-    def directives(context: Any, revision: Any, dirs: list[Any]) -> None:
-        script = dirs[0]
-        if autogenerate and not allow_empty and script.upgrade_ops.is_empty():
-            dirs[:] = []
-            return
-        created.append(script)
-
     kwargs: dict[str, Any] = {
         "message": message,
-        "autogenerate": autogenerate,
         "head": "base" if first else "head",
         "rev_id": rev_id,
-        "process_revision_directives": directives,
     }
+    label = None
     if first:
-        kwargs["branch_label"] = db.branch
         kwargs["version_path"] = str(db.versions)
-    if autogenerate:
-        from orch.autogen import autogenerate_revision
+        if not any(r.branch_labels for r in graph.revs.values()):
+            label = db.branch
+            kwargs["branch_label"] = label
+    operations: list[Any] = []
+    try:
+        if autogenerate:
+            from orch.autogen import autogenerate_revision
 
-        return autogenerate_revision(registry, env, db, cfg, kwargs, created)
-    script = command.revision(cfg, **kwargs)
-    alembic_run.forget_scripts()
-    if script is None:
-        return None
-    if isinstance(script, list):
-        script = script[0]
-    return None if script is None else Path(script.path)
+            path, operations = autogenerate_revision(
+                registry, env, db, cfg, {**kwargs, "allow_empty": allow_empty}
+            )
+        else:
+            script = command.revision(cfg, **kwargs)
+            if isinstance(script, list):
+                script = script[0]
+            path = Path(script.path) if script is not None else None
+    finally:
+        alembic_run.forget_scripts()
+        if created_dir and not any(db.versions.iterdir()):
+            db.versions.rmdir()  # nothing written: leave no empty directory behind
+    written = Written(
+        name,
+        path,
+        branch_label=label if path else None,
+        operations=[describe_op(o) for o in operations],
+        notes=notes,
+    )
+    if path is not None:
+        from orch.revisions import parse_header
+
+        header = parse_header(path)
+        if header is not None:
+            written.revision = header.revision
+            written.parents = header.down
+    return written
+
+
+def merge_heads(
+    registry: Registry, name: str, message: str | None = None, *, rev_id: str | None = None
+) -> Written:
+    """Merge the heads of database *name* into one revision (nothing to do: path None)."""
+    from alembic import command
+
+    from orch import alembic_run
+    from orch.revisions import load_graph
+
+    db = registry.database(name)
+    _check_rev_id(rev_id)
+    graph = load_graph(db.versions, db.name)
+    if len(graph.heads) < 2:
+        return Written(
+            name,
+            None,
+            notes=[f"{name} has {len(graph.heads) or 'no'} head{'s' if not graph.heads else ''}; "
+                   "nothing to merge"],
+        )
+    cfg = alembic_run.make_config(registry, db)
+    cfg.set_main_option("revision_environment", "false")
+    alembic_run.add_sys_path(registry)
+    heads = list(graph.heads)
+    msg = message or f"merge {name} heads {', '.join(h[:12] for h in heads)}"
+    try:
+        script = command.merge(cfg, heads, message=msg, rev_id=rev_id)
+    finally:
+        alembic_run.forget_scripts()
+    path = Path(script.path)
+    return Written(name, path, revision=script.revision, parents=tuple(heads))
+
+
+def describe_op(diff: Any) -> str:
+    """One line for an autogenerate/compare diff tuple (see :mod:`orch.drift`)."""
+    from orch.drift import describe
+
+    return str(describe(diff)["text"])

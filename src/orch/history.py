@@ -1,0 +1,192 @@
+"""``orch history DB`` and ``orch graph``: what a reviewer reads before a run.
+
+History comes from the revision headers (no module import, like ``status``)
+and the live revision, read-only; when the database cannot be read the
+history is still shown, without the applied marks.  The dependency graph is
+the registry's ``depends_on`` and is rendered as text, Mermaid or Graphviz
+dot, with edges from a dependency to its dependent (``core --> analytics``:
+core migrates first).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orch.registry import Registry
+from orch.revisions import Graph
+
+_DATE = re.compile(r"^Create Date:\s*(?P<date>.+?)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One revision of the history."""
+
+    revision: str
+    down: tuple[str, ...]
+    message: str
+    branch_labels: tuple[str, ...]
+    applied: bool | None  # None: the live revision could not be read
+    head: bool
+    current: bool
+    create_date: str | None
+    path: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "down_revision": list(self.down),
+            "message": self.message,
+            "branch_labels": list(self.branch_labels),
+            "applied": self.applied,
+            "head": self.head,
+            "current": self.current,
+            "create_date": self.create_date,
+            "path": self.path,
+        }
+
+    @property
+    def tags(self) -> str:
+        tags = []
+        if self.head:
+            tags.append("head")
+        if self.current:
+            tags.append("current")
+        if len(self.down) > 1:
+            tags.append("merge")
+        if not self.down:
+            tags.append("base")
+        tags += [f"label {label}" for label in self.branch_labels]
+        return ", ".join(tags)
+
+
+@dataclass(frozen=True)
+class History:
+    database: str
+    environment: str
+    current: tuple[str, ...] | None
+    heads: tuple[str, ...]
+    state: str
+    error: str | None
+    entries: tuple[Entry, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "environment": self.environment,
+            "current": list(self.current) if self.current is not None else None,
+            "heads": list(self.heads),
+            "state": self.state,
+            "error": self.error,
+            "revisions": [e.as_json() for e in self.entries],
+        }
+
+
+def _create_date(path: str) -> str | None:
+    try:
+        head = Path(path).read_text(encoding="utf-8")[:4000]
+    except OSError:
+        return None
+    m = _DATE.search(head)
+    return m["date"] if m else None
+
+
+def entries(graph: Graph, current: tuple[str, ...] | None) -> list[Entry]:
+    """Newest first: the reverse of apply order.  Pure apart from reading Create Date."""
+    applied = graph.ancestors(current) if current is not None and not graph.unknown(current) else None
+    out: list[Entry] = []
+    for rev in reversed(graph.ordered(set(graph.revs))):
+        r = graph.revs[rev]
+        out.append(
+            Entry(
+                revision=rev,
+                down=r.down,
+                message=r.doc,
+                branch_labels=r.branch_labels,
+                applied=None if applied is None else rev in applied,
+                head=rev in graph.heads,
+                current=current is not None and rev in current,
+                create_date=_create_date(r.path) if r.path else None,
+                path=r.path,
+            )
+        )
+    return out
+
+
+def history(registry: Registry, env: str | None, name: str) -> History:
+    """The history of database *name* with the applied revisions of *env* marked."""
+    from orch import status as st
+
+    registry.database(name)
+    graphs = st.graphs_for(registry, [name])
+    graph = graphs[name]
+    environment = registry.environment(env).name
+    status = st.collect(registry, environment, [name], graphs=graphs)[0]
+    current = tuple(status.current) if status.current is not None else None
+    return History(
+        database=name,
+        environment=environment,
+        current=current,
+        heads=graph.heads,
+        state=status.state,
+        error=status.error,
+        entries=tuple(entries(graph, current)),
+    )
+
+
+# ---------------------------------------------------------------- dependency graph
+
+
+def dependency_edges(registry: Registry) -> list[tuple[str, str]]:
+    """Direct edges (dependency, dependent) in registry order."""
+    return [(dep, db.name) for db in registry.databases.values() for dep in db.depends_on]
+
+
+def render_graph(registry: Registry, fmt: str) -> str:
+    """The database dependency graph as ``text``, ``mermaid`` or ``dot``."""
+    from orch.plan import levels
+
+    edges = dependency_edges(registry)
+    names = list(registry.databases)
+    linked = {n for e in edges for n in e}
+    if fmt == "mermaid":
+        lines = ["graph TD"]
+        lines += [f"  {n}" for n in names if n not in linked]
+        lines += [f"  {a} --> {b}" for a, b in edges]
+        return "\n".join(lines)
+    if fmt == "dot":
+        lines = ["digraph orch {", "  rankdir=LR;"]
+        lines += [f'  "{n}";' for n in names]
+        lines += [f'  "{a}" -> "{b}";' for a, b in edges]
+        lines.append("}")
+        return "\n".join(lines)
+    if fmt == "text":
+        from orch.render import table
+
+        level_of = {n: i for i, group in enumerate(levels(registry, names)) for n in group}
+        rows = []
+        for n in sorted(names, key=lambda x: (level_of[x], names.index(x))):
+            db = registry.databases[n]
+            dependents = [b for a, b in edges if a == n]
+            rows.append(
+                [str(level_of[n]), n, ", ".join(db.depends_on) or "-", ", ".join(dependents) or "-"]
+            )
+        return table(["LEVEL", "DATABASE", "DEPENDS ON", "DEPENDENTS"], rows)
+    raise ValueError(fmt)  # pragma: no cover - Click restricts the choices
+
+
+def graph_json(registry: Registry) -> dict[str, Any]:
+    from orch.plan import levels
+
+    names = list(registry.databases)
+    level_of = {n: i for i, group in enumerate(levels(registry, names)) for n in group}
+    return {
+        "databases": [
+            {"name": n, "depends_on": list(registry.databases[n].depends_on), "level": level_of[n]}
+            for n in names
+        ],
+        "edges": [{"from": a, "to": b} for a, b in dependency_edges(registry)],
+    }

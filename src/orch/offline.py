@@ -1,0 +1,309 @@
+"""``upgrade --sql`` / ``downgrade --sql``: the exact SQL of the pending work, for review.
+
+For each database of the plan, in execution order, orch reads the live
+revision (read-only: nothing is written, no SQLite file is created), or
+takes it from ``--from``, and renders Alembic's offline SQL of exactly the
+range ``<live>:<target>`` (never ``+N`` counted from base, the Alembic
+trap).  Each database gets its own headed section, or its own file with
+``--out``.  Rendering a revision that needs a live connection (a data step
+reading through ``op.get_bind()``, a SQLite batch operation without
+``copy_from``) fails for that database; the section names the revision and
+the reason, and the command exits 1.
+
+orch's own audit rows and lock are not part of the SQL: they belong to
+orch's runs, not to the migrations.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.errors import DatabaseError, MissingVariable, UsageError
+from orch.plan import Plan, PlanStep
+from orch.registry import Registry, Target
+from orch.revisions import Graph
+
+RULE = "-- " + "=" * 72
+
+
+@dataclass
+class Section:
+    """One database's part of the preview."""
+
+    name: str
+    direction: str
+    backend: str
+    start: tuple[str, ...]
+    end: tuple[str, ...]
+    revisions: tuple[str, ...]
+    messages: dict[str, str]
+    source: str  # "live" or "--from"
+    sql: str = ""
+    error: str | None = None
+    failed_revision: str | None = None
+    rendered: list[str] = field(default_factory=list)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.revisions)
+
+    def header(self) -> str:
+        frm = ",".join(self.start) or "base"
+        to = ",".join(self.end) or "base"
+        lines = [RULE]
+        origin = " (start given by --from)" if self.source == "--from" else ""
+        if not self.revisions:
+            lines.append(f"-- {self.name} ({self.backend}): nothing to run; at {frm}{origin}")
+        else:
+            lines.append(
+                f"-- {self.name} ({self.backend}): {self.direction} {frm} -> {to}, "
+                f"{len(self.revisions)} revision(s){origin}"
+            )
+            for rev in self.revisions:
+                msg = self.messages.get(rev, "")
+                lines.append(f"--   {rev}  {msg}".rstrip())
+        if self.error:
+            lines.append(f"-- FAILED at {self.failed_revision}: {self.error}")
+        lines.append(RULE)
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        body = self.sql.strip("\n")
+        if self.error:
+            body = (body + "\n\n" if body else "") + (
+                f"-- orch: rendering stopped at revision {self.failed_revision}; the SQL above "
+                f"is incomplete"
+            )
+        return self.header() + ("\n\n" + body if body else "") + "\n"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "backend": self.backend,
+            "from": list(self.start),
+            "to": list(self.end),
+            "start_from": self.source,
+            "revisions": list(self.revisions),
+            "sql": self.sql,
+            "error": self.error,
+            "revision": self.failed_revision,
+        }
+
+
+def parse_from(
+    registry: Registry, values: Sequence[str], selected: Sequence[str], graphs: Mapping[str, Graph]
+) -> dict[str, tuple[str, ...]]:
+    """``--from DB@REV`` (repeatable) or a bare ``--from REV`` when one database is named.
+
+    REV is a revision id or unique prefix, several joined by commas (several
+    heads applied), or ``base``.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for value in values:
+        db, sep, rev = value.rpartition("@")
+        if not sep:
+            if len(selected) != 1:
+                raise UsageError(
+                    f"--from {value}: name the database (--from DB@REV) when several databases "
+                    "are involved"
+                )
+            db, rev = selected[0], value
+        registry.database(db)
+        if db in out:
+            raise UsageError(f"--from names {db!r} twice")
+        if not rev:
+            raise UsageError(f"--from {value}: nothing after '@'")
+        graph = graphs.get(db)
+        if graph is None:
+            raise UsageError(f"--from {value}: {db} is not part of this run")
+        if rev == "base":
+            out[db] = ()
+        else:
+            out[db] = tuple(sorted(graph.resolve(r.strip()) for r in rev.split(",")))
+    return out
+
+
+def read_starts(
+    registry: Registry,
+    env: str | None,
+    names: Sequence[str],
+    given: Mapping[str, tuple[str, ...]],
+    graphs: Mapping[str, Graph],
+) -> dict[str, tuple[str, ...]]:
+    """The start of each database: ``--from`` if given, else its live revision (read-only)."""
+    from orch import status as st
+
+    starts: dict[str, tuple[str, ...]] = dict(given)
+    to_read = [n for n in names if n not in given]
+    problems: list[str] = []
+    missing: list[str] = []
+    if to_read:
+        for s in st.collect(registry, env, to_read, graphs=dict(graphs)):
+            if s.state == "unconfigured":
+                missing.append(f"{s.name}: {s.error}")
+            elif s.current is None:
+                problems.append(
+                    f"{s.name}: {s.state}: {s.error}; to render its SQL anyway, give its "
+                    f"revision: --from {s.name}@<revision> (or @base)"
+                )
+            else:
+                starts[s.name] = tuple(s.current)
+    if missing:
+        raise MissingVariable("; ".join(missing))
+    if problems:
+        raise DatabaseError("cannot read the live revision: " + "; ".join(problems))
+    return starts
+
+
+def _destination(target: tuple[str, ...], direction: str) -> str:
+    if not target:
+        return "base"
+    if len(target) == 1:
+        return target[0]
+    return "heads" if direction == "upgrade" else target[0]
+
+
+_OFFLINE_HINT = (
+    "it needs a live database connection, which --sql does not have (a data step "
+    "reading through op.get_bind(), reflection, or a SQLite batch operation without "
+    "copy_from); write data steps with op.execute(...), or review this revision's "
+    "source instead"
+)
+
+
+def _reason(exc: BaseException) -> str:
+    from orch.db import describe_error
+
+    text = describe_error(exc)
+    live_markers = (
+        "MockConnection",
+        "get_bind",
+        "NoneType",
+        "offline",
+        "--sql",
+        "as_sql",
+        "live connection",
+        "'execute'",
+        "has no attribute",
+        "reflect",
+    )
+    if any(m in text for m in live_markers) or isinstance(exc, AttributeError):
+        return f"{type(exc).__name__}: {text}; {_OFFLINE_HINT}"
+    return f"{type(exc).__name__}: {text}"
+
+
+def render(
+    registry: Registry,
+    step: PlanStep,
+    target: Target,
+    graph: Graph,
+    source: str,
+) -> Section:
+    """The offline SQL of one plan step (``step.resolved`` from its start)."""
+    from orch import alembic_run
+    from orch.db import backend
+
+    assert step.resolved is not None and step.current is not None
+    url = target.url
+    if url is None:
+        raise MissingVariable(f"{target.name}: {target.missing}")
+    resolved = step.resolved
+    messages = {r: graph.revs[r].doc for r in resolved.path if r in graph.revs}
+    section = Section(
+        name=step.db,
+        direction=step.direction,
+        backend=backend(url),
+        start=step.current,
+        end=resolved.target,
+        revisions=resolved.path,
+        messages=messages,
+        source=source,
+    )
+    if not resolved.path:
+        return section
+    buf = io.StringIO()
+    state: dict[str, str | None] = {"rev": None}
+
+    def before_step(s: Any) -> None:
+        rev = getattr(getattr(s, "revision", None), "revision", None)
+        state["rev"] = str(rev) if rev is not None else None
+
+    def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        if state["rev"]:
+            section.rendered.append(state["rev"])
+
+    start: Any = list(step.current) if step.current else "base"
+    if isinstance(start, list) and len(start) == 1:
+        start = start[0]
+    try:
+        alembic_run.run(
+            registry,
+            target.db,
+            url,
+            None,
+            step.direction,
+            _destination(resolved.target, step.direction),
+            before_step=before_step,
+            on_apply=on_apply,
+            as_sql=True,
+            starting_rev=start,
+            output_buffer=buf,
+            stdout=io.StringIO(),
+        )
+    except Exception as exc:
+        section.error = _reason(exc)
+        section.failed_revision = state["rev"] or "?"
+    section.sql = _tidy(buf.getvalue())
+    return section
+
+
+def _tidy(sql: str) -> str:
+    """Alembic separates statements with blank lines; keep that, drop trailing space."""
+    lines = [ln.rstrip() for ln in sql.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+def preview(
+    registry: Registry,
+    plan: Plan,
+    targets: Mapping[str, Target],
+    graphs: Mapping[str, Graph],
+    sources: Mapping[str, str],
+) -> list[Section]:
+    """Render every step of *plan* in execution order (sequentially: Alembic's globals)."""
+    return [
+        render(registry, s, targets[s.db], graphs[s.db], sources.get(s.db, "live"))
+        for s in plan.steps
+    ]
+
+
+def write_files(sections: Sequence[Section], out_dir: Path, registry: Registry) -> list[Path]:
+    """One file per database with work, ``NN_<db>.sql`` numbered in execution order.
+
+    Files of the same pattern left by an earlier preview are removed first, so
+    the directory never mixes two previews.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.is_dir():  # pragma: no cover
+        raise UsageError(f"--out {out_dir}: not a directory")
+    names = "|".join(re.escape(n) for n in registry.databases)
+    stale = re.compile(rf"^\d{{2,}}_({names})\.sql$")
+    for old in out_dir.iterdir():
+        if old.is_file() and stale.match(old.name):
+            old.unlink()
+    written: list[Path] = []
+    n = 0
+    for s in sections:
+        if not s.has_work:
+            continue
+        n += 1
+        path = out_dir / f"{n:02d}_{s.name}.sql"
+        path.write_text(s.text(), encoding="utf-8")
+        written.append(path)
+    return written
