@@ -181,6 +181,8 @@ def merge_heads(
         script = command.merge(cfg, heads, message=msg, rev_id=rev_id)
     finally:
         alembic_run.forget_scripts()
+    if script is None:  # pragma: no cover - only a post-write hook can drop it
+        raise UsageError(f"{name}: Alembic wrote no merge revision")
     path = Path(script.path)
     return Written(name, path, revision=script.revision, parents=tuple(heads))
 

@@ -312,6 +312,97 @@ _yes_opt = click.option(
 )
 
 
+def _sql_options(f: F) -> F:
+    """--sql / --from / --out: review the exact SQL instead of running it (see orch.offline)."""
+    opts = [
+        click.option(
+            "--sql",
+            is_flag=True,
+            help="Print the SQL of exactly the pending migrations, one section per database in "
+            "execution order; run nothing, write nothing.",
+        ),
+        click.option(
+            "--from",
+            "from_",
+            multiple=True,
+            metavar="[DB@]REV",
+            help="With --sql: start DB from REV (or base) instead of its live revision, e.g. "
+            "when it is unreachable. Repeatable.",
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            metavar="DIR",
+            help="With --sql: write one file per database (NN_DB.sql, in execution order).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _sql_only(sql: bool, from_: Sequence[str], out_dir: str | None) -> None:
+    if not sql and (from_ or out_dir):
+        raise click.UsageError("--from and --out only work with --sql")
+
+
+def _sql_preview(
+    state: State,
+    direction: str,
+    selectors: Sequence[str],
+    from_: Sequence[str],
+    out_dir: str | None,
+    **plan_options: bool,
+) -> None:
+    """The ``--sql`` branch of upgrade/downgrade: render, print or write files, exit."""
+    from pathlib import Path
+
+    from orch import offline
+
+    registry = state.registry()
+    preview = offline.build(
+        registry, state.env_name(), direction, selectors, froms=from_, **plan_options
+    )
+    files = offline.write_files(preview.sections, Path(out_dir), registry) if out_dir else []
+    failed = preview.failed
+    code = EXIT_FAILED if failed else 0
+    if state.json:
+        doc: dict[str, Any] = {
+            "environment": preview.environment,
+            "command": direction,
+            "sql": True,
+            "databases": [s.as_json() for s in preview.sections],
+            "files": [str(f) for f in files],
+            "exit_code": code,
+        }
+        if failed:
+            doc["error"] = "; ".join(f"{s.name}: {s.failed_revision}: {s.error}" for s in failed)
+        emit_json(doc)
+        raise Exit(code)
+    names = ", ".join(s.name for s in preview.sections)
+    if out_dir:
+        for f in files:
+            out(str(f))
+        if not files:
+            err("nothing to run: no file written")
+    else:
+        out(
+            f"-- orch {direction} --sql: environment {preview.environment}; databases in "
+            f"execution order: {names}"
+        )
+        out("-- nothing has been run: review, then run 'orch " + direction + "' without --sql")
+        for s in preview.sections:
+            out()
+            out(s.text().rstrip("\n"))
+    for s in preview.sections:
+        what = f"{len(s.revisions)} revision(s)" if s.has_work else "nothing to run"
+        failure = f"; FAILED at {s.failed_revision}: {s.error}" if s.error else ""
+        err(f"{s.name}: {what}{failure}")
+    raise Exit(code)
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -326,6 +417,7 @@ _yes_opt = click.option(
 @_jobs_opt
 @_lock_opt
 @_yes_opt
+@_sql_options
 @global_options
 def upgrade(
     selectors: tuple[str, ...],
@@ -336,11 +428,20 @@ def upgrade(
     jobs: int | None,
     lock_timeout: float | None,
     yes: bool,
+    sql: bool,
+    from_: tuple[str, ...],
+    out_dir: str | None,
 ) -> None:
-    """Migrate databases up, dependencies before dependents."""
+    """Migrate databases up, dependencies before dependents (--sql: only show the SQL)."""
     from orch.plan import parse_selectors, plan_upgrade
 
     state = _state()
+    _sql_only(sql, from_, out_dir)
+    if sql:
+        _sql_preview(
+            state, "upgrade", selectors, from_, out_dir,
+            all_=all_, with_deps=with_deps, ignore_deps=ignore_deps,
+        )
     registry = state.registry()
     env = state.env_name()
     sels = parse_selectors(registry, selectors, command="upgrade")
@@ -382,6 +483,7 @@ def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
 @_jobs_opt
 @_lock_opt
 @_yes_opt
+@_sql_options
 @global_options
 def downgrade(
     selectors: tuple[str, ...],
@@ -390,11 +492,17 @@ def downgrade(
     jobs: int | None,
     lock_timeout: float | None,
     yes: bool,
+    sql: bool,
+    from_: tuple[str, ...],
+    out_dir: str | None,
 ) -> None:
     """Migrate databases down to an explicit target (DB@-1, DB@REV, DB@base); dependents first."""
     from orch.plan import parse_selectors, plan_downgrade
 
     state = _state()
+    _sql_only(sql, from_, out_dir)
+    if sql:
+        _sql_preview(state, "downgrade", selectors, from_, out_dir, force=force)
     registry = state.registry()
     env = state.env_name()
     sels = parse_selectors(registry, selectors, require_target=True, command="downgrade")
@@ -582,7 +690,12 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
 @cli.command()
 @click.argument("database", metavar="DB")
 @click.option("--message", "-m", required=True, help="What the revision does.")
-@click.option("--autogenerate", is_flag=True, help="Compare DB's metadata with its live database.")
+@click.option(
+    "--autogenerate",
+    is_flag=True,
+    help="Compare DB's metadata with DB's live database (this environment) and write the "
+    "difference; writes no file when there is none.",
+)
 @click.option(
     "--allow-empty", is_flag=True, help="With --autogenerate: write a file even if nothing changed."
 )
@@ -591,12 +704,16 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
 def revision(
     database: str, message: str, autogenerate: bool, allow_empty: bool, rev_id: str | None
 ) -> None:
-    """Create a new revision in DB's directory (the first one carries DB's branch label)."""
+    """Create a new revision in DB's directory, on DB's head (the first carries DB's label).
+
+    Autogenerate reads DB's live schema and writes nothing to it: no version
+    table, no SQLite file.  DB must be at its head first.
+    """
     from orch.authoring import new_revision
 
     state = _state()
     registry = state.registry()
-    path = new_revision(
+    written = new_revision(
         registry,
         state.env_name(),
         database,
@@ -606,13 +723,183 @@ def revision(
         rev_id=rev_id,
     )
     if state.json:
-        emit_json(
-            {"database": database, "path": str(path) if path else None, "created": path is not None}
-        )
-    elif path is None:
+        emit_json(written.as_json())
+        raise Exit(0)
+    for note in written.notes:
+        err(note)
+    if written.path is None:
         err(f"{database}: no changes detected; no revision written (use --allow-empty to force)")
+        raise Exit(0)
+    for op in written.operations:
+        err(f"  detected {op}")
+    parent = ", ".join(written.parents) or "base"
+    label = f", branch label {written.branch_label}" if written.branch_label else ""
+    err(f"{database}: revision {written.revision} on {parent}{label}")
+    out(str(written.path))
+    raise Exit(0)
+
+
+@cli.command()
+@click.argument("database", metavar="DB")
+@click.option("--message", "-m", default=None, help="Message of the merge revision.")
+@click.option("--rev-id", default=None, help="Revision id to use instead of a generated one.")
+@global_options
+def merge(database: str, message: str | None, rev_id: str | None) -> None:
+    """Merge the heads of DB (branches of one database) into one revision."""
+    from orch.authoring import merge_heads
+
+    state = _state()
+    written = merge_heads(state.registry(), database, message, rev_id=rev_id)
+    if state.json:
+        emit_json(written.as_json())
+        raise Exit(0)
+    for note in written.notes:
+        err(note)
+    if written.path is not None:
+        err(f"{database}: merge revision {written.revision} of {', '.join(written.parents)}")
+        out(str(written.path))
+    raise Exit(0)
+
+
+@cli.command()
+@click.argument("databases", nargs=-1, metavar="[DB]...")
+@global_options
+def check(databases: tuple[str, ...]) -> None:
+    """Drift between each database's models (registry 'metadata') and its live schema.
+
+    Read-only.  Exit 1 on any difference (or an unreachable database), 2 when a
+    database has no usable URL or a named one has no metadata, else 0.
+    """
+    from orch import drift
+    from orch.alembic_ini import disagreements
+    from orch.render import short, table
+
+    state = _state()
+    registry = state.registry()
+    for name in databases:
+        registry.database(name)
+    env = registry.environment(state.env_name()).name
+    results = drift.check(registry, env, list(databases) or None)
+    warnings = disagreements(registry)
+    code = drift.exit_code(results, databases)
+    if state.json:
+        doc: dict[str, Any] = {
+            "environment": env,
+            "databases": [r.as_json() for r in results],
+            "warnings": warnings,
+            "exit_code": code,
+        }
+        if code:
+            doc["error"] = "; ".join(
+                f"{r.name} {r.state}" for r in results if r.state not in ("clean", "not_checkable")
+            ) or "; ".join(f"{r.name} not_checkable" for r in results)
+        emit_json(doc)
+        raise Exit(code)
+    rows = []
+    for r in results:
+        if r.state == "drift":
+            detail = f"{len(r.differences)} difference(s)"
+        elif r.state == "clean":
+            detail = "models and schema agree"
+        else:
+            detail = r.error or ""
+        if r.pending:
+            detail += f" (at {short(r.current)}, head {short(r.heads, '-')}: upgrade first?)"
+        rows.append([r.name, r.state, detail])
+    out(f"environment: {env}")
+    out(table(["DATABASE", "CHECK", "DETAIL"], rows))
+    for r in results:
+        for d in r.differences:
+            out(f"  {r.name}: {d['text']}")
+    for w in warnings:
+        err(f"warning: {w}")
+    raise Exit(code)
+
+
+@cli.command()
+@click.argument("database", metavar="DB")
+@global_options
+def history(database: str) -> None:
+    """Revisions of DB, newest first; '*' marks those applied in this environment."""
+    from orch.history import history as read_history
+    from orch.render import short, table
+
+    state = _state()
+    h = read_history(state.registry(), state.env_name(), database)
+    if state.json:
+        emit_json(h.as_json())
+        raise Exit(0)
+    cur = short(h.current) if h.current is not None else "unknown"
+    out(f"{h.database} ({h.environment}): current {cur}, head {short(h.heads, '-')}")
+    rows = []
+    for e in h.entries:
+        mark = "?" if e.applied is None else ("*" if e.applied else "")
+        created = (e.create_date or "")[:16]
+        rows.append([mark, e.revision, ",".join(e.down) or "-", created, e.message, e.tags])
+    if rows:
+        out(table(["APPLIED", "REVISION", "DOWN", "CREATED", "MESSAGE", "TAGS"], rows))
     else:
-        out(str(path))
+        out(f"no revisions yet (orch revision {database} -m MESSAGE)")
+    if h.current is None:
+        err(f"{database}: {h.state}: {h.error}; applied revisions not marked")
+    raise Exit(0)
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "mermaid", "dot"]),
+    default="text",
+    show_default=True,
+    help="mermaid/dot draw edges from a dependency to its dependent (core --> analytics).",
+)
+@global_options
+def graph(fmt: str) -> None:
+    """The database dependency graph of the registry (depends_on)."""
+    from orch.history import graph_json, render_graph
+
+    state = _state()
+    registry = state.registry()
+    if state.json:
+        emit_json(graph_json(registry))
+    else:
+        out(render_graph(registry, fmt))
+    raise Exit(0)
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False), metavar="[DIR]")
+@click.option(
+    "--database", "-d", default="main", show_default=True, help="Name of the first database."
+)
+@click.option(
+    "--metadata",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="Its models (a MetaData or declarative Base), e.g. myapp.models:Base.",
+)
+@global_options
+def init(directory: str, database: str, metadata: str | None) -> None:
+    """Scaffold alembic.ini, databases.yaml, migrations/env.py, script.py.mako and a first
+    database in DIR (default: here).  Never overwrites: existing files are skipped."""
+    from pathlib import Path
+
+    from orch.scaffold import init_project
+
+    state = _state()
+    result = init_project(Path(directory), database, metadata)
+    if state.json:
+        emit_json(result.as_json())
+        raise Exit(0)
+    for a in result.actions:
+        out(f"{a.action:8} {a.path}" + (f" ({a.reason})" if a.reason else ""))
+    for note in result.notes:
+        err(f"note: {note}")
+    out()
+    out("next:")
+    for line in result.next_steps:
+        out(f"  {line}")
     raise Exit(0)
 
 

@@ -13,6 +13,7 @@ reports exactly what ``revision --autogenerate`` would write.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,10 +125,8 @@ def describe(diff: Any, dialect: Any = None) -> dict[str, Any]:
             kind = type(con).__name__
             detail = _cols(con)
             if op.endswith("_fk"):
-                try:
+                with contextlib.suppress(Exception):  # an unresolved ForeignKey
                     detail += " -> " + _table_name(con.referred_table)
-                except Exception:
-                    pass
             out["text"] = f"{op} {con.name or '(unnamed)'} on {out['table']}: {kind}({detail})"
         elif op.startswith("modify_"):
             schema, tname, cname, _info, old, new = d[1], d[2], d[3], d[4], d[5], d[6]

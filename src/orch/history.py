@@ -96,7 +96,8 @@ def _create_date(path: str) -> str | None:
 
 def entries(graph: Graph, current: tuple[str, ...] | None) -> list[Entry]:
     """Newest first: the reverse of apply order.  Pure apart from reading Create Date."""
-    applied = graph.ancestors(current) if current is not None and not graph.unknown(current) else None
+    readable = current is not None and not graph.unknown(current)
+    applied = graph.ancestors(current) if readable and current is not None else None
     out: list[Entry] = []
     for rev in reversed(graph.ordered(set(graph.revs))):
         r = graph.revs[rev]

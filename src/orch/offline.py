@@ -47,6 +47,7 @@ class Section:
     error: str | None = None
     failed_revision: str | None = None
     rendered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def has_work(self) -> bool:
@@ -67,6 +68,7 @@ class Section:
             for rev in self.revisions:
                 msg = self.messages.get(rev, "")
                 lines.append(f"--   {rev}  {msg}".rstrip())
+        lines += [f"-- note: {n}" for n in self.notes]
         if self.error:
             lines.append(f"-- FAILED at {self.failed_revision}: {self.error}")
         lines.append(RULE)
@@ -93,6 +95,7 @@ class Section:
             "sql": self.sql,
             "error": self.error,
             "revision": self.failed_revision,
+            "notes": self.notes,
         }
 
 
@@ -169,33 +172,29 @@ def _destination(target: tuple[str, ...], direction: str) -> str:
     return "heads" if direction == "upgrade" else target[0]
 
 
-_OFFLINE_HINT = (
-    "it needs a live database connection, which --sql does not have (a data step "
-    "reading through op.get_bind(), reflection, or a SQLite batch operation without "
-    "copy_from); write data steps with op.execute(...), or review this revision's "
-    "source instead"
-)
-
-
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, rev_path: str | None) -> str:
+    """Why a revision could not be rendered offline, naming the cause when it is known."""
     from orch.db import describe_error
 
-    text = describe_error(exc)
-    live_markers = (
-        "MockConnection",
-        "get_bind",
-        "NoneType",
-        "offline",
-        "--sql",
-        "as_sql",
-        "live connection",
-        "'execute'",
-        "has no attribute",
-        "reflect",
-    )
-    if any(m in text for m in live_markers) or isinstance(exc, AttributeError):
-        return f"{type(exc).__name__}: {text}; {_OFFLINE_HINT}"
-    return f"{type(exc).__name__}: {text}"
+    text = f"{type(exc).__name__}: {describe_error(exc)}"
+    if type(exc).__name__ == "CommandError":  # Alembic explains itself (batch, --sql limits)
+        return describe_error(exc)
+    source = ""
+    if rev_path:
+        try:
+            source = Path(rev_path).read_text(encoding="utf-8")
+        except OSError:
+            source = ""
+    m = re.search(r"get_bind\(", source)
+    if m is not None:
+        line = source.count("\n", 0, m.start()) + 1
+        return (
+            f"it reads the database through op.get_bind() (line {line}), and --sql has no "
+            f"connection: in offline mode op.get_bind() only echoes SQL and returns no rows "
+            f"({text}). Write the data step as SQL with op.execute(...), or review it in the "
+            f"revision's source"
+        )
+    return f"{text} (it may need a live database connection, which --sql does not have)"
 
 
 def render(
@@ -257,9 +256,22 @@ def render(
             stdout=io.StringIO(),
         )
     except Exception as exc:
-        section.error = _reason(exc)
+        rev = state["rev"]
+        rev_path = graph.revs[rev].path if rev in graph.revs else None
+        section.error = _reason(exc, rev_path)
         section.failed_revision = state["rev"] or "?"
     section.sql = _tidy(buf.getvalue())
+    for rev in section.rendered:
+        path = graph.revs[rev].path if rev in graph.revs else ""
+        try:
+            uses_bind = bool(path) and "get_bind(" in Path(path).read_text(encoding="utf-8")
+        except OSError:
+            uses_bind = False
+        if uses_bind:
+            section.notes.append(
+                f"{rev} calls op.get_bind(); offline that only echoes statements and returns "
+                "no rows, so check its source too"
+            )
     return section
 
 
@@ -307,3 +319,77 @@ def write_files(sections: Sequence[Section], out_dir: Path, registry: Registry) 
         path.write_text(s.text(), encoding="utf-8")
         written.append(path)
     return written
+
+
+@dataclass
+class Preview:
+    """The whole ``--sql`` answer: the plan's sections in execution order."""
+
+    environment: str
+    direction: str
+    sections: list[Section]
+
+    @property
+    def failed(self) -> list[Section]:
+        return [s for s in self.sections if s.error]
+
+
+def build(
+    registry: Registry,
+    env: str | None,
+    direction: str,
+    selector_texts: Sequence[str],
+    *,
+    all_: bool = False,
+    with_deps: bool = False,
+    ignore_deps: bool = False,
+    force: bool = False,
+    froms: Sequence[str] = (),
+) -> Preview:
+    """Plan like ``upgrade``/``downgrade`` would, from the live (or ``--from``) revisions,
+    and render the SQL of every step.  Reads, never writes."""
+    from orch.plan import parse_selectors, plan_downgrade, plan_upgrade
+    from orch.status import graphs_for
+
+    environment = registry.environment(env).name
+    if direction == "upgrade":
+        sels = parse_selectors(registry, selector_texts, command="upgrade")
+        if all_ and sels:
+            raise UsageError("--all cannot be combined with database selectors")
+        if not all_ and not sels:
+            raise UsageError(
+                "name the databases to upgrade (e.g. 'orch upgrade core') or use --all"
+            )
+        if all_:
+            involved = list(registry.databases)
+        else:
+            involved = list(
+                dict.fromkeys(n for s in sels for n in (s.db, *registry.dependencies(s.db)))
+            )
+    else:
+        sels = parse_selectors(registry, selector_texts, require_target=True, command="downgrade")
+        if not sels:
+            raise UsageError("name the databases to downgrade with a target, e.g. 'analytics@-1'")
+        involved = list(dict.fromkeys(n for s in sels for n in (s.db, *registry.dependents(s.db))))
+    graphs = graphs_for(registry, involved)
+    given = parse_from(registry, froms, [s.db for s in sels], graphs)
+    starts = read_starts(registry, environment, involved, given, graphs)
+    currents: dict[str, tuple[str, ...] | None] = dict(starts)
+    if direction == "upgrade":
+        plan = plan_upgrade(
+            registry,
+            sels,
+            all_=all_,
+            graphs=graphs,
+            currents=currents,
+            with_deps=with_deps,
+            ignore_deps=ignore_deps,
+        )
+    else:
+        plan = plan_downgrade(registry, sels, graphs=graphs, currents=currents, force=force)
+    targets = {t.name: t for t in registry.targets(environment)}
+    missing = [f"{n}: {targets[n].missing}" for n in plan.names if targets[n].url is None]
+    if missing:
+        raise MissingVariable("; ".join(missing))
+    sources = {n: "--from" for n in given}
+    return Preview(environment, direction, preview(registry, plan, targets, graphs, sources))

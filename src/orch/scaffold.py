@@ -25,12 +25,12 @@ _METADATA_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 @dataclass
 class Action:
-    path: Path
+    path: str  # relative to the project; directories end with "/"
     action: str  # created | skipped
     reason: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "action": self.action, "reason": self.reason or None}
+        return {"path": self.path, "action": self.action, "reason": self.reason or None}
 
 
 @dataclass
@@ -71,7 +71,9 @@ def init_project(
     if not NAME_RE.match(database):
         raise UsageError(f"--database {database!r}: database names must match [a-z][a-z0-9_]*")
     if metadata is not None and not _METADATA_RE.match(metadata):
-        raise UsageError(f"--metadata {metadata!r}: expected module:attribute, e.g. myapp.models:Base")
+        raise UsageError(
+            f"--metadata {metadata!r}: expected module:attribute, e.g. myapp.models:Base"
+        )
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory}: exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,11 +90,11 @@ def init_project(
     def write(rel: Path, text: str) -> None:
         path = root / rel
         if path.exists():
-            result.actions.append(Action(rel, "skipped", "exists; not changed"))
+            result.actions.append(Action(rel.as_posix(), "skipped", "exists; not changed"))
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        result.actions.append(Action(rel, "created"))
+        result.actions.append(Action(rel.as_posix(), "created"))
 
     ini_existed = (root / "alembic.ini").exists()
     write(Path("alembic.ini"), _fill(template("alembic.ini"), values))
@@ -123,10 +125,10 @@ def init_project(
     else:
         versions = rel_scripts / database
         if (root / versions).is_dir():
-            result.actions.append(Action(Path(f"{versions}/"), "skipped", "exists"))
+            result.actions.append(Action(f"{versions.as_posix()}/", "skipped", "exists"))
         else:
             (root / versions).mkdir(parents=True)
-            result.actions.append(Action(Path(f"{versions}/"), "created"))
+            result.actions.append(Action(f"{versions.as_posix()}/", "created"))
     if ini_existed:
         result.notes += _ini_notes(root)
 
