@@ -363,10 +363,11 @@ def execute(
         return [
             n
             for n in order
-            if n not in results and n not in running and not (pending[n] - set(results))
+            if n not in results and n not in busy and not (pending[n] - set(results))
         ]
 
-    running: dict[Any, str] = {}
+    running: dict[Any, str] = {}  # future -> database
+    busy: set[str] = set()  # databases submitted and not finished (never submit one twice)
     pool = None
     if n_jobs > 1 and len(tasks) > 1:
         from alembic.runtime import environment  # noqa: F401  import once, then fork
@@ -396,6 +397,7 @@ def execute(
                         stop = True
                 else:
                     running[pool.submit(run_one, tasks[name])] = name
+                    busy.add(name)
             if not running:
                 if len(results) < len(tasks) and not ready():
                     raise RuntimeError("scheduler stalled")  # pragma: no cover
@@ -405,6 +407,7 @@ def execute(
             )
             for fut in done:
                 name = running.pop(fut)
+                busy.discard(name)
                 try:
                     r = fut.result()
                 except Exception as exc:  # a worker died
