@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import hashlib
+import contextlib
 import json
 import os
 import platform
@@ -37,16 +37,16 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from projectgen import ROOT, Project, make_project, stamp_sqlite, stamped_at  # noqa: E402
+
 SRC = ROOT / "src"
 FLOOR = Path(__file__).resolve().parent / "floor.py"
 DEFAULT_PG = os.environ.get(
@@ -147,24 +147,37 @@ class Figure:
         return max(r.peak_kb for r in self.runs) / 1024
 
 
-def measure(
-    fn: Callable[[], Run],
-    repeat: int,
-    setup: Callable[[], None] | None = None,
-    watch: Callable[[], int] | None = None,
-) -> Figure:
-    fig = Figure()
+@dataclass
+class Variant:
+    """One way of doing a scenario's job: the command, its untimed setup, what to sample."""
+
+    run: Callable[[], Run]
+    setup: Callable[[], None] | None = None
+    watch: Callable[[], int] | None = None
+
+
+def compare(variants: dict[str, Variant], repeat: int) -> dict[str, Figure]:
+    """Run every variant *repeat* times, interleaved, so background load hits them alike."""
+    figs = {name: Figure() for name in variants}
     for _ in range(repeat):
-        if setup is not None:
-            setup()
-        sampler = _Sampler(watch) if watch is not None else None
-        try:
-            fig.runs.append(fn())
-        finally:
-            if sampler is not None:
-                peak = sampler.stop()
-                fig.connections = max(fig.connections or 0, peak)
-    return fig
+        for name, v in variants.items():
+            if v.setup is not None:
+                v.setup()
+            sampler = _Sampler(v.watch) if v.watch is not None else None
+            try:
+                figs[name].runs.append(v.run())
+            finally:
+                if sampler is not None:
+                    peak = sampler.stop()
+                    figs[name].connections = max(figs[name].connections or 0, peak)
+    return figs
+
+
+def floor_command(project: Project) -> list[str]:
+    """The floor script over the project's databases."""
+    path = project.root / "floor-urls.json"
+    path.write_text(json.dumps([project.urls[n] for n in project.names]))
+    return [sys.executable, str(FLOOR), str(path)]
 
 
 class _Sampler:
@@ -179,232 +192,14 @@ class _Sampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(Exception):  # a sample lost is not a failure
                 self.peak = max(self.peak, self.fn())
-            except Exception:  # noqa: BLE001  a sample lost is not a failure
-                pass
             self._stop.wait(0.005)
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
-
-
-# ---------------------------------------------------------------- projects
-
-
-def rev_id(tag: str, i: int) -> str:
-    return hashlib.sha1(f"{tag}:{i}".encode()).hexdigest()[:12]
-
-
-REVISION = '''"""create table t_{i}
-
-Revision ID: {rev}
-Revises: {down_doc}
-Create Date: 2024-01-01 00:00:00
-
-"""
-from typing import Sequence, Union
-
-from alembic import op
-import sqlalchemy as sa
-
-
-# revision identifiers, used by Alembic.
-revision: str = {rev!r}
-down_revision: Union[str, Sequence[str], None] = {down!r}
-branch_labels: Union[str, Sequence[str], None] = {labels!r}
-depends_on: Union[str, Sequence[str], None] = None
-
-
-def upgrade() -> None:
-    """Upgrade schema."""
-    op.create_table(
-        "t_{i}",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("name", sa.String(length=50), nullable=False),
-    )
-
-
-def downgrade() -> None:
-    """Downgrade schema."""
-    op.drop_table("t_{i}")
-'''
-
-
-def write_revisions(directory: Path, label: str, k: int) -> list[str]:
-    """K small linear revisions (one CREATE TABLE each); returns their ids, oldest first."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ids: list[str] = []
-    for i in range(k):
-        rev = rev_id(f"{directory}:{label}", i)
-        down = ids[-1] if ids else None
-        (directory / f"{rev}_create_t_{i}.py").write_text(
-            REVISION.format(
-                i=i, rev=rev, down=down, down_doc=down or "", labels=(label,) if i == 0 else None
-            )
-        )
-        ids.append(rev)
-    return ids
-
-
-PLAIN_ENV = '''"""Alembic's generic env.py: one per database, the way teams run a loop today."""
-from logging.config import fileConfig
-
-from sqlalchemy import engine_from_config, pool
-
-from alembic import context
-
-config = context.config
-if config.config_file_name is not None:
-    fileConfig(config.config_file_name)
-target_metadata = None
-
-
-def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"),
-                      target_metadata=target_metadata, literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def run_migrations_online() -> None:
-    connectable = engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
-    with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
-
-
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
-'''
-
-LOGGING_INI = """
-[loggers]
-keys = root,sqlalchemy,alembic
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARNING
-handlers = console
-qualname =
-
-[logger_sqlalchemy]
-level = WARNING
-handlers =
-qualname = sqlalchemy.engine
-
-[logger_alembic]
-level = WARNING
-handlers =
-qualname = alembic
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(levelname)-5.5s [%(name)s] %(message)s
-"""
-
-
-@dataclass
-class Project:
-    root: Path
-    names: list[str]
-    urls: dict[str, str]
-    heads: dict[str, list[str]]  # database -> its revision ids, oldest first
-
-    def orch(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "orch", *args]
-
-    def plain(self, name: str, *args: str) -> list[str]:
-        return [*ALEMBIC, "-c", str(self.root / "plain" / "alembic.ini"), "-n", name, *args]
-
-    def floor(self) -> list[str]:
-        path = self.root / "floor-urls.json"
-        path.write_text(json.dumps([self.urls[n] for n in self.names]))
-        return [sys.executable, str(FLOOR), str(path)]
-
-
-def make_project(
-    root: Path, urls: dict[str, str], k: int, *, shared: bool = False, plain: bool = True
-) -> Project:
-    """A project of len(urls) databases x *k* revisions: orch's registry and a plain-Alembic setup.
-
-    *shared*: every database uses one version directory and branch label
-    (tenants or shards of one schema), as SPEC section 2 allows.
-    """
-    if root.exists():
-        shutil.rmtree(root)
-    mig = root / "migrations"
-    mig.mkdir(parents=True)
-    shutil.copy(ROOT / "migrations" / "env.py", mig / "env.py")
-    shutil.copy(ROOT / "migrations" / "script.py.mako", mig / "script.py.mako")
-    names = list(urls)
-    heads: dict[str, list[str]] = {}
-    lines = ["version: 1", "default_env: bench", "settings:", "  connect_timeout: 5", "databases:"]
-    if shared:
-        ids = write_revisions(mig / "shared", "shared", k)
-        for n in names:
-            heads[n] = ids
-            lines += [f"  {n}:", "    versions: migrations/shared", "    branch: shared"]
-    else:
-        for n in names:
-            heads[n] = write_revisions(mig / n, n, k)
-            lines.append(f"  {n}: {{}}")
-    lines += ["environments:", "  bench:", "    urls:"]
-    lines += [f"      {n}: {urls[n]}" for n in names]
-    (root / "databases.yaml").write_text("\n".join(lines) + "\n")
-    (root / "alembic.ini").write_text(
-        "[alembic]\nscript_location = %(here)s/migrations\npath_separator = os\n" + LOGGING_INI
-    )
-    if plain:
-        sections = []
-        for n in names:
-            d = root / "plain" / n
-            d.mkdir(parents=True)
-            (d / "env.py").write_text(PLAIN_ENV)
-            shutil.copy(ROOT / "migrations" / "script.py.mako", d / "script.py.mako")
-            versions = mig / ("shared" if shared else n)
-            sections.append(
-                f"[{n}]\nscript_location = {d}\nversion_locations = {versions}\n"
-                f"path_separator = os\nsqlalchemy.url = {urls[n]}\n"
-            )
-        (root / "plain" / "alembic.ini").write_text("\n".join(sections) + LOGGING_INI)
-    return Project(root, names, urls, heads)
-
-
-def stamp_sqlite(project: Project) -> None:
-    """Give every SQLite database a version row: most at head, every 4th three behind."""
-    import sqlite3
-
-    for i, n in enumerate(project.names):
-        path = Path(project.urls[n].split("///", 1)[1])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ids = project.heads[n]
-        at = ids[-1] if i % 4 else ids[max(0, len(ids) - 4)]
-        con = sqlite3.connect(path)
-        con.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL)")
-        con.execute("DELETE FROM alembic_version")
-        con.execute("INSERT INTO alembic_version VALUES (?)", (at,))
-        con.commit()
-        con.close()
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -459,8 +254,7 @@ class Postgres:
 
     def stamp(self, project: Project) -> None:
         for i, n in enumerate(project.names):
-            ids = project.heads[n]
-            at = ids[-1] if i % 4 else ids[max(0, len(ids) - 4)]
+            at = stamped_at(project, i, n)
             db = project.urls[n].rsplit("/", 1)[1]
             self.run_in(
                 db,
@@ -506,8 +300,17 @@ def fmt_s(fig: Figure | None) -> str:
 def ratio(a: Figure, b: Figure | None) -> str:
     if b is None:
         return "-"
-    r = a.seconds / b.seconds
+    return show_ratio(a.seconds / b.seconds)
+
+
+def show_ratio(r: float) -> str:
+    """0.35x, or 1/30 for small ratios (how the goals are written)."""
     return f"1/{1 / r:.0f}" if r < 0.2 else f"{r:.2f}x"
+
+
+def goal(what: str, a: Figure, b: Figure, limit: float) -> tuple[str, str, str, bool]:
+    r = a.seconds / b.seconds
+    return (what, show_ratio(r), f"<= {show_ratio(limit)}", r <= limit)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -521,8 +324,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render(rows: Sequence[Row]) -> str:
     headers = [
-        "SCENARIO", "ORCH", "ALEMBIC LOOP", "FLOOR", "ORCH/LOOP", "ORCH/FLOOR",
-        "ORCH PEAK", "LOOP PEAK", "FLOOR PEAK", "PG CONNS",
+        "SCENARIO",
+        "ORCH",
+        "ALEMBIC LOOP",
+        "FLOOR",
+        "ORCH/LOOP",
+        "ORCH/FLOOR",
+        "ORCH PEAK",
+        "LOOP PEAK",
+        "FLOOR PEAK",
+        "PG CONNS",
     ]
     body = []
     for r in rows:
@@ -565,14 +376,6 @@ def machine() -> str:
 # ---------------------------------------------------------------- scenarios
 
 
-def _alembic_command() -> list[str]:
-    script = Path(sys.executable).with_name("alembic")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "alembic"]
-
-
-ALEMBIC = _alembic_command()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one run (smoke test)")
@@ -580,12 +383,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--revs", type=int, help="revisions per database for status (default 100)")
     ap.add_argument("--up-dbs", type=int, help="databases for upgrade (default 8)")
     ap.add_argument("--up-revs", type=int, help="revisions per database for upgrade (default 20)")
-    ap.add_argument("--fleet", type=int, help="databases in the PostgreSQL fleet (default 200; 0 skips)")
-    ap.add_argument("--fleet-revs", type=int, help="revisions of the fleet's shared directory (default 20)")
+    ap.add_argument(
+        "--fleet", type=int, help="databases in the PostgreSQL fleet (default 200; 0 skips)"
+    )
+    ap.add_argument(
+        "--fleet-revs", type=int, help="revisions of the fleet's shared directory (default 20)"
+    )
     ap.add_argument("--repeat", type=int, help="runs per figure; the median is shown (default 3)")
-    ap.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a role that may CREATE DATABASE)")
+    ap.add_argument(
+        "--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a role that may CREATE DATABASE)"
+    )
     ap.add_argument("--no-postgres", action="store_true", help="SQLite scenarios only")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="where projects are generated")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "out", help="where projects are generated"
+    )
     a = ap.parse_args(argv)
     q = a.quick
     dbs = a.dbs or (2 if q else 20)
@@ -620,7 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"max_connections {pg.scalar('SHOW max_connections')}",
             flush=True,
         )
-    print(f"median of {repeat} run(s); peak = largest RSS of the command's process tree", flush=True)
+        print(f"scratch databases: {pg.prefix}* (dropped at the end)", flush=True)
+    print(
+        f"median of {repeat} run(s); peak = largest RSS of the command's process tree", flush=True
+    )
     rows: list[Row] = []
     goals: list[tuple[str, str, str, bool]] = []
 
@@ -636,54 +450,100 @@ def main(argv: Sequence[str] | None = None) -> int:
             revs,
         )
         stamp_sqlite(sq)
-        o = measure(lambda: run_once(sq.orch("status"), sq.root, env), repeat)
-        p = measure(lambda: run_loop([sq.plain(n, "current") for n in sq.names], sq.root, env), repeat)
-        f = measure(lambda: run_once(sq.floor(), sq.root, env), repeat)
-        rows.append(Row(f"status, SQLite, {dbs} dbs x {revs} revs", o, p, f))
-        goals.append(("status SQLite: orch vs Alembic loop", ratio(o, p), "<= 1/30", o.seconds * 30 <= p.seconds))
-        goals.append(("status SQLite: orch vs floor", ratio(o, f), "<= 1.50x", o.seconds <= 1.5 * f.seconds))
-
-        # --help and --version
-        progress("--help")
-        h = measure(lambda: run_once(sq.orch("--help"), sq.root, env), max(repeat, 3))
-        v = measure(lambda: run_once(sq.orch("--version"), sq.root, env), max(repeat, 3))
-        rows.append(Row("orch --help", h, None, f))
-        rows.append(Row("orch --version", v, None, f))
-        goals.append(("--help: orch vs floor", ratio(h, f), "<= 0.35x", h.seconds <= 0.35 * f.seconds))
+        f = compare(
+            {
+                "orch": Variant(lambda: run_once(sq.orch("status"), sq.root, env)),
+                "loop": Variant(
+                    lambda: run_loop([sq.plain(n, "current") for n in sq.names], sq.root, env)
+                ),
+                "floor": Variant(lambda: run_once(floor_command(sq), sq.root, env)),
+                "help": Variant(lambda: run_once(sq.orch("--help"), sq.root, env)),
+                "version": Variant(lambda: run_once(sq.orch("--version"), sq.root, env)),
+            },
+            repeat,
+        )
+        rows.append(
+            Row(f"status, SQLite, {dbs} dbs x {revs} revs", f["orch"], f["loop"], f["floor"])
+        )
+        rows.append(Row("orch --help", f["help"], None, f["floor"]))
+        rows.append(Row("orch --version", f["version"], None, f["floor"]))
+        goals.append(goal("status SQLite: orch vs Alembic loop", f["orch"], f["loop"], 1 / 30))
+        goals.append(goal("status SQLite: orch vs floor", f["orch"], f["floor"], 1.5))
+        goals.append(goal("--help: orch vs floor", f["help"], f["floor"], 0.35))
 
         if pg is not None:
             watch = pg.connections
             # status, PostgreSQL
             progress(f"status postgresql {dbs}x{revs}")
             names = pg.create(dbs, "st")
-            sp = make_project(out / "status-pg", {f"d{i:03d}": pg.url_of(n) for i, n in enumerate(names)}, revs)
+            sp = make_project(
+                out / "status-pg", {f"d{i:03d}": pg.url_of(n) for i, n in enumerate(names)}, revs
+            )
             pg.stamp(sp)
-            o = measure(lambda: run_once(sp.orch("status"), sp.root, env), repeat, watch=watch)
-            p = measure(lambda: run_loop([sp.plain(n, "current") for n in sp.names], sp.root, env), repeat)
-            f = measure(lambda: run_once(sp.floor(), sp.root, env), repeat)
-            rows.append(Row(f"status, PostgreSQL, {dbs} dbs x {revs} revs", o, p, f))
+            f = compare(
+                {
+                    "orch": Variant(lambda: run_once(sp.orch("status"), sp.root, env), watch=watch),
+                    "loop": Variant(
+                        lambda: run_loop([sp.plain(n, "current") for n in sp.names], sp.root, env)
+                    ),
+                    "floor": Variant(lambda: run_once(floor_command(sp), sp.root, env)),
+                },
+                repeat,
+            )
+            rows.append(
+                Row(
+                    f"status, PostgreSQL, {dbs} dbs x {revs} revs", f["orch"], f["loop"], f["floor"]
+                )
+            )
+            goals.append(goal("status PostgreSQL: orch vs floor", f["orch"], f["floor"], 1.5))
 
             # upgrade --all, PostgreSQL, fresh databases
             progress(f"upgrade postgresql {up_dbs}x{up_revs}")
             names = pg.create(up_dbs, "up")
-            up = make_project(out / "upgrade-pg", {f"d{i:03d}": pg.url_of(n) for i, n in enumerate(names)}, up_revs)
-            reset = lambda: pg.reset(names)  # noqa: E731
-            o = measure(lambda: run_once(up.orch("upgrade", "--all"), up.root, env), repeat, reset, watch)
-            o1 = measure(
-                lambda: run_once(up.orch("upgrade", "--all", "--jobs", "1"), up.root, env), repeat, reset
+            up = make_project(
+                out / "upgrade-pg",
+                {f"d{i:03d}": pg.url_of(n) for i, n in enumerate(names)},
+                up_revs,
             )
-            p = measure(
-                lambda: run_loop([up.plain(n, "upgrade", "head") for n in up.names], up.root, env),
+
+            def reset() -> None:
+                pg.reset(names)
+
+            f = compare(
+                {
+                    "orch": Variant(
+                        lambda: run_once(up.orch("upgrade", "--all"), up.root, env), reset, watch
+                    ),
+                    "inline": Variant(
+                        lambda: run_once(up.orch("upgrade", "--all", "--jobs", "1"), up.root, env),
+                        reset,
+                    ),
+                    "loop": Variant(
+                        lambda: run_loop(
+                            [up.plain(n, "upgrade", "head") for n in up.names], up.root, env
+                        ),
+                        reset,
+                    ),
+                },
                 repeat,
-                reset,
             )
-            rows.append(Row(f"upgrade --all, PostgreSQL, {up_dbs} dbs x {up_revs} revs", o, p))
-            rows.append(Row("  the same with --jobs 1 (inline)", o1, p))
-            goals.append(("upgrade PostgreSQL: orch vs Alembic loop", ratio(o, p), "<= 1/5", o.seconds * 5 <= p.seconds))
-            goals.append(("upgrade PostgreSQL: orch vs orch --jobs 1", ratio(o, o1), "< 1.00x", o.seconds < o1.seconds))
+            rows.append(
+                Row(
+                    f"upgrade --all, PostgreSQL, {up_dbs} dbs x {up_revs} revs",
+                    f["orch"],
+                    f["loop"],
+                )
+            )
+            rows.append(Row("  the same, orch --jobs 1 (inline)", f["inline"], f["loop"]))
+            goals.append(
+                goal("upgrade PostgreSQL: orch vs Alembic loop", f["orch"], f["loop"], 1 / 5)
+            )
+            goals.append(
+                goal("upgrade PostgreSQL: orch vs orch --jobs 1", f["orch"], f["inline"], 0.99)
+            )
 
             if fleet:
-                # fleet: many databases sharing one version directory
+                # a fleet: many databases sharing one version directory (tenants, shards)
                 progress(f"fleet of {fleet} postgresql databases x {fleet_revs} revs (creating)")
                 names = pg.create(fleet, "fl")
                 fl = make_project(
@@ -694,17 +554,62 @@ def main(argv: Sequence[str] | None = None) -> int:
                     plain=False,
                 )
                 progress("fleet upgrade --all")
-                fu = measure(lambda: run_once(fl.orch("upgrade", "--all"), fl.root, env), 1, watch=watch)
+                fu = compare(
+                    {
+                        "orch": Variant(
+                            lambda: run_once(fl.orch("upgrade", "--all"), fl.root, env), watch=watch
+                        )
+                    },
+                    1,
+                )["orch"]
                 progress("fleet status")
-                fs = measure(lambda: run_once(fl.orch("status"), fl.root, env), repeat, watch=watch)
-                ff = measure(lambda: run_once(fl.floor(), fl.root, env), repeat)
-                rows.append(Row(f"status, PostgreSQL fleet, {fleet} dbs x {fleet_revs} revs", fs, None, ff))
-                rows.append(Row(f"upgrade --all, PostgreSQL fleet, {fleet} dbs x {fleet_revs} revs", fu))
-                goals.append((f"fleet status ({fleet} PostgreSQL dbs): time", f"{fs.seconds:.2f} s", "<= 3 s", fs.seconds <= 3))
-                goals.append((f"fleet status ({fleet} PostgreSQL dbs): peak memory", f"{fs.peak_mb:.0f} MB", "<= 200 MB", fs.peak_mb <= 200))
+                f = compare(
+                    {
+                        "orch": Variant(
+                            lambda: run_once(fl.orch("status"), fl.root, env), watch=watch
+                        ),
+                        "floor": Variant(lambda: run_once(floor_command(fl), fl.root, env)),
+                    },
+                    repeat,
+                )
+                fs = f["orch"]
+                rows.append(
+                    Row(
+                        f"status, PostgreSQL fleet, {fleet} dbs x {fleet_revs} revs",
+                        fs,
+                        None,
+                        f["floor"],
+                    )
+                )
+                rows.append(
+                    Row(f"upgrade --all, PostgreSQL fleet, {fleet} dbs x {fleet_revs} revs", fu)
+                )
+                goals.append(
+                    (
+                        f"fleet status ({fleet} PostgreSQL dbs): time",
+                        f"{fs.seconds:.2f} s",
+                        "<= 3 s",
+                        fs.seconds <= 3,
+                    )
+                )
+                goals.append(
+                    (
+                        f"fleet status ({fleet} PostgreSQL dbs): peak memory",
+                        f"{fs.peak_mb:.0f} MB",
+                        "<= 200 MB",
+                        fs.peak_mb <= 200,
+                    )
+                )
                 max_conn = int(pg.scalar("SHOW max_connections"))
                 most = max(fs.connections or 0, fu.connections or 0)
-                goals.append(("fleet: most PostgreSQL connections at once", str(most), f"< {max_conn // 2}", most < max_conn // 2))
+                goals.append(
+                    (
+                        "fleet: most PostgreSQL connections at once",
+                        str(most),
+                        f"< {max_conn // 2} (max_connections {max_conn})",
+                        most < max_conn // 2,
+                    )
+                )
     finally:
         if pg is not None:
             progress("dropping the benchmark's PostgreSQL databases")
@@ -713,7 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render(rows))
     print()
-    print(table(["GOAL", "MEASURED", "TARGET", "MET"], [[g, m, t, "yes" if ok else "NO"] for g, m, t, ok in goals]))
+    print(
+        table(
+            ["GOAL", "MEASURED", "TARGET", "MET"],
+            [[g, m, t, "yes" if ok else "NO"] for g, m, t, ok in goals],
+        )
+    )
     return 0
 
 
