@@ -170,7 +170,9 @@ sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["upgrade", "--help"], ["status", "-h"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["--version"], ["upgrade", "--help"], ["status", "-h"]]
+)
 def test_help_and_version_import_no_database_machinery(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     r = subprocess.run(
