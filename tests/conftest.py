@@ -8,7 +8,9 @@ under ``CI=true``, where they fail: CI must never pass by skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -199,6 +201,58 @@ class Project:
         data = self.registry()
         data.setdefault("environments", {})[env] = {"urls": urls, **env_keys}
         self.write_registry(data)
+
+    def url(self, db: str, env: str = "dev") -> str:
+        """The URL of *db* in *env* as orch resolves it (relative SQLite paths: from root)."""
+        url = str(self.registry()["environments"][env]["urls"][db])
+        m = re.match(r"^sqlite:///(?!/)(.*)$", url)
+        return f"sqlite:///{self.root / m.group(1)}" if m else url
+
+    def missing_file(self, db: str, env: str = "dev") -> bool:
+        """True for a SQLite database whose file does not exist (these helpers never create it)."""
+        url = self.url(db, env)
+        return url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists()
+
+    @contextlib.contextmanager
+    def connect(self, db: str, env: str = "dev") -> Iterator[Any]:
+        """A SQLAlchemy connection to *db* (the test's own, outside orch)."""
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        assert not self.missing_file(db, env), f"{db}: no SQLite file yet"
+        eng = create_engine(self.url(db, env), poolclass=NullPool)
+        try:
+            with eng.connect() as conn:
+                yield conn
+        finally:
+            eng.dispose()
+
+    def versions(
+        self,
+        db: str,
+        env: str = "dev",
+        *,
+        table: str = "alembic_version",
+        schema: str | None = None,
+    ) -> list[str]:
+        """The version rows of *db* as stored (what plain Alembic would read)."""
+        from sqlalchemy import inspect, text
+
+        if self.missing_file(db, env):
+            return []
+        with self.connect(db, env) as conn:
+            if not inspect(conn).has_table(table, schema=schema):
+                return []
+            name = f"{schema}.{table}" if schema else table
+            return sorted(conn.execute(text(f"SELECT version_num FROM {name}")).scalars())
+
+    def tables(self, db: str, env: str = "dev", *, schema: str | None = None) -> set[str]:
+        from sqlalchemy import inspect
+
+        if self.missing_file(db, env):
+            return set()
+        with self.connect(db, env) as conn:
+            return set(inspect(conn).get_table_names(schema=schema))
 
     def orch(
         self, *args: str, env: dict[str, str] | None = None, input: str | None = None

@@ -9,9 +9,6 @@ the revisions built, exit codes and the states ``status`` reports.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,52 +19,12 @@ CORE = ["4d2e0c7783c8", "d5d862ab0321", "23231312a907", "bd61b77cf8aa"]
 ANALYTICS = ["abdcce646ddc", "a32a37093757", "3ac111ed6cf1", "ce37b359c1da"]
 
 
-def url_of(p: Project, db: str, env: str = "dev") -> str:
-    """The resolved URL of *db* (relative SQLite paths are relative to the registry)."""
-    url = str(p.registry()["environments"][env]["urls"][db])
-    m = re.match(r"^sqlite:///(?!/)(.*)$", url)
-    return f"sqlite:///{p.root / m.group(1)}" if m else url
-
-
-def missing_file(p: Project, db: str) -> bool:
-    """A SQLite database that does not exist yet (never created by these helpers)."""
-    url = url_of(p, db)
-    return url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists()
-
-
-@contextmanager
-def connection(p: Project, db: str) -> Iterator[Any]:
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    assert not missing_file(p, db)
-    eng = create_engine(url_of(p, db), poolclass=NullPool)
-    try:
-        with eng.connect() as conn:
-            yield conn
-    finally:
-        eng.dispose()
-
-
 def versions(p: Project, db: str) -> list[str]:
-    """The version rows of *db* as stored (what Alembic itself would read)."""
-    from sqlalchemy import inspect, text
-
-    if missing_file(p, db):
-        return []
-    with connection(p, db) as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return []
-        return sorted(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    return p.versions(db)
 
 
 def tables(p: Project, db: str) -> set[str]:
-    from sqlalchemy import inspect
-
-    if missing_file(p, db):
-        return set()
-    with connection(p, db) as conn:
-        return set(inspect(conn).get_table_names())
+    return p.tables(db)
 
 
 def states(p: Project, *args: str) -> dict[str, dict[str, Any]]:
@@ -180,7 +137,7 @@ def test_status_unknown_revision(backend_project: Project) -> None:
 
     p = backend_project
     assert p.orch("upgrade", "core").exit_code == 0
-    with connection(p, "core") as conn:
+    with p.connect("core") as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'feedfacecafe'"))
         conn.commit()
     st = states(p)

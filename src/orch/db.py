@@ -13,6 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from orch.errors import DatabaseError
 from orch.redact import redact
@@ -62,7 +63,7 @@ def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = Fals
         if readonly and path is not None:
             if not path.exists():
                 raise NoDatabase(str(path))
-            uri = f"file:{path}?mode=ro"
+            uri = f"file:{quote(str(path), safe='/')}?mode=ro"
 
             def creator() -> sqlite3.Connection:
                 return sqlite3.connect(uri, uri=True, timeout=connect_timeout or 5.0)
@@ -79,8 +80,43 @@ def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = Fals
         raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
     if kind == "sqlite":
         _sqlite_transactional(engine)
+    elif kind == "mysql" and timeout and _is_pymysql(engine):
+        _pymysql_handshake_timeout(engine, timeout)
     _ = event  # imported for the listeners above
     return engine
+
+
+def _is_pymysql(engine: Engine) -> bool:
+    return getattr(engine.dialect, "driver", "") == "pymysql"
+
+
+def _pymysql_handshake_timeout(engine: Engine, timeout: int) -> None:
+    """Bound PyMySQL's handshake by the connect timeout, not only the TCP connect.
+
+    PyMySQL's ``connect_timeout`` covers the TCP connect only; the server's
+    greeting and the authentication are read with ``read_timeout``, which is
+    unlimited by default.  A host that accepts the TCP connection and never
+    answers (a hung server, a proxy with nothing behind it) would hang
+    ``status`` and ``upgrade`` forever.  So the connection is opened with
+    read/write timeouts equal to the connect timeout, and the timeouts the URL
+    asked for (usually none: a migration may run for hours) are restored once
+    the handshake is done.  PyMySQL reads ``_read_timeout``/``_write_timeout``
+    before every socket operation (stable since PyMySQL 0.7).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "do_connect")
+    def _do_connect(dialect: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        wanted = {k: cparams.get(k) for k in ("read_timeout", "write_timeout")}
+        handshake = {
+            k: timeout if v is None else min(float(v), timeout) for k, v in wanted.items()
+        }
+        conn = dialect.loaded_dbapi.connect(*cargs, **{**cparams, **handshake})
+        for key, value in wanted.items():
+            attr = f"_{key}"
+            if hasattr(conn, attr):
+                setattr(conn, attr, value)
+        return conn
 
 
 def _sqlite_transactional(engine: Engine) -> None:
@@ -107,11 +143,45 @@ def connect(url: str, connect_timeout: float = 5.0, *, readonly: bool = False) -
 def describe_error(exc: BaseException) -> str:
     """One line for a driver error, without SQL parameters or passwords."""
     orig = getattr(exc, "orig", None)
-    msg = str(orig if orig is not None else exc).strip()
+    err = orig if orig is not None else exc
+    args: tuple[Any, ...] = tuple(getattr(err, "args", ()))
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        # PyMySQL errors are (code, message) tuples: print them as a sentence
+        msg = f"{args[1]} (MySQL error {args[0]})"
+    else:
+        msg = str(err).strip()
     msg = msg.split("\n(Background on this error")[0]
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
     text = " ".join(lines[:3]) if lines else type(exc).__name__
     return redact(text)
+
+
+class MissingSchema(DatabaseError):
+    """``version_table_schema`` names a schema (MySQL: a database) the server does not have."""
+
+
+def check_version_schema(conn: Connection, db: DatabaseSpec) -> None:
+    """Raise :class:`MissingSchema` unless *db*'s ``version_table_schema`` exists.
+
+    Alembic would fail half-way into its first CREATE TABLE with a driver
+    message; orch says which setting names what, and does not create the
+    schema itself: who owns a schema and who may use it is the DBA's call.
+    """
+    schema = db.version_table_schema
+    if not schema:
+        return
+    from sqlalchemy import inspect
+
+    if inspect(conn).has_schema(schema):
+        return
+    if backend(str(conn.engine.url)) == "mysql":
+        how = f"on MySQL/MariaDB a schema is a database: CREATE DATABASE `{schema}`"
+    else:
+        how = f'create it first: CREATE SCHEMA "{schema}"'
+    raise MissingSchema(
+        f"{db.name}: version_table_schema {schema!r} does not exist in this database; "
+        f"{how}, or change databases.{db.name}.version_table_schema in the registry"
+    )
 
 
 def read_current(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]:

@@ -93,7 +93,13 @@ def _step_revision(step: Any) -> str:
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
     from orch.audit import AuditLog, dirty_revision
-    from orch.db import connect, describe_error, read_current, transactional_ddl
+    from orch.db import (
+        check_version_schema,
+        connect,
+        describe_error,
+        read_current,
+        transactional_ddl,
+    )
     from orch.errors import DatabaseError
     from orch.locks import LockTimeout, MigrationLock
     from orch.revisions import load_graph, resolve_target
@@ -120,6 +126,8 @@ def run_one(task: Task) -> DbResult:
         return res
     try:
         _session_setup(conn, url, task.registry)
+        check_version_schema(conn, db)
+        conn.rollback()
         lock = MigrationLock(conn, db, url, task.lock_timeout, on_wait=say)
         try:
             lock.acquire()

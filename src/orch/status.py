@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orch.db import NoDatabase, backend, connect, describe_error, read_current, transactional_ddl
+from orch.db import (
+    MissingSchema,
+    NoDatabase,
+    backend,
+    check_version_schema,
+    connect,
+    describe_error,
+    read_current,
+    transactional_ddl,
+)
 from orch.errors import DatabaseError, OrchError
 from orch.registry import Registry, Target
 from orch.revisions import Graph, load_graph
@@ -90,6 +99,8 @@ def read_live(
         return (), False, None
     try:
         current = read_current(conn, target.db)
+        if not current:
+            check_version_schema(conn, target.db)
         running = is_locked(conn, target.db, target.url)
         dirty = None
         if not transactional_ddl(target.url):
@@ -109,6 +120,8 @@ def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
     url = target.display_url
     try:
         current, running, dirty = read_live(target, registry)
+    except MissingSchema as exc:  # reachable, never migrated: every revision is pending
+        return DbStatus(target.name, url, [], heads, len(graph.pending(())), "behind", str(exc))
     except DatabaseError as exc:
         return DbStatus(target.name, url, None, heads, None, "unreachable", str(exc))
     except OrchError:
