@@ -131,19 +131,13 @@ def drop_database(kind: str, name: str, *, login: str | None = None) -> None:
                 c.execute(text(f"DROP USER IF EXISTS '{login}'@'%'"))
 
 
-@pytest.fixture
-def make_db(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Factory: ``make_db(kind)`` -> URL of a new, empty, uniquely named database.
-
-    ``make_db(kind, password="...")`` also creates a login (PostgreSQL role,
-    MariaDB user) with that password that owns the database, and returns a URL
-    with it; the login is dropped with the database.  SQLite has no logins.
-    """
+@contextlib.contextmanager
+def _db_factory(tmp: Path) -> Iterator[Callable[..., str]]:
     created: list[tuple[str, str, str | None]] = []
 
     def factory(kind: str, *, password: str | None = None) -> str:
         if kind == "sqlite":
-            path = tmp_path / "dbs" / f"db_{uuid.uuid4().hex[:8]}.db"
+            path = tmp / "dbs" / f"db_{uuid.uuid4().hex[:8]}.db"
             path.parent.mkdir(exist_ok=True)
             return f"sqlite:///{path}"
         require_server(kind)
@@ -153,12 +147,33 @@ def make_db(tmp_path: Path) -> Iterator[Callable[..., str]]:
         created.append((kind, name, user))
         return create_database(kind, name, login=login)
 
-    yield factory
-    for kind, name, user in created:
-        try:
-            drop_database(kind, name, login=user)
-        except Exception as exc:  # noqa: BLE001
-            print(f"warning: could not drop {kind} database {name}: {exc}", file=sys.stderr)
+    try:
+        yield factory
+    finally:
+        for kind, name, user in created:
+            try:
+                drop_database(kind, name, login=user)
+            except Exception as exc:  # noqa: BLE001
+                print(f"warning: could not drop {kind} database {name}: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def make_db(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Factory: ``make_db(kind)`` -> URL of a new, empty, uniquely named database.
+
+    ``make_db(kind, password="...")`` also creates a login (PostgreSQL role,
+    MariaDB user) with that password that owns the database, and returns a URL
+    with it; the login is dropped with the database.  SQLite has no logins.
+    """
+    with _db_factory(tmp_path) as factory:
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def make_module_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """``make_db`` whose databases live for the whole test module (read-only sharing)."""
+    with _db_factory(tmp_path_factory.mktemp("module_dbs")) as factory:
+        yield factory
 
 
 @pytest.fixture(params=BACKENDS)
@@ -304,8 +319,12 @@ def run_orch(
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     """The reference project (registry, alembic.ini, migrations, models) copied to tmp."""
-    root = tmp_path / "proj"
-    root.mkdir()
+    return copy_project(tmp_path / "proj")
+
+
+def copy_project(root: Path) -> Project:
+    """Copy the reference project to *root* (which must not exist yet)."""
+    root.mkdir(parents=True)
     for name in ("databases.yaml", "alembic.ini"):
         shutil.copy(REPO / name, root / name)
     skip = shutil.ignore_patterns("__pycache__")

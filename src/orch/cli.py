@@ -112,10 +112,16 @@ def global_options(f: F) -> F:
 
 
 def emit_json(doc: dict[str, Any]) -> None:
-    from orch.redact import redact
+    """Print one JSON document, passwords hidden in every string *before* encoding.
+
+    Scrubbing only the encoded text would miss a password that JSON escapes
+    (a quote, a backslash, any non-ASCII character); the text pass stays as a
+    second net.
+    """
+    from orch.redact import redact, redact_data
     from orch.render import dumps
 
-    click.echo(redact(dumps(doc)))
+    click.echo(redact(dumps(redact_data(doc))))
 
 
 def out(text: str = "") -> None:
@@ -558,15 +564,8 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     names = list(databases) or None
     graphs = st.graphs_for(registry, names)
     if all_envs:
-        import concurrent.futures
-
-        envs = list(registry.environments)
-
-        def one(env: str) -> list[st.DbStatus]:
-            return st.collect(registry, env, names, graphs=graphs)
-
-        with concurrent.futures.ThreadPoolExecutor(max(1, len(envs))) as pool:
-            matrix = dict(zip(envs, pool.map(one, envs), strict=True))
+        matrix = dict(st.collect_all(registry, names, graphs=graphs))
+        envs = list(matrix)
         all_states = [s.state for rows in matrix.values() for s in rows]
         code = 1 if check and any(s != "up_to_date" for s in all_states) else 0
         if state.json:
@@ -581,7 +580,6 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
             emit_json(doc)
         else:
             dbs = names or list(registry.databases)
-            headers = ["DATABASE", *envs]
             rows = []
             for name in dbs:
                 row = [name]
@@ -590,12 +588,16 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
                     extra = f" ({cell.pending})" if cell.state == "behind" and cell.pending else ""
                     row.append(cell.state + extra)
                 rows.append(row)
-            out(table(headers, rows))
-            problems = [
-                f"{e}/{s.name}: {s.error}" for e, rs in matrix.items() for s in rs if s.error
+            out(table(["DATABASE", *envs], rows))
+            notes = [
+                [f"{e}/{s.name}", f"{s.state}: {s.error}"]
+                for e, rs in matrix.items()
+                for s in rs
+                if s.error
             ]
-            for p in problems:
-                err(p)
+            if notes:
+                out()
+                out(table(["WHERE", "WHY"], notes))
         raise Exit(code)
     env = registry.environment(state.env_name()).name
     rows_ = st.collect(registry, env, names, graphs=graphs)
@@ -968,7 +970,7 @@ def _report(argv: Sequence[str], message: str, code: int, exc: BaseException | N
     if want_json:
         from orch.render import dumps
 
-        click.echo(redact(dumps({"error": message, "exit_code": code})))
+        click.echo(redact(dumps({"error": redact(message), "exit_code": code})))
     else:
         click.echo(redact(f"orch: error: {message}"), err=True)
     if verbose and exc is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
 _QUERY_PW = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd)=)(?P<pw>[^&\s'\"]*)")
@@ -35,7 +36,7 @@ def url_passwords(url: str) -> list[str]:
         found.append(m["pw"])
     out: list[str] = []
     for pw in found:
-        for variant in (pw, unquote(pw)):
+        for variant in (pw, unquote(pw), unquote_plus(pw)):
             if variant and variant not in out:
                 out.append(variant)
     return out
@@ -73,3 +74,14 @@ REDACTOR = Redactor()
 def redact(text: str) -> str:
     """Scrub *text* with the process-wide redactor."""
     return REDACTOR(text)
+
+
+def redact_data(value: Any) -> Any:
+    """*value* (JSON-shaped: dicts, lists, strings, scalars) with every string scrubbed."""
+    if isinstance(value, str):
+        return REDACTOR(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v) for v in value]
+    return value

@@ -153,8 +153,15 @@ class Registry:
             raise UsageError(f"unknown database {name!r}; known: {known}")
         return self.databases[name]
 
-    def targets(self, env_name: str | None) -> list[Target]:
-        """Every database of the environment with its URL resolved from the process env."""
+    def targets(self, env_name: str | None, *, strict: bool = True) -> list[Target]:
+        """Every database of the environment with its URL resolved from the process env.
+
+        A URL that resolves to something unusable (unsupported driver, two
+        entries on one version table) raises RegistryError; with
+        ``strict=False`` that target comes back without a URL and the problem
+        as its ``missing`` reason instead, so ``status --all-envs`` can show
+        one bad cell and still report every other database.
+        """
         env = self.environment(env_name)
         out: list[Target] = []
         for db in self.databases.values():
@@ -170,8 +177,16 @@ class Registry:
                 continue
             out.append(Target(db, env.name, url))
         problems = _check_resolved(self, env.name, out)
-        if problems:
+        if problems and strict:
             raise RegistryError(problems)
+        for problem in problems:
+            name = problem.key.rsplit(".", 1)[-1]
+            out = [
+                Target(t.db, t.env, None, f"{problem.key}: {problem.reason}")
+                if t.name == name
+                else t
+                for t in out
+            ]
         return out
 
     def target(self, env_name: str | None, db_name: str) -> Target:
@@ -575,8 +590,37 @@ def sqlite_path(url: str) -> Path | None:
     return Path(m.group(1))
 
 
+# the fix to suggest for each database family orch supports
+_FIX = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+# SQLAlchemy's URL grammar (sqlalchemy.engine.url._parse_url), without importing SQLAlchemy
+_URL_RE = re.compile(
+    r"""
+    (?P<name>[\w+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+    (?:/(?P<database>[^?]*))?
+    (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+_LOOPBACK = {"", "localhost", "127.0.0.1", "::1"}
+_DEFAULT_PORT = {"postgresql": 5432, "mysql": 3306}
+
+
 def driver_problem(url: str) -> str | None:
-    """Why the URL's driver cannot be used, with the fix; None when it is fine."""
+    """Why orch cannot use the URL's driver, with the fix; None when it is fine.
+
+    orch supports SQLite, PostgreSQL and MySQL/MariaDB through drivers that
+    take ``connect_timeout`` and are synchronous: it needs a migration lock on
+    each backend, and Alembic runs synchronously.  Other drivers of those
+    databases get the supported driver as the fix; ``mysql://`` means MySQLdb
+    and ``postgresql://`` means psycopg2, which are usually not installed.
+    """
     m = re.match(r"^([A-Za-z][A-Za-z0-9+._\-]*)://", url)
     if not m:
         return f"not a database URL: {redact_url(url)!r}"
@@ -586,42 +630,71 @@ def driver_problem(url: str) -> str | None:
         if module is None and fix is None:
             return None
         if module is not None and importlib.util.find_spec(module) is not None:
-            return None
-        if fix is not None:
-            which = f"driver {module}" if module else "this scheme"
-            return f"{scheme}:// needs {which}, which is not installed; use {fix}:// instead"
-        return f"driver {module} for {scheme}:// is not installed (pip install {module})"
-    dialect = scheme.split("+")[0]
-    try:
-        from sqlalchemy.dialects import registry as dialects
-
-        dialects.load(scheme.replace("+", "."))
-    except Exception:
+            return _port_problem(url)
+        if module is None:
+            return f"{scheme}:// is not a SQLAlchemy URL scheme; use {fix}:// instead"
         return (
-            f"unknown or uninstalled driver {scheme!r}; orch supports sqlite://, "
-            f"postgresql+psycopg:// and mysql+pymysql:// (dialect {dialect!r})"
+            f"{scheme}:// needs the driver {module}, which is not installed; "
+            f"use {fix}:// instead"
         )
+    family, _, driver = scheme.partition("+")
+    if family in _FIX:
+        return (
+            f"driver {driver!r} of {scheme}:// is not supported by orch (it needs a synchronous "
+            f"driver it can set a connect timeout on); use {_FIX[family]}:// instead"
+        )
+    return (
+        f"unknown or unsupported database URL scheme {scheme!r}; orch supports sqlite://, "
+        "postgresql+psycopg:// and mysql+pymysql:// (or mariadb+pymysql://)"
+    )
+
+
+def _port_problem(url: str) -> str | None:
+    m = _URL_RE.match(url)
+    port = m["port"] if m else None
+    if port and not port.isdigit():
+        return f"port {port!r} is not a number in {redact_url(url)}"
     return None
 
 
-def _identity(url: str) -> str:
-    """What makes two URLs the same database (host, port, database; not user or password)."""
+def _family(scheme: str) -> str:
+    family = scheme.split("+")[0].lower()
+    return {"mariadb": "mysql", "postgres": "postgresql"}.get(family, family)
+
+
+def _identity(url: str, schema: str | None, table: str) -> tuple[str, ...]:
+    """Which version table a URL and schema denote: server, database, schema, table.
+
+    Not user or password.  Loopback names count as one host and default ports
+    are filled in.  PostgreSQL's default schema is ``public``; on MySQL/MariaDB
+    a schema *is* a database, so ``version_table_schema`` replaces the URL's.
+    """
     path = sqlite_path(url)
     if path is not None:
-        return f"sqlite:{path}"
-    m = re.match(r"^([^:]+)://(?:[^@/]*@)?([^/?]*)/?([^?]*)", url)
+        return ("sqlite", str(path.resolve()), schema or "main", table)
+    m = _URL_RE.match(url)
     if not m:
-        return url
-    scheme = m.group(1).split("+")[0]
-    scheme = "mysql" if scheme == "mariadb" else scheme
-    hostport = m.group(2).lower() or "localhost"
-    return f"{scheme}://{hostport}/{m.group(3)}"
+        return (url, schema or "", table)
+    family = _family(m["name"])
+    query = dict(
+        part.partition("=")[::2] for part in (m["query"] or "").split("&") if part
+    )
+    host = (query.get("host") or m["ipv6host"] or m["ipv4host"] or "").lower()
+    host = "localhost" if host in _LOOPBACK else host
+    port = m["port"] or query.get("port") or str(_DEFAULT_PORT.get(family, ""))
+    database = m["database"] or query.get("dbname") or ""
+    if family == "postgresql":
+        database = database or m["username"] or ""
+        return (family, f"{host}:{port}", database, schema or "public", table)
+    if family == "mysql":
+        return (family, f"{host}:{port}", schema or database, table)
+    return (family, f"{host}:{port}", database, schema or "", table)
 
 
 def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list[Problem]:
     """Driver check and 'two entries point at the same database and version table'."""
     problems: list[Problem] = []
-    seen: dict[tuple[str, str | None, str], str] = {}
+    seen: dict[tuple[str, ...], str] = {}
     for t in targets:
         if t.url is None:
             continue
@@ -631,7 +704,7 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
                 Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason)
             )
             continue
-        key = (_identity(t.url), t.db.version_table_schema, t.db.version_table)
+        key = _identity(t.url, t.db.version_table_schema, t.db.version_table)
         other = seen.setdefault(key, t.name)
         if other != t.name:
             problems.append(
@@ -639,7 +712,8 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
                     str(registry.path),
                     f"environments.{env}.urls.{t.name}",
                     f"points at the same database and version table as {other!r} "
-                    f"({redact_url(t.url)}); give one of them its own version_table",
+                    f"({redact_url(t.url)}); two orch databases would share one "
+                    "history: point it at its own database or give it its own version_table",
                 )
             )
     return problems

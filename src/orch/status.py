@@ -165,3 +165,33 @@ def collect(
     workers = max(1, min(max_workers, len(targets)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda t: status_of(t, graphs[t.name], registry), targets))
+
+
+def collect_all(
+    registry: Registry,
+    names: Sequence[str] | None = None,
+    *,
+    graphs: dict[str, Graph] | None = None,
+    max_workers: int = 32,
+) -> list[tuple[str, list[DbStatus]]]:
+    """Status of every environment: every cell of the matrix queried at once.
+
+    One pool over all (environment, database) cells, so the whole matrix
+    takes about one connect timeout however many hosts are down.  A URL that
+    cannot be used in one environment (missing variable, unsupported driver)
+    makes that cell ``unconfigured`` with the reason, never the whole view
+    fail.
+    """
+    cells: list[tuple[str, Target]] = []
+    for env in registry.environments:
+        for t in registry.targets(env, strict=False):
+            if names is None or t.name in names:
+                cells.append((env, t))
+    graphs = graphs if graphs is not None else graphs_for(registry, names)
+    workers = max(1, min(max_workers, len(cells)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        found = list(pool.map(lambda c: status_of(c[1], graphs[c[1].name], registry), cells))
+    out: dict[str, list[DbStatus]] = {env: [] for env in registry.environments}
+    for (env, _t), st in zip(cells, found, strict=True):
+        out[env].append(st)
+    return list(out.items())
