@@ -634,7 +634,7 @@ def driver_problem(url: str) -> str | None:
         if module is None:
             return f"{scheme}:// is not a SQLAlchemy URL scheme; use {fix}:// instead"
         return (
-            f"{scheme}:// needs the driver {module}, which is not installed; "
+            f"{scheme}:// needs driver {module}, which is not installed; "
             f"use {fix}:// instead"
         )
     family, _, driver = scheme.partition("+")
