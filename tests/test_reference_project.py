@@ -135,3 +135,33 @@ def test_plain_alembic_without_x_db_says_how_to_run_it(project: Project) -> None
     assert "alembic -x db=NAME -x env=ENV upgrade NAME@head" in said
     assert "Traceback" not in said
     assert not (project.root / "var").exists()
+
+
+def test_revision_for_a_new_database_starts_a_labelled_lineage(project: Project) -> None:
+    data = project.registry()
+    data["databases"]["newdb"] = {}
+    data["environments"]["dev"]["urls"]["newdb"] = "sqlite:///var/dev/newdb.db"
+    project.write_registry(data)
+    assert not (project.root / "migrations" / "newdb").exists()
+
+    r = project.orch("revision", "newdb", "-m", "first")
+    assert r.exit_code == 0, r.stderr
+    created = list((project.root / "migrations" / "newdb").glob("*.py"))
+    assert len(created) == 1
+    assert r.stdout.strip().endswith(created[0].name)
+    graph = load_graph(project.root / "migrations" / "newdb", "newdb")
+    (rev,) = graph.revs.values()
+    assert rev.branch_labels == ("newdb",) and rev.down == ()
+
+    heads = alembic(project, "heads")
+    assert heads.returncode == 0, heads.stderr
+    assert f"{rev.revision} (newdb) (head)" in heads.stdout.splitlines()
+    # the next one follows it; --json output is one document (no Alembic chatter)
+    r = project.orch("revision", "newdb", "-m", "second", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = r.json()
+    assert doc["created"] is True and doc["database"] == "newdb"
+    assert load_graph(project.root / "migrations" / "newdb").heads == (doc["revision"],)
+    # and orch itself migrates it with the others
+    assert project.orch("upgrade", "--all").exit_code == 0
+    assert states(project)["newdb"] == "up_to_date"
