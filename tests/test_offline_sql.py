@@ -31,6 +31,7 @@ def test_upgrade_all_sql_previews_everything_and_writes_nothing(backend_project:
             assert stmt in sections[db]
         assert "CREATE TABLE alembic_version" in sections[db]
     assert "events" not in sections["core"] and "users" not in sections["analytics"]
+    assert "-- note:" not in r.stdout  # the reference data steps use op.execute only
     assert "upgrade base -> bd61b77cf8aa, 4 revision(s)" in sections["core"]
     if "postgresql" in url_of(p, "core"):
         assert "BEGIN;" in r.stdout and "SERIAL" in r.stdout  # one transaction per revision
@@ -151,3 +152,13 @@ def test_sql_json(project: Project) -> None:
     assert doc["databases"][0]["revisions"][0] == "4d2e0c7783c8"
     assert "CREATE TABLE users" in doc["databases"][0]["sql"]
     assert untouched(project)
+
+
+def test_get_bind_is_found_in_code_not_in_docstrings(tmp_path: Path) -> None:
+    from orch.offline import get_bind_line
+
+    f = tmp_path / "r.py"
+    f.write_text('"""Never op.get_bind() here."""\n# op.get_bind()\nx = 1\n')
+    assert get_bind_line(str(f)) is None
+    f.write_text('"""doc"""\n\ndef upgrade():\n    conn = op.get_bind()\n')
+    assert get_bind_line(str(f)) == 4

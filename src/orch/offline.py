@@ -172,6 +172,25 @@ def _destination(target: tuple[str, ...], direction: str) -> str:
     return "heads" if direction == "upgrade" else target[0]
 
 
+def get_bind_line(path: str | None) -> int | None:
+    """Line of the first ``get_bind()`` call in a revision file (code, not comments), or None."""
+    import ast
+
+    if not path:
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if name == "get_bind":
+                return node.lineno
+    return None
+
+
 def _reason(exc: BaseException, rev_path: str | None) -> str:
     """Why a revision could not be rendered offline, naming the cause when it is known."""
     from orch.db import describe_error
@@ -179,15 +198,8 @@ def _reason(exc: BaseException, rev_path: str | None) -> str:
     text = f"{type(exc).__name__}: {describe_error(exc)}"
     if type(exc).__name__ == "CommandError":  # Alembic explains itself (batch, --sql limits)
         return describe_error(exc)
-    source = ""
-    if rev_path:
-        try:
-            source = Path(rev_path).read_text(encoding="utf-8")
-        except OSError:
-            source = ""
-    m = re.search(r"get_bind\(", source)
-    if m is not None:
-        line = source.count("\n", 0, m.start()) + 1
+    line = get_bind_line(rev_path)
+    if line is not None:
         return (
             f"it reads the database through op.get_bind() (line {line}), and --sql has no "
             f"connection: in offline mode op.get_bind() only echoes SQL and returns no rows "
@@ -262,15 +274,11 @@ def render(
         section.failed_revision = state["rev"] or "?"
     section.sql = _tidy(buf.getvalue())
     for rev in section.rendered:
-        path = graph.revs[rev].path if rev in graph.revs else ""
-        try:
-            uses_bind = bool(path) and "get_bind(" in Path(path).read_text(encoding="utf-8")
-        except OSError:
-            uses_bind = False
-        if uses_bind:
+        line = get_bind_line(graph.revs[rev].path if rev in graph.revs else None)
+        if line is not None:
             section.notes.append(
-                f"{rev} calls op.get_bind(); offline that only echoes statements and returns "
-                "no rows, so check its source too"
+                f"{rev} calls op.get_bind() (line {line}); offline that only echoes statements "
+                "and returns no rows, so check its source too"
             )
     return section
 
