@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ def log_table(name: str, schema: str | None) -> Table:
         Column("orch_version", String(32), nullable=False),
         Column("error", Text, nullable=True),
         Column("detail", Text, nullable=True),
+        Column("git_commit", String(40), nullable=True),
         schema=schema,
     )
 
@@ -74,6 +76,8 @@ class LogRow:
     orch_version: str
     error: str | None
     detail: str | None
+    git_commit: str | None = None
+    interrupted: bool = False  # a ``running`` row whose run no longer holds the lock
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -83,51 +87,80 @@ class LogRow:
 
 
 class AuditLog:
-    """Writes step rows for one database on its migration connection."""
+    """Writes step rows for one database on its migration connection.
+
+    Never commits by itself: the caller decides which transaction a row
+    belongs to (see the module docstring).
+    """
 
     def __init__(
-        self, conn: Connection, table_name: str, schema: str | None, run_id: str, db: str, env: str
+        self,
+        conn: Connection,
+        table_name: str,
+        schema: str | None,
+        run_id: str,
+        db: str,
+        env: str,
+        git_commit: str | None = None,
     ) -> None:
         self.conn = conn
         self.table = log_table(table_name, schema)
         self.run_id = run_id
         self.db = db
         self.env = env
+        self.git_commit = git_commit
         self._host = socket.gethostname()
         self._user = os_user()
+        self._started: dict[int, dt.datetime] = {}
 
     def ensure(self) -> None:
-        """Create the table if needed; call under the migration lock, then commit."""
-        self.table.create(self.conn, checkfirst=True)
+        """Create the table if needed; call under the migration lock, then commit.
+
+        Two orch databases may share one server database (different version
+        tables, so different locks) and race to create the shared table: the
+        loser sees an error, rolls back and finds the table there.
+        """
+        from sqlalchemy import inspect
+
+        try:
+            self.table.create(self.conn, checkfirst=True)
+            self.conn.commit()
+        except Exception:
+            self.conn.rollback()
+            if not inspect(self.conn).has_table(self.table.name, schema=self.table.schema):
+                raise
+            self.conn.rollback()
 
     def start(self, revision: str | None, direction: str, detail: str | None = None) -> int:
+        """Insert a ``running`` row; returns its id for :meth:`finish`."""
+        started = now()
         values = {
             "run_id": self.run_id,
             "db": self.db,
             "env": self.env,
             "revision": revision,
             "direction": direction,
-            "started_at": now(),
+            "started_at": started,
             "outcome": "running",
             "os_user": self._user,
             "host": self._host,
             "orch_version": __version__,
-            "detail": redact(detail) if detail else None,
+            "detail": redact(detail)[:8000] if detail else None,
+            "git_commit": self.git_commit,
         }
         result = self.conn.execute(self.table.insert().values(**values))
         pk = result.inserted_primary_key
-        return int(pk[0]) if pk is not None else 0
+        row_id = int(pk[0]) if pk is not None else 0
+        self._started[row_id] = started
+        return row_id
 
     def finish(
         self, row_id: int, outcome: str, error: str | None = None, detail: str | None = None
     ) -> None:
-        from sqlalchemy import select
-
-        started = self.conn.execute(
-            select(self.table.c.started_at).where(self.table.c.id == row_id)
-        ).scalar()
+        """Set the outcome, end time and duration of a row from :meth:`start`."""
         end = now()
         values: dict[str, Any] = {"outcome": outcome, "finished_at": end}
+        started = self._started.pop(row_id, None)
         if started is not None:
             values["duration_ms"] = int((end - started).total_seconds() * 1000)
         if error is not None:
@@ -144,9 +177,35 @@ class AuditLog:
         error: str | None = None,
         detail: str | None = None,
     ) -> None:
-        """A finished row in one go (failures after rollback, hooks, stamps)."""
+        """A finished row in one go (failures outside a revision, hooks, stamps)."""
         row = self.start(revision, direction, detail)
         self.finish(row, outcome, error)
+
+    def close_interrupted(self, transactional: bool) -> list[str]:
+        """Turn this database's leftover ``running`` rows into ``failed``; call under the lock.
+
+        Holding the lock proves the run that wrote them is gone (killed, or its
+        connection died).  Returns the revisions concerned.
+        """
+        from sqlalchemy import select
+
+        t = self.table
+        rows = self.conn.execute(
+            select(t.c.id, t.c.revision).where(t.c.db == self.db, t.c.outcome == "running")
+        ).all()
+        if not rows:
+            return []
+        what = (
+            "rolled back"
+            if transactional
+            else "may be half-applied: this backend cannot roll DDL back"
+        )
+        self.conn.execute(
+            t.update()
+            .where(t.c.id.in_([r.id for r in rows]))
+            .values(outcome="failed", error=f"interrupted: the run stopped during this step; {what}")
+        )
+        return [r.revision or "?" for r in rows]
 
 
 def read_log(
@@ -169,22 +228,74 @@ def read_log(
 def dirty_revision(
     conn: Connection, table_name: str, schema: str | None, db: str
 ) -> tuple[str, str | None] | None:
-    """(revision, error) if the last migration step of *db* did not finish cleanly.
+    """(revision, error) if *db*'s last revision step did not finish cleanly, else None.
 
     Only meaningful on backends without transactional DDL; the caller decides.
-    A later ``stamp`` (an ``ok`` row) clears it.
+    The last row that counts is the latest upgrade/downgrade of a revision or
+    the latest successful ``stamp`` (the operator's "repaired" signal).  A
+    failure outside any revision (connection lost before the first step) has
+    no revision and changed no schema, so it does not count.  A ``running``
+    row counts too: the caller tells a live run (lock held) apart.
     """
-    from sqlalchemy import inspect, select
+    from sqlalchemy import and_, inspect, or_, select
 
     if not inspect(conn).has_table(table_name, schema=schema):
         return None
     t = log_table(table_name, schema)
     row = conn.execute(
         select(t.c.revision, t.c.outcome, t.c.error)
-        .where(t.c.db == db, t.c.direction.in_(MIGRATION_DIRECTIONS))
+        .where(
+            t.c.db == db,
+            or_(
+                and_(t.c.direction.in_(("upgrade", "downgrade")), t.c.revision.is_not(None)),
+                and_(t.c.direction == "stamp", t.c.outcome == "ok"),
+            ),
+        )
         .order_by(t.c.id.desc())
         .limit(1)
     ).first()
     if row is None or row.outcome == "ok":
         return None
     return (row.revision or "?", row.error)
+
+
+def git_commit(start: Path) -> str | None:
+    """The commit checked out at *start* or above (None outside git); no subprocess.
+
+    Reads ``.git/HEAD`` and the ref it names (loose or packed), following a
+    worktree's ``.git`` file and ``commondir``.  Cheap enough for every run.
+    """
+    try:
+        here = start.resolve()
+        for d in (here, *here.parents):
+            dotgit = d / ".git"
+            if dotgit.is_dir():
+                gitdir = dotgit
+            elif dotgit.is_file():
+                line = dotgit.read_text().strip()
+                if not line.startswith("gitdir:"):
+                    return None
+                gitdir = (d / line.split(":", 1)[1].strip()).resolve()
+            else:
+                continue
+            head = (gitdir / "HEAD").read_text().strip()
+            if not head.startswith("ref:"):
+                return head[:40] or None
+            ref = head.split(":", 1)[1].strip()
+            common = gitdir
+            if (gitdir / "commondir").is_file():
+                common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
+            for base in (gitdir, common):
+                loose = base / ref
+                if loose.is_file():
+                    return loose.read_text().strip()[:40] or None
+            packed = common / "packed-refs"
+            if packed.is_file():
+                for ln in packed.read_text().splitlines():
+                    parts = ln.split()
+                    if len(parts) == 2 and parts[1] == ref:
+                        return parts[0][:40]
+            return None
+    except OSError:
+        return None
+    return None

@@ -10,7 +10,13 @@
 Every lock dies with its connection or process, so a killed orch leaves no
 stale lock.  The key covers the database's version table, so two orch
 databases sharing one server database (different version tables) do not
-block each other.
+block each other.  MySQL lock names are server-wide (and case-insensitive),
+so theirs also carry the schema the version table lives in: two databases
+on one server never share a lock.
+
+Every backend is *polled* with a non-blocking attempt (pg_try_advisory_lock,
+``GET_LOCK(name, 0)``, ``LOCK_NB``): a waiting orch stays interruptible and
+reports once that it waits, and the timeout is exact to ~0.25 s.
 """
 
 from __future__ import annotations
@@ -34,28 +40,26 @@ class LockTimeout(Exception):
     """The lock was not obtained within the timeout."""
 
 
-def lock_name(db: DatabaseSpec, database: str = "") -> str:
+def lock_name(db: DatabaseSpec, url: str) -> str:
     """A stable name for the lock of *db*'s version table (<= 64 chars for MySQL).
 
-    MySQL lock names are server-wide, so the name must include the database
-    (*database*, the connection's current one) unless the version table names
-    its schema; otherwise every database on one server would share one lock.
+    MySQL's ``GET_LOCK`` names are server-wide, so the name includes the
+    schema that holds the version table (``version_table_schema``, else the
+    URL's database), lower-cased because the names are case-insensitive.
     """
-    ident = f"{db.version_table_schema or database}.{db.version_table}"
+    schema = db.version_table_schema
+    if schema is None and backend(url) == "mysql":
+        from sqlalchemy.engine import make_url
+
+        schema = make_url(url).database
+    ident = f"{(schema or '').lower()}.{db.version_table.lower()}"
     return "orch:" + hashlib.sha1(ident.encode()).hexdigest()[:40]
 
 
-def mysql_lock_name(conn: Connection, db: DatabaseSpec) -> str:
-    """:func:`lock_name` for the database *conn* is connected to (MySQL/MariaDB)."""
-    from sqlalchemy import text
-
-    current = "" if db.version_table_schema else conn.execute(text("SELECT DATABASE()")).scalar()
-    return lock_name(db, str(current or ""))
-
-
-def pg_key(conn: Connection, db: DatabaseSpec) -> int:
+def pg_key(db: DatabaseSpec) -> int:
     """A signed 64-bit advisory key; advisory locks are per server database already."""
-    digest = hashlib.blake2b(lock_name(db).encode(), digest_size=8).digest()
+    ident = f"{db.version_table_schema or ''}.{db.version_table}"
+    digest = hashlib.blake2b(f"orch:{ident}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -84,7 +88,7 @@ class MigrationLock:
         if self.kind == "postgresql":
             self._poll(deadline, self._pg_try)
         elif self.kind == "mysql":
-            self._mysql(deadline)
+            self._poll(deadline, self._mysql_try)
         elif self.kind == "sqlite":
             self._sqlite(deadline)
         self.held = True
@@ -98,15 +102,13 @@ class MigrationLock:
                 from sqlalchemy import text
 
                 self.conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": pg_key(self.conn, self.db)}
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": pg_key(self.db)}
                 )
                 self.conn.commit()
             elif self.kind == "mysql":
                 from sqlalchemy import text
 
-                self.conn.execute(
-                    text("SELECT RELEASE_LOCK(:n)"), {"n": mysql_lock_name(self.conn, self.db)}
-                )
+                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name(self.db, self.url)})
                 self.conn.commit()
         except Exception:
             # the connection is closed right after; the server drops the lock with it
@@ -146,31 +148,21 @@ class MigrationLock:
         from sqlalchemy import text
 
         got = self.conn.execute(
-            text("SELECT pg_try_advisory_lock(:k)"), {"k": pg_key(self.conn, self.db)}
+            text("SELECT pg_try_advisory_lock(:k)"), {"k": pg_key(self.db)}
         ).scalar()
         self.conn.commit()  # session lock survives; no transaction left open (autobegin trap)
         return bool(got)
 
-    def _mysql(self, deadline: float) -> None:
+    def _mysql_try(self) -> bool:
         from sqlalchemy import text
 
-        name = mysql_lock_name(self.conn, self.db)
-        got = self.conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
-        if got != 1:
-            if self.on_wait is not None:
-                self.on_wait(f"{self.db.name}: waiting for the migration lock held by another run")
-            wait = max(0, int(round(deadline - time.monotonic())))
-            got = self.conn.execute(
-                text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": wait}
-            ).scalar()
+        got = self.conn.execute(
+            text("SELECT GET_LOCK(:n, 0)"), {"n": lock_name(self.db, self.url)}
+        ).scalar()
         self.conn.commit()
         if got is None:
             raise RuntimeError(f"{self.db.name}: GET_LOCK failed on the server")
-        if got != 1:
-            raise LockTimeout(
-                f"{self.db.name}: migration lock not obtained within {self.timeout:g}s "
-                "(another orch is migrating it)"
-            )
+        return bool(got == 1)
 
     def _sqlite(self, deadline: float) -> None:
         path = sqlite_path(self.url)
@@ -202,7 +194,7 @@ def is_locked(conn: Connection, db: DatabaseSpec, url: str) -> bool:
 
     kind = backend(url)
     if kind == "postgresql":
-        key = pg_key(conn, db)
+        key = pg_key(db)
         unsigned = key & 0xFFFFFFFFFFFFFFFF
         row = conn.execute(
             text(
@@ -215,10 +207,7 @@ def is_locked(conn: Connection, db: DatabaseSpec, url: str) -> bool:
         return bool(row)
     if kind == "mysql":
         return (
-            conn.execute(
-                text("SELECT IS_USED_LOCK(:n)"), {"n": mysql_lock_name(conn, db)}
-            ).scalar()
-            is not None
+            conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock_name(db, url)}).scalar() is not None
         )
     if kind == "sqlite":
         path = sqlite_path(url)
