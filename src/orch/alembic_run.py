@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -159,18 +160,67 @@ def make_config(registry: Registry, db: DatabaseSpec, stdout: Any = None) -> Con
     return cfg
 
 
-_SCRIPTS: dict[tuple[Path, Path], ScriptDirectory] = {}
+_SCRIPTS: dict[tuple[Path, Path], tuple[tuple[Any, ...], ScriptDirectory]] = {}
+
+
+def _fingerprint(directory: Path) -> tuple[Any, ...]:
+    """(name, mtime_ns, size) of every revision file: changes when one is edited."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return ()
+    out = []
+    for e in entries:
+        if e.name.endswith(".py") and e.is_file():
+            st = e.stat()
+            out.append((e.name, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def _drop_stale_bytecode(directory: Path) -> None:
+    """Remove ``.pyc`` files older than their source.
+
+    Python trusts a timestamp ``.pyc`` when the source's mtime *in whole
+    seconds* and its size match.  An operator who fixes a failed revision
+    within the second its ``.pyc`` was written (scripts, tests) and keeps its
+    length would otherwise run the old code.  A ``.pyc`` written before its
+    source's last change is always stale, so removing it is safe and cheap.
+    """
+    import importlib.util
+
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for e in entries:
+        if not (e.name.endswith(".py") and e.is_file()):
+            continue
+        pyc = importlib.util.cache_from_source(e.path)
+        try:
+            if os.stat(pyc).st_mtime_ns < e.stat().st_mtime_ns:
+                os.unlink(pyc)
+        except OSError:
+            continue
 
 
 def script_directory(registry: Registry, db: DatabaseSpec) -> ScriptDirectory:
-    """The ScriptDirectory of *db*, built once per process (it imports every revision)."""
+    """The ScriptDirectory of *db*, built once per process and per state of its files.
+
+    Building it imports every revision, so it is cached; the cache key
+    includes each file's mtime and size, so a revision edited between two
+    runs in one process (tests, an operator's fix after a failure) is
+    imported again.
+    """
     from alembic.script import ScriptDirectory
 
     key = (registry.script_location, db.versions)
-    if key not in _SCRIPTS:
+    fingerprint = _fingerprint(db.versions)
+    cached = _SCRIPTS.get(key)
+    if cached is None or cached[0] != fingerprint:
         add_sys_path(registry)
-        _SCRIPTS[key] = ScriptDirectory.from_config(make_config(registry, db))
-    return _SCRIPTS[key]
+        _drop_stale_bytecode(db.versions)
+        _SCRIPTS[key] = (fingerprint, ScriptDirectory.from_config(make_config(registry, db)))
+    return _SCRIPTS[key][1]
 
 
 def forget_scripts() -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from pathlib import Path
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch import __version__
@@ -23,6 +24,8 @@ from orch.redact import redact
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection
+
+    from orch.registry import Registry
 
 MIGRATION_DIRECTIONS = ("upgrade", "downgrade", "stamp")
 
@@ -38,7 +41,7 @@ def log_table(name: str, schema: str | None) -> Table:
         Column("run_id", String(36), nullable=False),
         Column("db", String(64), nullable=False),
         Column("env", String(64), nullable=False),
-        Column("revision", String(64), nullable=True),
+        Column("revision", String(255), nullable=True),
         Column("direction", String(16), nullable=False),
         Column("started_at", DateTime(), nullable=False),
         Column("finished_at", DateTime(), nullable=True),
@@ -80,10 +83,32 @@ class LogRow:
     interrupted: bool = False  # a ``running`` row whose run no longer holds the lock
 
     def as_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["started_at"] = self.started_at.isoformat() + "Z"
-        out["finished_at"] = self.finished_at.isoformat() + "Z" if self.finished_at else None
-        return out
+        return {
+            "database": self.db,
+            "environment": self.env,
+            "run_id": self.run_id,
+            "id": self.id,
+            "revision": self.revision,
+            "direction": self.direction,
+            "outcome": self.outcome,
+            "interrupted": self.interrupted,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_ms": self.duration_ms,
+            "os_user": self.os_user,
+            "host": self.host,
+            "orch_version": self.orch_version,
+            "git_commit": self.git_commit,
+            "error": self.error,
+            "detail": self.detail,
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    """Stored naive UTC -> ISO 8601 with ``Z`` (seconds; SQLite keeps microseconds)."""
+    if value is None:
+        return None
+    return value.replace(microsecond=0).isoformat() + "Z"
 
 
 class AuditLog:
@@ -160,7 +185,7 @@ class AuditLog:
         """Set the outcome, end time and duration of a row from :meth:`start`."""
         end = now()
         values: dict[str, Any] = {"outcome": outcome, "finished_at": end}
-        started = self._started.pop(row_id, None)
+        started = self._started.get(row_id)
         if started is not None:
             values["duration_ms"] = int((end - started).total_seconds() * 1000)
         if error is not None:
@@ -203,7 +228,9 @@ class AuditLog:
         self.conn.execute(
             t.update()
             .where(t.c.id.in_([r.id for r in rows]))
-            .values(outcome="failed", error=f"interrupted: the run stopped during this step; {what}")
+            .values(
+                outcome="failed", error=f"interrupted: the run stopped during this step; {what}"
+            )
         )
         return [r.revision or "?" for r in rows]
 
@@ -223,6 +250,66 @@ def read_log(
     if limit:
         q = q.limit(limit)
     return [LogRow(**dict(r._mapping)) for r in conn.execute(q)]
+
+
+@dataclass
+class LogView:
+    """``orch log``: rows of several databases merged newest first, and what could not be read."""
+
+    rows: list[LogRow]
+    unreadable: dict[str, str]
+
+
+def collect_log(
+    registry: Registry, env: str | None, names: Sequence[str], limit: int | None
+) -> LogView:
+    """Read the audit trail of *names* in environment *env*, concurrently and read-only.
+
+    Never creates the table or a SQLite file.  A ``running`` row whose
+    database's lock is free is marked ``interrupted`` (its run was killed;
+    the next write run records it as failed).
+    """
+    import concurrent.futures
+
+    from orch.db import NoDatabase, connect, describe_error
+    from orch.locks import is_locked
+
+    targets = {t.name: t for t in registry.targets(env)}
+
+    def one(name: str) -> tuple[str, list[LogRow] | None, str | None]:
+        t = targets[name]
+        assert t.url is not None
+        try:
+            conn = connect(t.url, registry.settings.connect_timeout, readonly=True)
+        except NoDatabase:
+            return name, [], None
+        except Exception as exc:
+            return name, None, describe_error(exc)
+        try:
+            rows = read_log(
+                conn, registry.settings.log_table, t.db.version_table_schema, name, limit
+            )
+            if any(r.outcome == "running" for r in rows) and not is_locked(conn, t.db, t.url):
+                for r in rows:
+                    r.interrupted = r.outcome == "running"
+            conn.rollback()
+            return name, rows, None
+        except Exception as exc:
+            return name, None, describe_error(exc)
+        finally:
+            conn.close()
+
+    merged: list[LogRow] = []
+    unreadable: dict[str, str] = {}
+    workers = max(1, min(16, len(names)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for name, rows, error in pool.map(one, names):
+            if rows is None:
+                unreadable[name] = error or "unreadable"
+            else:
+                merged.extend(rows)
+    merged.sort(key=lambda r: (r.started_at, r.id), reverse=True)
+    return LogView(merged[:limit] if limit else merged, unreadable)
 
 
 def dirty_revision(

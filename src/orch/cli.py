@@ -689,6 +689,77 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
     raise Exit(1 if unreadable else 0)
 
 
+@cli.command("log")
+@click.argument("databases", nargs=-1, metavar="[DB]...")
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="At most N entries, newest first (0: all).",
+)
+@global_options
+def log_(databases: tuple[str, ...], limit: int) -> None:
+    """The audit trail of the environment's databases, newest first (reads only).
+
+    One entry per step: a revision applied or undone, a stamp.  Failed steps
+    are kept with their error; 'running (interrupted)' is a step whose run
+    was killed (the next run on that database records it as failed).
+    """
+    from orch.audit import collect_log
+    from orch.render import table
+
+    state = _state()
+    registry = state.registry()
+    for name in databases:
+        registry.database(name)
+    env = registry.environment(state.env_name()).name
+    names = list(dict.fromkeys(databases)) or list(registry.databases)
+    targets = {t.name: t for t in registry.targets(env)}
+    _require_urls(targets, names)
+    view = collect_log(registry, env, names, limit or None)
+    code = EXIT_FAILED if view.unreadable else 0
+    if state.json:
+        doc: dict[str, Any] = {
+            "environment": env,
+            "entries": [r.as_json() for r in view.rows],
+            "unreadable": view.unreadable,
+        }
+        if code:
+            doc["error"] = "; ".join(f"{n}: {e}" for n, e in view.unreadable.items())
+            doc["exit_code"] = code
+        emit_json(doc)
+        raise Exit(code)
+    rows = [
+        [
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.db,
+            r.direction,
+            r.revision or "-",
+            f"{r.outcome} (interrupted)" if r.interrupted else r.outcome,
+            "" if r.duration_ms is None else f"{r.duration_ms / 1000:.2f}s",
+            f"{r.os_user}@{r.host}",
+            r.run_id[:8],
+            (r.error or "").replace("\n", " "),
+        ]
+        for r in view.rows
+    ]
+    if rows:
+        out(
+            table(
+                ["STARTED (UTC)", "DATABASE", "DIRECTION", "REVISION", "OUTCOME", "TIME", "BY",
+                 "RUN", "ERROR"],
+                rows,
+            )
+        )
+    else:
+        out(f"no entries in {env} yet")
+    for name, error in view.unreadable.items():
+        err(f"{name}: unreachable: {error}")
+    raise Exit(code)
+
+
 @cli.command()
 @click.argument("database", metavar="DB")
 @click.option("--message", "-m", required=True, help="What the revision does.")

@@ -1,15 +1,30 @@
 """Runs a :class:`~orch.plan.Plan`: locks, one transaction per revision, order, workers.
 
-Per database (:func:`run_one`): connect, take the migration lock, read the
-live revision *under the lock*, resolve the target, then apply revision by
-revision through Alembic with an audit row per step.  Failures become
-results, never exceptions crossing processes.
+Per database (:func:`run_one`): connect, take the migration lock, then *under
+the lock* close rows of interrupted earlier runs, read the live revision,
+refuse a dirty database, resolve the target and apply revision by revision
+through Alembic, one transaction per revision, with an audit row per step.
+Failures become results (:class:`DbResult`), never exceptions crossing
+processes.
 
 Across databases (:func:`execute`): a ready-set scheduler over the
 dependency graph.  Alembic keeps module-global state, so parallel databases
 run in forked worker processes (Alembic imported once in the parent before
 the fork); ``jobs=1`` runs the same code inline.  A failed, locked or
-refused database marks everything downstream ``skipped``.
+refused database marks everything downstream ``skipped``; independent
+databases go on (``--fail-fast``: nothing new starts after a failure).
+
+Faults:
+
+- The autobegin trap: any statement on the migration connection begins a
+  transaction, and Alembic then treats the connection as the caller's and
+  never commits per revision.  Every statement orch issues outside a
+  revision is followed by a commit, and :func:`orch.alembic_run.run` refuses
+  a connection that is inside a transaction.
+- A SIGKILLed orch: locks are session/connection/process-bound, so they die
+  with it; PostgreSQL sessions set ``client_connection_check_interval`` so a
+  backend busy in a long statement notices the dead client within a second;
+  worker processes get ``PR_SET_PDEATHSIG`` so they die with the parent.
 """
 
 from __future__ import annotations
@@ -24,13 +39,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, OrchError
+from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
 from orch.plan import Plan, PlanStep, edges
 from orch.redact import REDACTOR, redact
 from orch.registry import Registry, Target
 
 OUTCOMES = ("done", "unchanged", "failed", "skipped", "locked", "refused")
 BAD = ("failed", "locked", "refused", "skipped")
+# outcomes that stop a database's dependents (they are then ``skipped``)
+BLOCKING = ("failed", "locked", "refused")
 
 
 @dataclass
@@ -43,10 +60,11 @@ class DbResult:
     start: list[str] | None = None
     end: list[str] | None = None
     applied: list[str] = field(default_factory=list)
-    revision: str | None = None  # the revision that failed
+    revision: str | None = None  # the revision that failed (or left the database dirty)
     error: str | None = None
     duration: float = 0.0
     lines: list[str] = field(default_factory=list)
+    dirty: bool = False  # the database is dirty now (MySQL/MariaDB): repair, then stamp
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +76,7 @@ class DbResult:
             "applied": self.applied,
             "revision": self.revision,
             "error": self.error,
+            "dirty": self.dirty,
             "duration": round(self.duration, 3),
         }
 
@@ -72,6 +91,7 @@ class Task:
     run_id: str
     lock_timeout: float
     secrets: tuple[str, ...] = ()
+    git_commit: str | None = None
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -88,6 +108,14 @@ def _step_revision(step: Any) -> str:
         return str(rev.revision)
     to = getattr(step, "to_", ()) or ()
     return ",".join(to) or "base"
+
+
+def repair_hint(name: str, rev: str) -> str:
+    """How an operator gets a dirty database going again (one sentence)."""
+    return (
+        f"repair the schema by hand (finish or undo {rev}), then "
+        f"'orch stamp {name}@<revision it is really at>'"
+    )
 
 
 def run_one(task: Task) -> DbResult:
@@ -114,6 +142,7 @@ def run_one(task: Task) -> DbResult:
     if url is None:
         res.outcome, res.error = "refused", task.target.missing
         return res
+    transactional = transactional_ddl(url)
 
     def say(line: str) -> None:
         res.lines.append(redact(line))
@@ -135,6 +164,7 @@ def run_one(task: Task) -> DbResult:
             res.outcome, res.error = "locked", str(exc)
             return res
         try:
+            # -- everything below runs under the lock: nobody else migrates db now
             audit = AuditLog(
                 conn,
                 task.registry.settings.log_table,
@@ -142,42 +172,46 @@ def run_one(task: Task) -> DbResult:
                 task.run_id,
                 db.name,
                 task.target.env,
+                git_commit=task.git_commit,
             )
             audit.ensure()
+            interrupted = audit.close_interrupted(transactional)
             conn.commit()
+            if interrupted:
+                say(
+                    f"{db.name}: an earlier run was interrupted during {', '.join(interrupted)} "
+                    + ("(rolled back)" if transactional else "(may be half-applied)")
+                )
             current = read_current(conn, db)
-            res.start = list(current)
+            res.start = res.end = list(current)
             dirty = None
-            if not transactional_ddl(url):
+            if not transactional:
                 dirty = dirty_revision(
                     conn, task.registry.settings.log_table, db.version_table_schema, db.name
                 )
             conn.commit()
             if dirty is not None and direction != "stamp":
-                rev, _err = dirty
-                res.outcome = "refused"
-                res.revision = rev
+                rev, why = dirty
+                res.outcome, res.revision, res.dirty = "refused", rev, True
                 res.error = (
-                    f"dirty: revision {rev} failed or was interrupted half-way and this backend "
-                    f"cannot roll DDL back. Repair the schema by hand (finish or undo {rev}), "
-                    f"then 'orch stamp {db.name}@<revision it is really at>'"
+                    f"dirty: revision {rev} failed or was interrupted half-way"
+                    + (f" ({why})" if why else "")
+                    + f" and this backend cannot roll DDL back; {repair_hint(db.name, rev)}"
                 )
-                res.end = list(current)
                 return res
             graph = load_graph(db.versions, db.name)
             try:
                 resolved = resolve_target(graph, current, task.step.target, direction)
             except OrchError as exc:
                 res.outcome, res.error = "refused", str(exc)
-                res.end = list(current)
                 return res
             if direction == "stamp":
-                _stamp(task, conn, audit, resolved.target, resolved.label, current, res, say)
+                _stamp(task, conn, audit, resolved.target, resolved.label, res, say, dirty)
             elif not resolved.path:
                 res.outcome = "unchanged"
                 say(f"{db.name}: already at {', '.join(current) or 'base'}")
             else:
-                _migrate(task, conn, audit, resolved, res, say, transactional_ddl(url))
+                _migrate(task, conn, audit, resolved, res, say, transactional)
             conn.rollback()
             res.end = list(read_current(conn, db))
             conn.commit()
@@ -203,6 +237,8 @@ def _session_setup(conn: Any, url: str, registry: Registry) -> None:
     ddl = registry.settings.ddl_lock_timeout
     if kind == "postgresql":
         try:
+            # a backend busy in a long statement checks every second that orch
+            # is still there: a SIGKILLed run releases its lock within ~1 s
             conn.execute(text("SET client_connection_check_interval = '1s'"))
             conn.commit()
         except Exception:  # PostgreSQL < 14
@@ -224,31 +260,44 @@ def _migrate(
     say: Callable[[str], None],
     transactional: bool,
 ) -> None:
+    """Apply *resolved*'s path, one transaction per revision, recording each step.
+
+    Per revision: commit a ``running`` row (visible to ``orch log``; on MySQL
+    it is the dirty marker that must survive DDL that cannot roll back), run
+    the revision in its own transaction, set the row ``ok`` inside that
+    transaction.  A revision counts as applied only once the next one starts
+    (or the run ends): then its transaction has committed.
+    """
     from orch import alembic_run
     from orch.db import describe_error
 
     db = task.target.db
     direction = task.step.direction
-    state: dict[str, Any] = {"row": None, "rev": None, "t": 0.0}
+    state: dict[str, Any] = {"row": None, "rev": None, "t": 0.0, "unconfirmed": None}
     say(
         f"{db.name}: {direction} {', '.join(res.start or []) or 'base'} -> "
         f"{resolved.label} ({len(resolved.path)} revision(s))"
     )
 
+    def confirm() -> None:
+        if state["unconfirmed"] is not None:
+            rev, took = state["unconfirmed"]
+            res.applied.append(rev)
+            say(f"  {rev} ok ({took:.2f}s)")
+            state["unconfirmed"] = None
+            state["row"] = None
+
     def before_step(step: Any) -> None:
+        confirm()  # the previous revision's transaction has committed
         rev = _step_revision(step)
         state["rev"] = rev
         state["t"] = time.monotonic()
         state["row"] = audit.start(rev, direction)
-        if not transactional:
-            conn.commit()  # the dirty marker must survive DDL that cannot roll back
+        conn.commit()  # also ends the autobegun transaction, so Alembic begins its own
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        audit.finish(state["row"], "ok")
-        rev = state["rev"]
-        res.applied.append(rev)
-        say(f"  {rev} ok ({time.monotonic() - state['t']:.2f}s)")
-        state["row"] = None
+        audit.finish(state["row"], "ok")  # inside the revision's transaction
+        state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
 
     destination = _destination(resolved.target, resolved.label, direction)
     try:
@@ -263,22 +312,30 @@ def _migrate(
             on_apply=on_apply,
         )
         conn.commit()
+        confirm()
         res.outcome = "done"
     except Exception as exc:
         error = describe_error(exc)
         with contextlib.suppress(Exception):
             conn.rollback()
-        rev = state["rev"]
+        rev = state["rev"] if state["row"] is not None else None
         res.outcome, res.revision, res.error = "failed", rev, error
-        say(f"  {rev} FAILED: {error}")
+        say(f"  {rev or db.name} FAILED: {error}")
+        if rev is not None and not transactional:
+            res.dirty = True
+            res.error = (
+                f"{error}; the database is dirty (this backend cannot roll DDL back): "
+                f"{repair_hint(db.name, rev)}"
+            )
         try:
-            if state["row"] is not None and not transactional:
+            if state["row"] is not None:
                 audit.finish(state["row"], "failed", error=error)
-            else:
-                audit.record(rev, direction, "failed", error=error)
+            else:  # before any revision began: nothing of the schema changed
+                audit.record(None, direction, "failed", error=error)
             conn.commit()
         except Exception:
-            conn.rollback()
+            with contextlib.suppress(Exception):
+                conn.rollback()
 
 
 def _stamp(
@@ -287,39 +344,65 @@ def _stamp(
     audit: Any,
     target: tuple[str, ...],
     label: str,
-    current: tuple[str, ...],
     res: DbResult,
     say: Callable[[str], None],
+    dirty: tuple[str, str | None] | None,
 ) -> None:
+    """Set the version rows; an ``ok`` stamp row also clears a dirty marker."""
     from orch import alembic_run
+    from orch.db import describe_error
 
     db = task.target.db
+    current = tuple(res.start or ())
     destination = _destination(target, label, "stamp")
-    alembic_run.run(task.registry, db, task.target.url or "", conn, "stamp", destination)
+    revs = ",".join(target) or "base"
+    detail = f"from {','.join(current) or 'base'}"
+    if dirty is not None:
+        detail += f"; clears dirty {dirty[0]}"
+    try:
+        alembic_run.run(task.registry, db, task.target.url or "", conn, "stamp", destination)
+        conn.commit()
+    except Exception as exc:
+        error = describe_error(exc)
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        res.outcome, res.error = "failed", error
+        audit.record(revs, "stamp", "failed", error=error, detail=detail)
+        conn.commit()
+        return
+    audit.record(revs, "stamp", "ok", detail=detail)
     conn.commit()
-    audit.record(
-        ",".join(target) or "base", "stamp", "ok", detail=f"from {','.join(current) or 'base'}"
+    same = tuple(sorted(target)) == tuple(sorted(current))
+    res.outcome = "unchanged" if same and dirty is None else "done"
+    say(
+        f"{db.name}: stamped {', '.join(target) or 'base'}"
+        + (f" (dirty marker of {dirty[0]} cleared)" if dirty is not None else "")
     )
-    conn.commit()
-    res.outcome = "unchanged" if tuple(sorted(target)) == tuple(sorted(current)) else "done"
-    say(f"{db.name}: stamped {', '.join(target) or 'base'}")
 
 
 # ---------------------------------------------------------------- fleet
 
 
-def _worker_init() -> None:
-    """Die with the parent: a SIGKILLed orch must not leave migrations running."""
+def _worker_init(parent: int) -> None:
+    """Die with the parent: a SIGKILLed orch must not leave migrations running.
+
+    ``PR_SET_PDEATHSIG`` fires when the thread that forked the worker ends;
+    ProcessPoolExecutor forks every worker from the main thread on the first
+    submit (fork context), so that is the whole orch process.  If the parent
+    died before the signal was armed, the worker is already orphaned: leave.
+    """
     import signal
 
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except Exception:  # not Linux
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
         pass
+    if os.getppid() != parent:
+        os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -340,42 +423,41 @@ def execute(
     on_result: Callable[[DbResult], None] | None = None,
 ) -> list[DbResult]:
     """Run every step of *plan* in dependency order; results in plan order."""
+    from orch.audit import git_commit
+
     run_id = str(uuid.uuid4())
     timeout = registry.settings.lock_timeout if lock_timeout is None else lock_timeout
     steps = {s.db: s for s in plan.steps}
     preds = edges(registry, steps, reverse=plan.direction == "downgrade")
     secrets = tuple(sorted(REDACTOR._secrets))
+    commit = git_commit(registry.root)
     tasks = {
-        name: Task(registry, targets[name], step, run_id, timeout, secrets)
+        name: Task(registry, targets[name], step, run_id, timeout, secrets, commit)
         for name, step in steps.items()
     }
     n_jobs = jobs or default_jobs(registry, len(tasks))
     results: dict[str, DbResult] = {}
-    pending = {name: set(p) for name, p in preds.items()}
     order = [s.db for s in plan.steps]
     stop = False
+    running: dict[concurrent.futures.Future[DbResult], str] = {}
 
     def finish(r: DbResult) -> None:
         results[r.name] = r
         if on_result is not None:
             on_result(r)
-
-    def skip_downstream(name: str, why: str) -> None:
-        for other in order:
-            if other in results or other == name:
-                continue
-            if name in _closure(other, preds):
-                finish(DbResult(other, plan.direction, "skipped", error=why))
+        if r.outcome in BLOCKING:
+            for other in order:
+                if other not in results and r.name in _closure(other, preds):
+                    why = f"{r.name} {r.outcome}"
+                    finish(DbResult(other, plan.direction, "skipped", error=why))
 
     def ready() -> list[str]:
         return [
             n
             for n in order
-            if n not in results and n not in busy and not (pending[n] - set(results))
+            if n not in results and n not in running.values() and not (preds[n] - set(results))
         ]
 
-    running: dict[Any, str] = {}  # future -> database
-    busy: set[str] = set()  # databases submitted and not finished (never submit one twice)
     pool = None
     if n_jobs > 1 and len(tasks) > 1:
         from alembic.runtime import environment  # noqa: F401  import once, then fork
@@ -383,29 +465,30 @@ def execute(
 
         ctx = multiprocessing.get_context("fork")
         pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(n_jobs, len(tasks)), mp_context=ctx, initializer=_worker_init
+            max_workers=min(n_jobs, len(tasks)),
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
     try:
         while len(results) < len(tasks):
             for name in ready():
                 if stop:
-                    finish(
-                        DbResult(
-                            name,
-                            plan.direction,
-                            "skipped",
-                            error="--fail-fast: an earlier database failed",
-                        )
-                    )
+                    why = "--fail-fast: an earlier database failed"
+                    finish(DbResult(name, plan.direction, "skipped", error=why))
                     continue
                 if pool is None:
                     r = run_one(tasks[name])
-                    _after(r, finish, skip_downstream)
-                    if r.outcome in BAD and fail_fast:
-                        stop = True
-                else:
+                    finish(r)
+                    stop = stop or (fail_fast and r.outcome in BLOCKING)
+                    continue
+                if len(running) >= n_jobs:
+                    break  # submit only what can start now, so --fail-fast holds the rest
+                try:
                     running[pool.submit(run_one, tasks[name])] = name
-                    busy.add(name)
+                except Exception as exc:  # the pool broke (a worker was killed)
+                    finish(DbResult(name, plan.direction, "failed", error=f"worker pool: {exc}"))
+                    stop = stop or fail_fast
             if not running:
                 if len(results) < len(tasks) and not ready():
                     raise RuntimeError("scheduler stalled")  # pragma: no cover
@@ -415,26 +498,16 @@ def execute(
             )
             for fut in done:
                 name = running.pop(fut)
-                busy.discard(name)
                 try:
                     r = fut.result()
                 except Exception as exc:  # a worker died
-                    r = DbResult(name, plan.direction, "failed", error=f"worker failed: {exc}")
-                _after(r, finish, skip_downstream)
-                if r.outcome in BAD and fail_fast:
-                    stop = True
+                    r = DbResult(name, plan.direction, "failed", error=f"worker died: {exc}")
+                finish(r)
+                stop = stop or (fail_fast and r.outcome in BLOCKING)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return [results[n] for n in order]
-
-
-def _after(
-    r: DbResult, finish: Callable[[DbResult], None], skip: Callable[[str, str], None]
-) -> None:
-    finish(r)
-    if r.outcome in ("failed", "locked", "refused"):
-        skip(r.name, f"{r.name} {r.outcome}")
 
 
 def _closure(name: str, preds: dict[str, set[str]]) -> set[str]:
@@ -449,12 +522,23 @@ def _closure(name: str, preds: dict[str, set[str]]) -> set[str]:
 
 
 def exit_code(results: Sequence[DbResult]) -> int:
-    """0 all good; 3 when the only problem is lock timeouts; else 1 (refused: 2)."""
-    outcomes = {r.outcome for r in results}
-    if outcomes <= {"done", "unchanged"}:
+    """The run's exit code (SPEC section 4).
+
+    0 when every database is ``done``/``unchanged``; 3 when the only problem
+    is lock timeouts (their dependents ``skipped``); 2 when the only problem
+    is a refusal found under the lock that is not about a dirty database (a
+    relative target no longer valid, nothing touched); otherwise 1.  A
+    database refused because it is *dirty* counts as failed (exit 1): it is
+    the lasting result of a failure, and a run that migrated others
+    around it did run.
+    """
+    bad = [r for r in results if r.outcome not in ("done", "unchanged", "skipped")]
+    if not bad and all(r.outcome in ("done", "unchanged") for r in results):
         return EXIT_OK
-    if outcomes - {"done", "unchanged", "skipped"} == {"locked"}:
+    if not bad:
+        return EXIT_FAILED  # pragma: no cover  (skipped always has a cause)
+    if all(r.outcome == "locked" for r in bad):
         return EXIT_LOCKED
-    if outcomes - {"done", "unchanged", "skipped"} == {"refused"}:
-        return 2
+    if all(r.outcome == "refused" and not r.dirty for r in bad):
+        return EXIT_USAGE
     return EXIT_FAILED

@@ -108,7 +108,8 @@ class MigrationLock:
             elif self.kind == "mysql":
                 from sqlalchemy import text
 
-                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock_name(self.db, self.url)})
+                name = lock_name(self.db, self.url)
+                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
                 self.conn.commit()
         except Exception:
             # the connection is closed right after; the server drops the lock with it
@@ -188,12 +189,18 @@ class MigrationLock:
             raise
 
 
-def is_locked(conn: Connection, db: DatabaseSpec, url: str) -> bool:
-    """Whether another session holds *db*'s migration lock now (read-only probe)."""
+def is_locked(conn: Connection | None, db: DatabaseSpec, url: str) -> bool:
+    """Whether another session holds *db*'s migration lock now (read-only probe).
+
+    *conn* may be None for SQLite (the lock is a file beside the database).
+    """
     from sqlalchemy import text
 
     kind = backend(url)
+    if conn is None and kind != "sqlite":
+        raise ValueError("is_locked needs a connection for server databases")
     if kind == "postgresql":
+        assert conn is not None
         key = pg_key(db)
         unsigned = key & 0xFFFFFFFFFFFFFFFF
         row = conn.execute(
@@ -206,9 +213,9 @@ def is_locked(conn: Connection, db: DatabaseSpec, url: str) -> bool:
         ).scalar()
         return bool(row)
     if kind == "mysql":
-        return (
-            conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock_name(db, url)}).scalar() is not None
-        )
+        assert conn is not None
+        holder = conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock_name(db, url)})
+        return holder.scalar() is not None
     if kind == "sqlite":
         path = sqlite_path(url)
         if path is None:

@@ -95,8 +95,8 @@ def read_live(
     assert target.url is not None
     try:
         conn = connect(target.url, registry.settings.connect_timeout, readonly=True)
-    except NoDatabase:
-        return (), False, None
+    except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
+        return (), is_locked(None, target.db, target.url), None
     try:
         current = read_current(conn, target.db)
         if not current:
