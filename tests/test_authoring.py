@@ -188,3 +188,15 @@ def test_revision_json(project: Project) -> None:
     assert doc["schema"] == 1
     assert doc["created"] is True and doc["revision"] == "j1"
     assert doc["down_revision"] == ["ce37b359c1da"]
+
+
+def test_autogenerate_names_a_missing_variable_and_creates_nothing(project: Project) -> None:
+    data = project.registry()
+    data["databases"]["billing"] = {"metadata": "shop.models:core_metadata"}
+    for env in ("dev", "staging", "prod"):
+        data["environments"][env]["urls"]["billing"] = "${BILLING_URL}"
+    project.write_registry(data)
+    r = project.orch("revision", "billing", "-m", "x", "--autogenerate")
+    assert r.exit_code == 2
+    assert "BILLING_URL" in r.stderr
+    assert not (project.root / "migrations" / "billing").exists()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.errors import UsageError
-from orch.registry import DatabaseSpec, Registry
+from orch.errors import MissingVariable, UsageError
+from orch.registry import Registry
 
 _REV_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
@@ -57,10 +57,6 @@ def _check_rev_id(rev_id: str | None) -> None:
         )
 
 
-def _shares_directory(registry: Registry, db: DatabaseSpec) -> list[str]:
-    return [d.name for d in registry.databases.values() if d.versions == db.versions]
-
-
 def new_revision(
     registry: Registry,
     env: str | None,
@@ -96,7 +92,9 @@ def new_revision(
 
         require_metadata(db, "autogenerate")
         alembic_run.load_metadata(registry, db)
-        registry.target(env, db.name)
+        target = registry.target(env, db.name)
+        if target.url is None:
+            raise MissingVariable(f"{name}: {target.missing}")
     created_dir = not db.versions.is_dir()
     db.versions.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -114,11 +112,10 @@ def new_revision(
         "rev_id": rev_id,
     }
     label = None
-    if first:
+    if first:  # a new lineage: in this directory, labelled with the database's branch
         kwargs["version_path"] = str(db.versions)
-        if not any(r.branch_labels for r in graph.revs.values()):
-            label = db.branch
-            kwargs["branch_label"] = label
+        label = db.branch
+        kwargs["branch_label"] = label
     operations: list[Any] = []
     try:
         if autogenerate:
