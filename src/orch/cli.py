@@ -840,8 +840,9 @@ def merge(database: str, message: str | None, rev_id: str | None) -> None:
 def check(databases: tuple[str, ...]) -> None:
     """Drift between each database's models (registry 'metadata') and its live schema.
 
-    Read-only.  Exit 1 on any difference (or an unreachable database), 2 when a
-    database has no usable URL or a named one has no metadata, else 0.
+    Read-only.  Exit 1 on any difference (or an unreachable database, or a
+    comparison that failed), 2 when a database has no usable URL or a named one
+    has no metadata, else 0.
     """
     from orch import drift
     from orch.alembic_ini import disagreements

@@ -22,7 +22,7 @@ from orch.errors import OrchError
 from orch.registry import Registry, Target
 
 # check outcomes per database
-CHECK_STATES = ("clean", "drift", "not_checkable", "unreachable", "unconfigured")
+CHECK_STATES = ("clean", "drift", "not_checkable", "unreachable", "unconfigured", "failed")
 
 
 @dataclass
@@ -190,20 +190,27 @@ def compare(registry: Registry, target: Target) -> DriftResult:
     opts.pop("target_metadata", None)
     opts.pop("transactional_ddl", None)
     opts.pop("transaction_per_migration", None)
+    phase = "connect"
     try:
         with inspection_connection(registry, target) as conn:
             current = list(read_current(conn, db))
             conn.rollback()
+            phase = "compare"
             ctx = MigrationContext.configure(connection=conn, opts=opts)
             diffs = compare_metadata(ctx, metadata)
             dialect = conn.dialect
             described = [describe(d, dialect) for d in flatten(diffs)]
-    except (DatabaseError, OrchError) as exc:
-        if isinstance(exc, DatabaseError):
-            return DriftResult(db.name, "unreachable", heads=heads, error=str(exc))
+    except DatabaseError as exc:
+        return DriftResult(db.name, "unreachable", heads=heads, error=str(exc))
+    except OrchError:
         raise
     except Exception as exc:
-        return DriftResult(db.name, "unreachable", heads=heads, error=describe_error(exc))
+        if phase == "connect":
+            return DriftResult(db.name, "unreachable", heads=heads, error=describe_error(exc))
+        # reached the database, but the comparison itself broke (a model, a type, rights)
+        return DriftResult(
+            db.name, "failed", heads=heads, error=f"comparison failed: {describe_error(exc)}"
+        )
     state = "drift" if described else "clean"
     return DriftResult(db.name, state, described, current=current, heads=heads)
 
@@ -227,15 +234,15 @@ def check(
 
 
 def exit_code(results: Sequence[DriftResult], named: Sequence[str] = ()) -> int:
-    """1 on drift or an unreachable database; else 2 when a database has no usable URL or
-    a database named on the command line has no metadata; else 0.
+    """1 on drift, an unreachable database or a failed comparison; else 2 when a
+    database has no usable URL or one named on the command line has no metadata; else 0.
 
     Databases without ``metadata`` that were not named are listed, not failed: a
     registry may well hold databases nobody writes models for.
     """
     from orch.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
-    if any(r.state in ("drift", "unreachable") for r in results):
+    if any(r.state in ("drift", "unreachable", "failed") for r in results):
         return EXIT_FAILED
     if any(r.state == "unconfigured" for r in results):
         return EXIT_USAGE
