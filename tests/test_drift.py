@@ -86,3 +86,29 @@ def test_check_warns_when_alembic_ini_disagrees(project: Project) -> None:
     assert "version_locations does not list migrations/analytics" in r.stderr
     doc = p.orch("check", "--json").json()
     assert any("migrations/analytics" in w for w in doc["warnings"])
+
+
+def test_a_comparison_that_breaks_is_failed_not_unreachable(project: Project) -> None:
+    p = project
+    assert p.orch("upgrade", "--all").exit_code == 0
+    models_module(
+        p,
+        extra_core='''
+from sqlalchemy.types import UserDefinedType
+
+
+class Fussy(UserDefinedType[str]):
+    """A type that cannot say what it is in SQL (no get_col_spec)."""
+
+    cache_ok = True
+
+
+Account.__table__.c.plan.type = Fussy()
+''',
+    )
+    doc = p.orch("check", "--json").json()
+    states = {d["name"]: d for d in doc["databases"]}
+    assert states["core"]["state"] == "failed"
+    assert states["core"]["error"].startswith("comparison failed: ")
+    assert states["analytics"]["state"] == "clean"
+    assert doc["exit_code"] == 1
