@@ -184,6 +184,37 @@ def check_version_schema(conn: Connection, db: DatabaseSpec) -> None:
     )
 
 
+def read_sqlite_versions(path: Path, version_table: str, timeout: float = 5.0) -> tuple[str, ...]:
+    """The version rows of a SQLite file, read with the stdlib driver alone.
+
+    The read-only path of ``status``/``plan`` for SQLite: importing
+    SQLAlchemy (~0.2 s) would cost more than the reads themselves, and a
+    read-only SQLite connection through SQLAlchemy is this same
+    ``sqlite3.connect("file:...?mode=ro")`` anyway.  Never creates the file
+    (:class:`NoDatabase` when it is missing) or the table (``()``).
+    Connection failures are a redacted :class:`DatabaseError`, like
+    :func:`connect`'s.
+    """
+    if not path.exists():
+        raise NoDatabase(str(path))
+    uri = f"file:{quote(str(path), safe='/')}?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=timeout or 5.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DatabaseError(describe_error(exc)) from exc
+    try:
+        quoted = '"' + version_table.replace('"', '""') + '"'
+        try:
+            rows = con.execute(f"SELECT version_num FROM {quoted}").fetchall()
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith("no such table"):
+                return ()
+            raise
+        return tuple(sorted(str(r[0]) for r in rows))
+    finally:
+        con.close()
+
+
 def read_current(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]:
     """The version rows of *db* (``()`` when the version table does not exist).
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orch.db import (
@@ -21,11 +22,13 @@ from orch.db import (
     check_version_schema,
     connect,
     describe_error,
+    lock_path,
     read_current,
+    read_sqlite_versions,
     transactional_ddl,
 )
 from orch.errors import DatabaseError, OrchError
-from orch.registry import Registry, Target
+from orch.registry import Registry, Target, sqlite_path
 from orch.revisions import Graph, load_graph
 
 STATES = (
@@ -93,6 +96,9 @@ def read_live(
     from orch.locks import is_locked
 
     assert target.url is not None
+    path = sqlite_path(target.url)
+    if path is not None and not target.db.version_table_schema:
+        return _read_live_sqlite(target, path, registry)
     try:
         conn = connect(target.url, registry.settings.connect_timeout, readonly=True)
     except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
@@ -111,6 +117,26 @@ def read_live(
         return current, running, dirty
     finally:
         conn.close()
+
+
+def _read_live_sqlite(
+    target: Target, path: Path, registry: Registry
+) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
+    """read_live for a SQLite file without SQLAlchemy (see db.read_sqlite_versions).
+
+    SQLite has transactional DDL (orch's recipe), so it is never dirty, and
+    its migration lock is a file lock that needs no connection.
+    """
+    from orch.locks import sqlite_file_locked
+
+    try:
+        current = read_sqlite_versions(
+            path, target.db.version_table, registry.settings.connect_timeout
+        )
+    except NoDatabase:
+        return (), False, None
+    lp = lock_path(path)
+    return current, lp.exists() and sqlite_file_locked(lp), None
 
 
 def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
