@@ -16,6 +16,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,56 @@ def test_fleet_of_200_sqlite_databases_sharing_one_directory(tmp_path: Path) -> 
     assert all(
         log_rows(db_file(p, n))[-1] == (n, head, "upgrade", "ok") for n in ("d000", "d199")
     )
+
+
+# ---------------------------------------------------------------- status on one server
+
+
+def test_status_reads_each_postgresql_database_of_one_server_on_its_own(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """Databases of one server share the connection setup, never each other's rows.
+
+    The first database does not exist (its connection fails before any
+    setup), one was never migrated, one has another login, the rest are at
+    different revisions.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    urls = {
+        "d000": make_url(make_db("postgresql")).set(database="orch_t_no_such_db").render_as_string(
+            hide_password=False
+        ),
+        "d001": make_db("postgresql"),
+        "d002": make_db("postgresql", password="s3cret-status"),
+        **{f"d{i:03d}": make_db("postgresql") for i in range(3, 7)},
+    }
+    p = projectgen.make_project(tmp_path / "proj", urls, 5, plain=False)
+    expected: dict[str, str | None] = {"d000": None, "d001": None}
+    for i, name in enumerate(p.names[2:], start=2):
+        rev = p.heads[name][i % 5]
+        expected[name] = rev
+        eng = create_engine(urls[name], poolclass=NullPool)
+        with eng.begin() as c:
+            c.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            c.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": rev})
+        eng.dispose()
+    r = orch(p.root, "status", "--json")
+    assert "s3cret-status" not in r.stdout + r.stderr
+    got = {d["name"]: d for d in json.loads(r.stdout)["databases"]}
+    assert got["d000"]["state"] == "unreachable"
+    assert "orch_t_no_such_db" in got["d000"]["error"]
+    assert (got["d001"]["state"], got["d001"]["current"], got["d001"]["pending"]) == (
+        "behind",
+        [],
+        5,
+    )
+    for name in p.names[2:]:
+        assert got[name]["current"] == [expected[name]], name
+        want = "up_to_date" if expected[name] == p.heads[name][-1] else "behind"
+        assert got[name]["state"] == want
 
 
 # ---------------------------------------------------------------- fast start

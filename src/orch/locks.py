@@ -192,15 +192,23 @@ class MigrationLock:
 def is_locked(conn: Connection | None, db: DatabaseSpec, url: str) -> bool:
     """Whether another session holds *db*'s migration lock now (read-only probe).
 
-    *conn* may be None for SQLite (the lock is a file beside the database).
+    *conn* may be None for SQLite (the lock is a file beside the database;
+    no SQLAlchemy import on that path, which keeps a SQLite status light).
     """
+    kind = backend(url)
+    if kind == "sqlite":
+        path = sqlite_path(url)
+        if path is None:
+            return False
+        lp = lock_path(path)
+        if not lp.exists():
+            return False
+        return sqlite_file_locked(lp)
+    if conn is None:
+        raise ValueError("is_locked needs a connection for server databases")
     from sqlalchemy import text
 
-    kind = backend(url)
-    if conn is None and kind != "sqlite":
-        raise ValueError("is_locked needs a connection for server databases")
     if kind == "postgresql":
-        assert conn is not None
         key = pg_key(db)
         unsigned = key & 0xFFFFFFFFFFFFFFFF
         row = conn.execute(
@@ -213,17 +221,8 @@ def is_locked(conn: Connection | None, db: DatabaseSpec, url: str) -> bool:
         ).scalar()
         return bool(row)
     if kind == "mysql":
-        assert conn is not None
         holder = conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": lock_name(db, url)})
         return holder.scalar() is not None
-    if kind == "sqlite":
-        path = sqlite_path(url)
-        if path is None:
-            return False
-        lp = lock_path(path)
-        if not lp.exists():
-            return False
-        return sqlite_file_locked(lp)
     return False
 
 

@@ -22,8 +22,7 @@ from orch.db import (
     check_version_schema,
     connect,
     describe_error,
-    lock_path,
-    read_current,
+    read_current_readonly,
     read_sqlite_versions,
     transactional_ddl,
 )
@@ -100,11 +99,11 @@ def read_live(
     if path is not None and not target.db.version_table_schema:
         return _read_live_sqlite(target, path, registry)
     try:
-        conn = connect(target.url, registry.settings.connect_timeout, readonly=True)
+        conn = connect(target.url, registry.settings.connect_timeout, readonly=True, shared=True)
     except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
         return (), is_locked(None, target.db, target.url), None
     try:
-        current = read_current(conn, target.db)
+        current = read_current_readonly(conn, target.db)
         if not current:
             check_version_schema(conn, target.db)
         running = is_locked(conn, target.db, target.url)
@@ -127,16 +126,15 @@ def _read_live_sqlite(
     SQLite has transactional DDL (orch's recipe), so it is never dirty, and
     its migration lock is a file lock that needs no connection.
     """
-    from orch.locks import sqlite_file_locked
+    from orch.locks import is_locked
 
     try:
         current = read_sqlite_versions(
             path, target.db.version_table, registry.settings.connect_timeout
         )
-    except NoDatabase:
-        return (), False, None
-    lp = lock_path(path)
-    return current, lp.exists() and sqlite_file_locked(lp), None
+    except NoDatabase:  # no file yet; a first run may be creating it right now
+        current = ()
+    return current, is_locked(None, target.db, target.url), None
 
 
 def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
