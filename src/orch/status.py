@@ -97,7 +97,7 @@ def read_live(
     assert target.url is not None
     path = sqlite_path(target.url)
     if path is not None and not target.db.version_table_schema:
-        return _read_live_sqlite(target, path, registry)
+        return _read_live_sqlite(target, target.url, path, registry)
     try:
         conn = connect(target.url, registry.settings.connect_timeout, readonly=True, shared=True)
     except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
@@ -119,7 +119,7 @@ def read_live(
 
 
 def _read_live_sqlite(
-    target: Target, path: Path, registry: Registry
+    target: Target, url: str, path: Path, registry: Registry
 ) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
     """read_live for a SQLite file without SQLAlchemy (see db.read_sqlite_versions).
 
@@ -134,7 +134,7 @@ def _read_live_sqlite(
         )
     except NoDatabase:  # no file yet; a first run may be creating it right now
         current = ()
-    return current, is_locked(None, target.db, target.url), None
+    return current, is_locked(None, target.db, url), None
 
 
 def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
