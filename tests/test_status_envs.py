@@ -221,3 +221,34 @@ def test_status_of_one_environment_on_a_silent_host(fleet: tuple[Project, list[s
     assert r.returncode == 0
     assert r.stdout.count("unreachable") == 2
     assert secrets[5] not in r.stdout + r.stderr
+
+
+def test_first_use_of_dialects_from_many_threads(project: Project) -> None:
+    """A fresh process loading several dialects at once from status threads.
+
+    SQLAlchemy imports dialects lazily; before orch preloaded them, two threads
+    making the first MySQL and MariaDB engines raced and one cell said
+    "cannot access submodule 'mysql' of module 'sqlalchemy.dialects'" instead
+    of why the host was unreachable (most runs of this test).
+    """
+    p = project
+    closed = _closed_port()
+    schemes = ["mysql+pymysql", "mariadb+pymysql", "postgresql+psycopg", "sqlite"]
+    data = p.registry()
+    data["environments"] = {
+        f"e{i}": {
+            "urls": {
+                "core": f"{scheme}://u@127.0.0.1:{closed}/c{i}",
+                "analytics": f"{schemes[(i + 1) % 3]}://u@127.0.0.1:{closed}/a{i}",
+            }
+        }
+        for i, scheme in enumerate(schemes[:3])
+    }
+    data["default_env"] = "e0"
+    p.write_registry(data)
+    for _ in range(5):
+        r = p.orch_proc("status", "--all-envs", "--json", timeout=60)
+        assert r.returncode == 0, r.stderr
+        errors = [d["error"] for e in json.loads(r.stdout)["environments"] for d in e["databases"]]
+        assert len(errors) == 6
+        assert all("refused" in (e or "").lower() for e in errors), errors

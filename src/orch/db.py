@@ -9,10 +9,12 @@ revision rolls back on SQLite as it does on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -119,6 +121,29 @@ def _pymysql_handshake_timeout(engine: Engine, timeout: int) -> None:
             if hasattr(conn, attr):
                 setattr(conn, attr, value)
         return conn
+
+
+def preload_drivers(urls: Iterable[str | None]) -> None:
+    """Import the SQLAlchemy dialect and the driver of every URL, in this thread.
+
+    SQLAlchemy loads dialect modules lazily on first use; two threads making
+    the first engine of one dialect at once can see the half-imported package
+    ("cannot access submodule 'mysql' of module 'sqlalchemy.dialects'").
+    Callers that fan out over threads call this first.  Unusable URLs are
+    left for the threads to report.
+    """
+    seen: set[str] = set()
+    for url in urls:
+        if not url:
+            continue
+        scheme = url.split("://", 1)[0]
+        if scheme in seen or scheme.startswith("sqlite"):  # status reads SQLite without SQLAlchemy
+            continue
+        from sqlalchemy.engine import make_url
+
+        seen.add(scheme)
+        with contextlib.suppress(Exception):  # reported, redacted, by whoever connects
+            make_url(url).get_dialect().import_dbapi()
 
 
 def _sqlite_transactional(engine: Engine) -> None:

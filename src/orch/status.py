@@ -22,6 +22,7 @@ from orch.db import (
     check_version_schema,
     connect,
     describe_error,
+    preload_drivers,
     read_current_readonly,
     read_sqlite_versions,
     transactional_ddl,
@@ -186,6 +187,7 @@ def collect(
     graphs = graphs if graphs is not None else graphs_for(registry, [t.name for t in targets])
     if len(targets) <= 1:
         return [status_of(t, graphs[t.name], registry) for t in targets]
+    preload_drivers(t.url for t in targets)
     workers = max(1, min(max_workers, len(targets)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda t: status_of(t, graphs[t.name], registry), targets))
@@ -212,6 +214,7 @@ def collect_all(
             if names is None or t.name in names:
                 cells.append((env, t))
     graphs = graphs if graphs is not None else graphs_for(registry, names)
+    preload_drivers(t.url for _env, t in cells)
     workers = max(1, min(max_workers, len(cells)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         found = list(pool.map(lambda c: status_of(c[1], graphs[c[1].name], registry), cells))
