@@ -550,7 +550,11 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
 @cli.command()
 @click.argument("databases", nargs=-1, metavar="[DB]...")
 @click.option("--check", is_flag=True, help="Exit 1 unless every database is up_to_date (CI gate).")
-@click.option("--all-envs", is_flag=True, help="Every environment, as a matrix.")
+@click.option(
+    "--all-envs",
+    is_flag=True,
+    help="Every environment as a matrix, all queried at once (each within connect_timeout).",
+)
 @global_options
 def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     """Current revision, head, pending count and state of each database."""
