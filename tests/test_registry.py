@@ -154,6 +154,17 @@ def test_variable_and_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert reg.targets("staging")[1].url == "sqlite:////data/a.db"
 
 
+def test_an_empty_variable_without_default_is_named_not_a_bad_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_T_CORE_URL", "")
+    reg = load(tmp_path, VARS)
+    core = reg.targets("staging")[0]
+    assert core.url is None
+    assert core.missing is not None
+    assert "ORCH_T_CORE_URL is set but empty" in core.missing
+
+
 def test_password_in_a_variable_is_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -555,10 +555,12 @@ def substitute(raw: str, key: str) -> str:
 
     def repl(m: re.Match[str]) -> str:
         val = os.environ.get(m["name"])
-        if val is None or (val == "" and m["default"] is not None):
+        if val is None or val == "":
+            # like the shell's ${VAR:-default}: an empty value counts as unset
             if m["default"] is not None:
                 return m["default"]
-            raise MissingVariable(f"environment variable {m['name']} is not set (needed by {key})")
+            state = "is not set" if val is None else "is set but empty"
+            raise MissingVariable(f"environment variable {m['name']} {state} (needed by {key})")
         return val
 
     return VAR_RE.sub(repl, raw)
