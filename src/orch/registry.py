@@ -106,6 +106,7 @@ class Target:
     env: str
     url: str | None
     missing: str | None = None  # reason the URL is unusable (names the variable)
+    written: str | None = None  # the URL as the registry wrote it (relative SQLite path)
 
     @property
     def name(self) -> str:
@@ -113,7 +114,10 @@ class Target:
 
     @property
     def display_url(self) -> str | None:
-        return redact_url(self.url) if self.url is not None else None
+        """What users see: their own spelling of the URL, never its password."""
+        if self.url is None:
+            return None
+        return redact_url(self.written or self.url)
 
 
 @dataclass(frozen=True)
@@ -170,19 +174,21 @@ class Registry:
                 reason = f"environment {env.name!r} has no URL for it"
                 out.append(Target(db, env.name, None, reason))
                 continue
+            key = f"environments.{env.name}.urls.{db.name}"
             try:
-                url = resolve_url(raw, self.root, f"environments.{env.name}.urls.{db.name}")
+                url = resolve_url(raw, self.root, key)
             except MissingVariable as exc:
                 out.append(Target(db, env.name, None, str(exc)))
                 continue
-            out.append(Target(db, env.name, url))
+            written = substitute(raw, key)
+            out.append(Target(db, env.name, url, written=written if written != url else None))
         problems = _check_resolved(self, env.name, out)
         if problems and strict:
             raise RegistryError(problems)
         for problem in problems:
             name = problem.key.rsplit(".", 1)[-1]
             out = [
-                Target(t.db, t.env, None, f"{problem.key}: {problem.reason}")
+                Target(t.db, t.env, None, f"{problem.key}: {problem.reason}", t.written)
                 if t.name == name
                 else t
                 for t in out
