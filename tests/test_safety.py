@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,13 +31,19 @@ SLOW_PG = 'if os.environ.get("ORCH_TEST_SLOW"):\n    op.execute("SELECT pg_sleep
 SLOW_MY = 'if os.environ.get("ORCH_TEST_SLOW"):\n    op.execute("SELECT SLEEP(2)")'
 
 
-def popen(p: Project, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def popen(
+    p: Project, *args: str, env: dict[str, str] | None = None, capture: bool = True
+) -> subprocess.Popen[str]:
+    """``python -m orch`` in the background.  ``capture=False`` for runs that get killed:
+    orphaned workers would hold captured pipes open and hang the test instead of failing it.
+    """
+    sink = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "orch", *args],
         cwd=p.root,
         env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=sink,
+        stderr=sink,
         text=True,
     )
 
@@ -333,7 +340,7 @@ def test_sigkilled_run_leaves_no_lock_and_the_rerun_succeeds(
 ) -> None:
     url = make_db("postgresql")
     p = _slow_project(tmp_path, {"app": url}, SLOW_PG)
-    proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"})
+    proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
     try:
         wait_for(lambda: pg_backends_running(url, "pg_sleep") == 1)
         assert state_of(p, "app")["state"] == "running"
@@ -341,7 +348,7 @@ def test_sigkilled_run_leaves_no_lock_and_the_rerun_succeeds(
         assert [x["revision"] for x in running] == [rev_id("app", 2)]
     finally:
         proc.kill()
-        proc.communicate()
+        proc.wait()
     # the server notices the dead client within ~1 s (client_connection_check_interval)
     # and drops the session with its lock: a 5 s lock timeout is plenty
     r = p.orch("upgrade", "--all", "--lock-timeout", "5")
@@ -362,15 +369,20 @@ def test_sigkilled_parent_takes_its_workers_along(make_db: MakeDb, tmp_path: Pat
     """Workers get PR_SET_PDEATHSIG: killing orch ends them and their server sessions."""
     urls = {"one": make_db("postgresql"), "two": make_db("postgresql")}
     p = _slow_project(tmp_path, urls, SLOW_PG)
-    proc = popen(p, "upgrade", "--all", "--jobs", "2", env={"ORCH_TEST_SLOW": "1"})
+    proc = popen(p, "upgrade", "--all", "--jobs", "2", env={"ORCH_TEST_SLOW": "1"}, capture=False)
     try:
         wait_for(lambda: all(pg_backends_running(u, "pg_sleep") == 1 for u in urls.values()))
         workers = children(proc.pid)
         assert len(workers) >= 2
     finally:
         proc.kill()
-        proc.communicate()
-    wait_for(lambda: not any(alive(w) for w in workers), timeout=5)
+        proc.wait()
+    try:
+        wait_for(lambda: not any(alive(w) for w in workers), timeout=5)
+    finally:  # if the test fails, do not leave its orphans behind
+        for w in workers:
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
     r = p.orch("upgrade", "--all", "--lock-timeout", "5")
     assert r.exit_code == 0, r.stdout + r.stderr
     assert all(version_of(u) == [rev_id(n, 2)] for n, u in urls.items())
@@ -381,13 +393,13 @@ def test_mysql_run_killed_half_way_leaves_the_database_dirty(
 ) -> None:
     url = make_db("mysql")
     p = _slow_project(tmp_path, {"app": url}, SLOW_MY)
-    proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"})
+    proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
     try:
         wait_for(lambda: any(x["outcome"] == "running" for x in log_rows(url)))
         time.sleep(0.3)
     finally:
         proc.kill()
-        proc.communicate()
+        proc.wait()
     # the server finishes the statement (MySQL cannot notice a dead client in SLEEP),
     # then drops the connection and its GET_LOCK
     r = p.orch("upgrade", "--all", "--lock-timeout", "10", "--json")

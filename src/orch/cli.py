@@ -147,8 +147,9 @@ class OrchGroup(click.Group):
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_paragraph()
         formatter.write_text(
-            "Exit codes: 0 ok; 1 ran and something failed (or a check found work/drift); "
-            "2 could not start (usage, registry, refusal); 3 only a lock timed out."
+            "Exit codes: 0 ok; 1 ran and something failed (a database failed or is dirty, "
+            "or a check found work/drift); 2 could not start (usage, registry, refusal); "
+            "3 only a lock timed out."
         )
 
 

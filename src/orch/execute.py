@@ -441,6 +441,12 @@ def execute(
     stop = False
     running: dict[concurrent.futures.Future[DbResult], str] = {}
 
+    def skipped(name: str, why: str) -> DbResult:
+        """Never touched: from/to are the revisions read before the run (no lock taken)."""
+        current = steps[name].current
+        seen = list(current) if current is not None else None
+        return DbResult(name, plan.direction, "skipped", start=seen, end=seen, error=why)
+
     def finish(r: DbResult) -> None:
         results[r.name] = r
         if on_result is not None:
@@ -448,8 +454,7 @@ def execute(
         if r.outcome in BLOCKING:
             for other in order:
                 if other not in results and r.name in _closure(other, preds):
-                    why = f"{r.name} {r.outcome}"
-                    finish(DbResult(other, plan.direction, "skipped", error=why))
+                    finish(skipped(other, f"{r.name} {r.outcome}"))
 
     def ready() -> list[str]:
         return [
@@ -474,8 +479,7 @@ def execute(
         while len(results) < len(tasks):
             for name in ready():
                 if stop:
-                    why = "--fail-fast: an earlier database failed"
-                    finish(DbResult(name, plan.direction, "skipped", error=why))
+                    finish(skipped(name, "--fail-fast: an earlier database failed"))
                     continue
                 if pool is None:
                     r = run_one(tasks[name])

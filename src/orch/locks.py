@@ -136,7 +136,7 @@ class MigrationLock:
                 return
             if time.monotonic() >= deadline:
                 raise LockTimeout(
-                    f"{self.db.name}: migration lock not obtained within {self.timeout:g}s "
+                    f"migration lock not obtained within {self.timeout:g}s "
                     "(another orch is migrating it)"
                 )
             if not told and self.on_wait is not None:
