@@ -465,9 +465,9 @@ def execute(
 
     pool = None
     if n_jobs > 1 and len(tasks) > 1:
-        from alembic.runtime import environment  # noqa: F401  import once, then fork
-        from alembic.script import ScriptDirectory  # noqa: F401
+        from orch.alembic_run import preload
 
+        preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
         ctx = multiprocessing.get_context("fork")
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=min(n_jobs, len(tasks)),
