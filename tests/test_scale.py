@@ -139,7 +139,7 @@ def test_fleet_of_200_sqlite_databases_sharing_one_directory(tmp_path: Path) -> 
     """200 tenants, one history: status and upgrade --all with far fewer file handles than
     databases (bounded pools, every connection closed)."""
     p = sqlite_project(tmp_path, 200, 2, shared=True)
-    r = orch_limited(p.root, "upgrade", "--all", "--json", nofile=96)
+    r = orch_limited(p.root, "upgrade", "--all", "--jobs", "8", "--json", nofile=96)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     doc = json.loads(r.stdout)
     assert len(doc["databases"]) == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import functools
 import graphlib
 import importlib.util
 import os
@@ -272,8 +273,11 @@ def _yaml_load(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigNotFound(f"{path}: cannot read registry: {exc.strerror}") from exc
+    # libyaml's loader when PyYAML has it: ~10x faster on a fleet's registry
+    # (hundreds of databases), same documents, same error marks
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)  # noqa: S506  a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -620,6 +624,12 @@ _LOOPBACK = {"", "localhost", "127.0.0.1", "::1"}
 _DEFAULT_PORT = {"postgresql": 5432, "mysql": 3306}
 
 
+@functools.cache
+def _installed(module: str) -> bool:
+    """Whether *module* can be imported (asked once per module, not once per URL)."""
+    return importlib.util.find_spec(module) is not None
+
+
 def driver_problem(url: str) -> str | None:
     """Why orch cannot use the URL's driver, with the fix; None when it is fine.
 
@@ -637,7 +647,7 @@ def driver_problem(url: str) -> str | None:
         module, fix = _DRIVERS[scheme]
         if module is None and fix is None:
             return None
-        if module is not None and importlib.util.find_spec(module) is not None:
+        if module is not None and _installed(module):
             return _port_problem(url)
         if module is None:
             return f"{scheme}:// is not a SQLAlchemy URL scheme; use {fix}:// instead"
