@@ -63,14 +63,21 @@ def test_log_lists_applied_and_failed_steps_newest_first(
 
 def test_log_rows_carry_who_and_what(make_db: MakeDb, tmp_path: Path) -> None:
     url = make_db("postgresql")
-    p = make_project(tmp_path / "p", {"app": [Rev(up=["CREATE TABLE a (id int)"])]}, {"app": url})
+    p = make_project(
+        tmp_path / "p",
+        {"app": [Rev(up=["CREATE TABLE a (id int)"], down=["DROP TABLE a"])]},
+        {"app": url},
+    )
     assert p.orch("upgrade", "app").exit_code == 0
-    assert p.orch("stamp", "app@base").exit_code == 0
+    assert p.orch("downgrade", "app@base").exit_code == 0
+    assert p.orch("stamp", f"app@{rev_id('app', 1)}").exit_code == 0
     rows = log_rows(url)
     assert [(r["direction"], r["revision"], r["outcome"]) for r in rows] == [
         ("upgrade", rev_id("app", 1), "ok"),
-        ("stamp", "base", "ok"),
+        ("downgrade", rev_id("app", 1), "ok"),
+        ("stamp", rev_id("app", 1), "ok"),
     ]
+    assert rows[2]["detail"] == "from base"
     first = rows[0]
     assert first["db"] == "app" and first["env"] == "dev"
     assert first["started_at"] <= first["finished_at"]
@@ -119,3 +126,20 @@ def test_log_unknown_database_is_a_usage_error(tmp_path: Path) -> None:
     p = make_project(tmp_path / "p", {"app": []}, {"app": f"sqlite:///{tmp_path / 'x.db'}"})
     r = p.orch("log", "nope")
     assert r.exit_code == 2 and "nope" in r.stderr
+
+
+def test_log_rows_carry_the_project_git_commit(tmp_path: Path) -> None:
+    import subprocess
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    p = make_project(tmp_path / "p", {"app": [Rev(up=["CREATE TABLE a (id int)"])]}, {"app": url})
+    git = ["git", "-C", str(p.root), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert p.orch("upgrade", "app").exit_code == 0
+    (entry,) = p.orch("log", "--json").json()["entries"]
+    assert entry["git_commit"] == head

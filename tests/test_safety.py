@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -298,17 +299,21 @@ def test_mysql_locks_of_two_databases_on_one_server_are_apart(
     assert doc["exit_code"] == 3
 
 
-def test_six_racing_upgrades_apply_each_revision_once(project: Project, make_db: MakeDb) -> None:
-    urls = {"core": make_db("postgresql"), "analytics": make_db("postgresql")}
-    project.set_urls("dev", urls)
+def test_six_racing_upgrades_apply_each_revision_once(
+    backend_project: Project, backend: str
+) -> None:
+    """Six orch processes at once on the same databases: each revision runs exactly once."""
+    project = backend_project
+    urls = {
+        name: url if not url.startswith("sqlite:///var") else f"sqlite:///{project.root}/{url[10:]}"
+        for name, url in project.registry()["environments"]["dev"]["urls"].items()
+    }
     procs = [popen(project, "upgrade", "--all", "--json") for _ in range(6)]
-    results = [(pr.wait(timeout=120), pr.stdout, pr.stderr) for pr in procs]
-    for code, out, err in results:
-        assert code == 0, (out.read() if out else "") + (err.read() if err else "")
-        if out:
-            out.close()
-        if err:
-            err.close()
+    for pr in procs:
+        out, err = pr.communicate(timeout=120)
+        assert pr.returncode == 0, out + err
+        outcomes = {d["outcome"] for d in json.loads(out)["databases"]}
+        assert outcomes <= {"done", "unchanged"}
     for name, url in urls.items():
         rows = [x for x in log_rows(url) if x["direction"] == "upgrade"]
         revs = [x["revision"] for x in rows]
@@ -363,6 +368,69 @@ def test_sigkilled_run_leaves_no_lock_and_the_rerun_succeeds(
         (rev_id("app", 2), "ok"),
     ]
     assert "interrupted" in log_rows(url)[1]["error"]
+
+
+def test_sigkilled_sqlite_run_rolls_back_and_frees_its_lock_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    slow = (
+        'op.execute("CREATE TABLE half (id int)")\n'
+        'if os.environ.get("ORCH_TEST_SLOW"):\n'
+        "    import time\n"
+        "    time.sleep(30)"
+    )
+    p = _slow_project(tmp_path, {"app": url}, slow)
+    proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
+    try:
+        wait_for(lambda: state_of(p, "app")["state"] == "running")
+        wait_for(lambda: any(x["outcome"] == "running" for x in log_rows(url)))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert state_of(p, "app")["state"] == "behind"  # the flock died with the process
+    r = p.orch("upgrade", "--all", "--lock-timeout", "0")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert version_of(url) == [rev_id("app", 2)]
+    assert {"a", "b", "half"} <= table_names(url)
+    rows = [(x["revision"], x["outcome"]) for x in log_rows(url)]
+    assert rows[-2:] == [(rev_id("app", 2), "failed"), (rev_id("app", 2), "ok")]
+
+
+def test_session_killed_by_a_dba_fails_cleanly_and_the_rerun_succeeds(
+    make_db: MakeDb, tmp_path: Path
+) -> None:
+    """pg_terminate_backend mid-revision: a clear failure naming the revision, then recovery."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    url = make_db("postgresql")
+    p = _slow_project(tmp_path, {"app": url}, SLOW_PG)
+    proc = popen(p, "upgrade", "--all", "--json", env={"ORCH_TEST_SLOW": "1"})
+    wait_for(lambda: pg_backends_running(url, "pg_sleep") == 1)
+    eng = create_engine(url, poolclass=NullPool)
+    with eng.connect() as c:
+        c.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :d AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"
+            ),
+            {"d": make_url(url).database},
+        )
+    eng.dispose()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out + err
+    (app,) = json.loads(out)["databases"]
+    assert app["outcome"] == "failed" and app["revision"] == rev_id("app", 2)
+    assert app["applied"] == [rev_id("app", 1)] and app["dirty"] is False
+    r = p.orch("upgrade", "--all", "--lock-timeout", "5")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert version_of(url) == [rev_id("app", 2)]
+    rows = [(x["revision"], x["outcome"]) for x in log_rows(url)]
+    assert rows == [
+        (rev_id("app", 1), "ok"),
+        (rev_id("app", 2), "failed"),
+        (rev_id("app", 2), "ok"),
+    ]
 
 
 def test_sigkilled_parent_takes_its_workers_along(make_db: MakeDb, tmp_path: Path) -> None:

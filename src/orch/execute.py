@@ -220,6 +220,8 @@ def run_one(task: Task) -> DbResult:
     except Exception as exc:  # a failure outside a revision (lock SQL, audit table, ...)
         res.outcome = "failed"
         res.error = res.error or describe_error(exc)
+        if res.applied:  # revisions went in, then the connection broke: where it ended is unknown
+            res.end = None
     finally:
         with contextlib.suppress(Exception):
             conn.close()
