@@ -192,22 +192,105 @@ def _require_urls(targets: dict[str, Any], names: Sequence[str]) -> None:
             raise MissingVariable(f"{name}: {t.missing}")
 
 
-def _confirm_protected(registry: Registry, env: str | None, yes: bool, what: str) -> None:
+def _confirm_protected(
+    state: State,
+    registry: Registry,
+    env: str | None,
+    yes: bool,
+    plan: Any,
+    *,
+    currents: dict[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> None:
+    """In a protected environment, show the plan and make the operator type the env's name.
+
+    Typing the name (not just "y") is the point: it is the moment an operator
+    notices they are about to touch prod.  Without a terminal on stdin and
+    stderr there is nobody to ask, so the command refuses (exit 2) unless
+    ``--yes`` was given; a refusal writes nothing anywhere.  *currents* gives
+    live revisions for plans that do not carry them (stamp).
+    """
     environment = registry.environment(env)
     if not environment.protected or yes:
         return
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise RefusedError(
-            f"environment {environment.name!r} is protected: {what} needs --yes when there is "
-            "no terminal to confirm on"
+    name = environment.name
+    direction = plan.direction
+    rows = _confirm_rows(plan, currents)
+    hooks = [f"{h}: {cmd}" for h, cmd in environment.hooks.items() if h.endswith(f"_{direction}")]
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    if not interactive:
+        reason = (
+            f"environment {name!r} is protected: {direction} needs --yes when there is no "
+            "terminal to confirm on; nothing was changed"
         )
-    err(f"Environment {environment.name!r} is protected. {what}")
-    answer = click.prompt(
-        f"Type the environment's name ({environment.name}) to go on", default="", err=True,
-        show_default=False,
-    )
-    if answer.strip() != environment.name:
-        raise RefusedError(f"not confirmed; nothing was changed in {environment.name!r}")
+        if state.json:
+            from orch.execute import DbResult
+
+            emit_json(
+                {
+                    "environment": name,
+                    "command": direction,
+                    "protected": True,
+                    "databases": [
+                        DbResult(
+                            s.db,
+                            direction,
+                            "refused",
+                            start=list(s.current) if s.current is not None else None,
+                            end=list(s.current) if s.current is not None else None,
+                            error="protected environment: not confirmed (no terminal, no --yes)",
+                        ).as_json()
+                        for s in plan.steps
+                    ],
+                    "plan": _plan_json(plan),
+                    "error": reason,
+                    "exit_code": EXIT_USAGE,
+                }
+            )
+            raise Exit(EXIT_USAGE)
+        _show_confirm_plan(name, rows, hooks, notes)
+        raise RefusedError(reason)
+    _show_confirm_plan(name, rows, hooks, notes)
+    try:
+        answer = click.prompt(
+            click.style(f"Type the environment's name ({name}) to {direction}", bold=True),
+            default="",
+            err=True,
+            show_default=False,
+        )
+    except click.exceptions.Abort:  # Ctrl-C or end of input at the prompt
+        answer = ""
+        click.echo(err=True)
+    if answer.strip() != name:
+        raise RefusedError(f"not confirmed; nothing was changed in {name!r}")
+
+
+def _confirm_rows(plan: Any, currents: dict[str, Any] | None) -> list[list[str]]:
+    from orch.render import short
+
+    if currents is None:
+        return _plan_rows(plan)
+    rows = []
+    for s in plan.steps:
+        cur = currents.get(s.db)
+        frm = short(list(cur)) if cur is not None else "?"
+        to = short(s.resolved.target) if s.resolved else s.target
+        rows.append([str(s.level), s.db, s.direction, f"{frm} -> {to}", "-"])
+    return rows
+
+
+def _show_confirm_plan(
+    name: str, rows: list[list[str]], hooks: Sequence[str], notes: Sequence[str]
+) -> None:
+    from orch.render import table
+
+    headers = ["GROUP", "DATABASE", "DIRECTION", "FROM -> TO", "REVISIONS"]
+    err(f"Environment {name!r} is protected. This is what would run:")
+    err(table(headers, rows, stream=sys.stderr))
+    for h in hooks:
+        err(f"hook per database: {h}")
+    for n in notes:
+        err(n)
 
 
 def _plan_rows(plan: Any) -> list[list[str]]:
@@ -468,7 +551,7 @@ def upgrade(
         ignore_deps=ignore_deps,
     )
     _require_urls(targets, plan.names)
-    _confirm_protected(registry, env, yes, f"upgrade {', '.join(plan.names)}")
+    _confirm_protected(state, registry, env, yes, plan)
     _run_and_report(
         state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast
     )
@@ -520,7 +603,7 @@ def downgrade(
         registry, sels, graphs=live["graphs"], currents=live["currents"], force=force
     )
     _require_urls(targets, plan.names)
-    _confirm_protected(registry, env, yes, f"downgrade {', '.join(str(s) for s in sels)}")
+    _confirm_protected(state, registry, env, yes, plan)
     _run_and_report(
         state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast
     )
@@ -544,7 +627,9 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
     graphs = graphs_for(registry, [s.db for s in sels])
     plan = plan_stamp(registry, sels, graphs=graphs, currents={})
     _require_urls(targets, plan.names)
-    _confirm_protected(registry, env, yes, f"stamp {', '.join(str(s) for s in sels)}")
+    if registry.environment(env).protected and not yes:
+        _, live = _live_currents(registry, env, plan.names)  # read-only: the FROM column
+        _confirm_protected(state, registry, env, yes, plan, currents=live["currents"])
     _run_and_report(state, registry, plan, targets, jobs=1, lock_timeout=lock_timeout)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
+from orch.hooks import PLACEHOLDERS, unknown_placeholders
 from orch.redact import REDACTOR, redact_url
 
 CONFIG_NAME = "databases.yaml"
@@ -30,7 +31,14 @@ VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*
 HOOK_NAMES = ("before_upgrade", "after_upgrade", "before_downgrade", "after_downgrade")
 
 TOP_KEYS = {"version", "default_env", "prepend_sys_path", "settings", "databases", "environments"}
-SETTINGS_KEYS = {"lock_timeout", "connect_timeout", "log_table", "ddl_lock_timeout", "jobs"}
+SETTINGS_KEYS = {
+    "lock_timeout",
+    "connect_timeout",
+    "log_table",
+    "ddl_lock_timeout",
+    "hook_timeout",
+    "jobs",
+}
 DB_KEYS = {
     "metadata",
     "exclude_tables",
@@ -67,6 +75,7 @@ class Settings:
     connect_timeout: float = 5.0
     log_table: str = "orch_log"
     ddl_lock_timeout: float | None = None
+    hook_timeout: float | None = 3600.0  # None: no limit (``hook_timeout: 0``)
     jobs: int | None = None
 
 
@@ -377,6 +386,9 @@ def parse_registry(path: Path) -> Registry:
         ),
         log_table=log_table,
         ddl_lock_timeout=(None if ddl is None else c.number(ddl, "settings.ddl_lock_timeout", 0.0)),
+        hook_timeout=(
+            c.number(raw_settings.get("hook_timeout"), "settings.hook_timeout", 3600.0) or None
+        ),
         jobs=jobs,
     )
 
@@ -508,6 +520,12 @@ def parse_registry(path: Path) -> Registry:
                 c.add(
                     f"{key}.hooks.{hname}",
                     "hooks use brace placeholders such as {db} and {host}, not ${...}",
+                )
+            for word in dict.fromkeys(unknown_placeholders(cmd)):
+                c.add(
+                    f"{key}.hooks.{hname}",
+                    f"unknown placeholder {{{word}}}; known: "
+                    + " ".join(f"{{{p}}}" for p in PLACEHOLDERS),
                 )
             hooks[hname] = cmd
         environments[ename] = EnvironmentSpec(ename, urls, protected, hooks)

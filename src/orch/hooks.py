@@ -1,0 +1,234 @@
+"""Per-environment shell hooks around each database's migration (backup first, notify after).
+
+An environment may name ``before_upgrade``, ``after_upgrade``,
+``before_downgrade`` and ``after_downgrade`` commands.  The executor runs
+them in the worker that migrates the database, under that database's
+migration lock, once per database and only when there is work to do: a
+backup taken while another orch migrates the same database would be a
+backup of a moving target, and a backup when nothing changes is waste.
+
+Placeholders are brace words (``{db}`` ``{env}`` ``{host}`` ``{port}``
+``{user}`` ``{database}`` ``{timestamp}``), replaced by values quoted for the
+shell (``shlex.quote``), so a database name with a space or a quote cannot
+break out of the command.  Only those exact words are replaced; any other
+brace text (``awk '{print $1}'``) is left alone, and an unknown brace word is
+a registry error.  The password is never a placeholder: the hook receives
+it in the driver's own variable (``PGPASSWORD`` / ``MYSQL_PWD``), which
+``pg_dump``, ``psql``, ``mysqldump`` and ``mysql`` read, so it never appears
+on a command line (``ps`` shows command lines to every user of the host).
+
+A hook runs with ``/bin/sh -c`` in the registry's directory, with stdin
+closed, in its own session (a Ctrl-C at the terminal reaches orch, which
+stops gracefully, not the backup half-way), and with a timeout
+(``settings.hook_timeout``, default one hour; ``0`` means none): on timeout
+its whole process group is terminated.  Its combined output is kept
+(redacted, last 4,000 characters) for the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from orch.redact import redact
+
+PLACEHOLDERS = ("db", "env", "host", "port", "user", "database", "timestamp")
+_WORD = re.compile(r"\{([a-z_]+)\}")
+_DEFAULT_PORTS = {"postgresql": "5432", "mysql": "3306"}
+_PASSWORD_VARS = {"postgresql": "PGPASSWORD", "mysql": "MYSQL_PWD"}
+OUTPUT_LIMIT = 4000
+
+
+def unknown_placeholders(command: str) -> list[str]:
+    """Brace words in *command* that are not placeholders (for registry validation)."""
+    return [w for w in _WORD.findall(command) if w not in PLACEHOLDERS]
+
+
+def timestamp(when: dt.datetime | None = None) -> str:
+    """UTC, sortable and safe in file names: ``20240131T235959Z``."""
+    when = when or dt.datetime.now(dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a hook may know about a database: everything but the password."""
+
+    kind: str  # postgresql | mysql | sqlite
+    host: str
+    port: str
+    user: str
+    database: str
+    password: str | None
+
+
+def parse(url: str) -> Connection:
+    """Split a database URL into hook values, filling the clients' defaults.
+
+    A missing host, port or user gets what ``pg_dump``/``mysqldump`` would use
+    anyway (localhost, 5432/3306, the OS user), so ``-h {host} -p {port}``
+    never becomes ``-h '' -p ''``.  For SQLite, ``database`` is the file path
+    and the other values are empty.
+    """
+    from sqlalchemy.engine import make_url
+
+    from orch.db import backend, os_user
+
+    kind = backend(url)
+    u = make_url(url)
+    if kind == "sqlite":
+        return Connection(kind, "", "", "", u.database or "", None)
+    query_host = u.query.get("host")
+    if isinstance(query_host, tuple):
+        query_host = query_host[0] if query_host else None
+    host = u.host or query_host or "localhost"
+    port = str(u.port) if u.port else _DEFAULT_PORTS.get(kind, "")
+    password = u.password
+    return Connection(
+        kind,
+        host,
+        port,
+        u.username or os_user(),
+        u.database or "",
+        str(password) if password is not None else None,
+    )
+
+
+def values(conn: Connection, db: str, env: str, stamp: str) -> dict[str, str]:
+    """The placeholder values (not yet quoted)."""
+    return {
+        "db": db,
+        "env": env,
+        "host": conn.host,
+        "port": conn.port,
+        "user": conn.user,
+        "database": conn.database,
+        "timestamp": stamp,
+    }
+
+
+def render(template: str, vals: Mapping[str, str]) -> str:
+    """Replace placeholders with shell-quoted values; other brace text stays as written."""
+
+    def repl(m: re.Match[str]) -> str:
+        word = m.group(1)
+        if word not in vals:
+            return m.group(0)
+        return shlex.quote(vals[word])
+
+    return _WORD.sub(repl, template)
+
+
+def environment(conn: Connection, hook: str, db: str, env: str) -> dict[str, str]:
+    """The hook's process environment: orch's own, the password in the driver's variable."""
+    out = dict(os.environ)
+    var = _PASSWORD_VARS.get(conn.kind)
+    if var is not None and conn.password:
+        out[var] = conn.password
+    out["ORCH_HOOK"] = hook
+    out["ORCH_DB"] = db
+    out["ORCH_ENV"] = env
+    return out
+
+
+@dataclass
+class HookResult:
+    """One hook run: what ran (no password in it), how it ended, what it printed."""
+
+    name: str
+    command: str
+    returncode: int | None
+    output: str
+    duration: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        return f"{self.name} {'ok' if self.ok else 'FAILED'} ({self.duration:.2f}s)"
+
+
+def run_hook(
+    name: str,
+    template: str,
+    *,
+    url: str,
+    db: str,
+    env: str,
+    cwd: Path,
+    timeout: float | None,
+    stamp: str,
+) -> HookResult:
+    """Run one hook for one database; never raises for the hook's own failure."""
+    conn = parse(url)
+    command = render(template, values(conn, db, env, stamp))
+    shown = redact(command)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            command,
+            shell=True,
+            cwd=cwd,
+            env=environment(conn, name, db, env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return HookResult(
+            name, shown, None, "", time.monotonic() - t0, f"{name} hook could not start: {exc}"
+        )
+    timed_out = False
+    try:
+        raw, _ = proc.communicate(timeout=timeout or None)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        try:
+            raw, _ = proc.communicate(timeout=5.0)
+        except subprocess.TimeoutExpired:  # a child left the group and holds the pipe
+            raw = b""
+    duration = time.monotonic() - t0
+    output = redact(raw.decode("utf-8", errors="replace"))
+    if len(output) > OUTPUT_LIMIT:
+        output = "..." + output[-OUTPUT_LIMIT:]
+    error = None
+    if timed_out:
+        error = f"{name} hook timed out after {timeout:g}s (settings.hook_timeout) and was killed"
+    elif proc.returncode != 0:
+        last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
+        how = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exit {proc.returncode}"
+        )
+        error = f"{name} hook failed ({how})" + (f": {last}" if last else "")
+    return HookResult(name, shown, proc.returncode, output, duration, error)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the hook's whole process group (the shell and what it started).
+
+    SIGTERM first (``pg_dump`` cleans up on it), then SIGKILL for whatever is
+    left after a grace period, so no child keeps the output pipe open.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5.0)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

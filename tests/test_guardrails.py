@@ -1,0 +1,209 @@
+"""Production guardrails: protected environments, hooks, rollback, graceful stop, DDL lock timeout.
+
+Everything runs against the real servers; terminals are real pseudo-terminals.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Project
+
+CORE_HEAD = "bd61b77cf8aa"
+ANALYTICS_HEAD = "ce37b359c1da"
+CORE_FIRST = "4d2e0c7783c8"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def tables(url: str) -> list[str]:
+    """Tables of a database; [] for a SQLite file that does not exist (and creates none)."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.pool import NullPool
+
+    from orch.registry import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return []
+    eng = create_engine(url, poolclass=NullPool)
+    with eng.connect() as c:
+        return sorted(inspect(c).get_table_names())
+
+
+def current(url: str) -> list[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    if "alembic_version" not in tables(url):
+        return []
+    eng = create_engine(url, poolclass=NullPool)
+    with eng.connect() as c:
+        return sorted(
+            str(r) for r in c.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        )
+
+
+def log_rows(url: str) -> list[dict[str, Any]]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    if "orch_log" not in tables(url):
+        return []
+    eng = create_engine(url, poolclass=NullPool)
+    with eng.connect() as c:
+        return [dict(r._mapping) for r in c.execute(text("SELECT * FROM orch_log ORDER BY id"))]
+
+
+def urls_for(backend: str, make_db: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
+    if backend == "sqlite":
+        d = tmp_path / "prod"
+        return {
+            "core": f"sqlite:///{d / 'core.db'}",
+            "analytics": f"sqlite:///{d / 'analytics.db'}",
+        }
+    return {"core": make_db(backend), "analytics": make_db(backend)}
+
+
+def run_in_terminal(
+    project: Project, args: list[str], answer: str | None, prompt: bytes = b"to "
+) -> tuple[int, str, str]:
+    """Run ``python -m orch`` with stdin and stderr on a real pseudo-terminal.
+
+    Waits for the confirmation prompt, types *answer* (None: closes the
+    terminal's input with Ctrl-D), and returns (exit code, stdout, terminal text).
+    """
+    master, slave = os.openpty()
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orch", *args],
+        cwd=project.root,
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and prompt in seen and seen.rstrip().endswith(b":"):
+                os.write(master, (answer + "\n").encode() if answer is not None else b"\x04")
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, seen.decode(errors="replace")
+
+
+# ---------------------------------------------------------------- protected environments
+
+
+@pytest.fixture
+def prod(
+    project: Project, backend: str, make_db: Callable[[str], str], tmp_path: Path
+) -> dict[str, str]:
+    """The project's ``prod`` environment, protected, on *backend*; returns its URLs."""
+    urls = urls_for(backend, make_db, tmp_path)
+    project.set_urls("prod", urls, protected=True)
+    return urls
+
+
+def test_protected_refuses_without_terminal_and_changes_nothing(
+    project: Project, prod: dict[str, str]
+) -> None:
+    r = project.orch("--env", "prod", "upgrade", "--all")
+    assert r.exit_code == 2
+    assert "protected" in r.stderr and "--yes" in r.stderr
+    # the plan is shown, so the operator sees what --yes would do
+    assert "core" in r.stderr and CORE_HEAD in r.stderr
+    assert all(tables(u) == [] for u in prod.values()), "a refusal must write nothing"
+
+    doc = project.orch("--env", "prod", "upgrade", "--all", "--json").json()
+    assert doc["exit_code"] == 2 and "protected" in doc["error"]
+    assert [d["outcome"] for d in doc["databases"]] == ["refused", "refused"]
+    assert doc["plan"][0]["revisions"][-1] == CORE_HEAD
+    assert all(tables(u) == [] for u in prod.values())
+
+    r = project.orch("--env", "prod", "upgrade", "--all", "--yes")
+    assert r.exit_code == 0, r.stderr
+    assert current(prod["core"]) == [CORE_HEAD]
+
+    for args in (["downgrade", "analytics@base"], ["stamp", "analytics@base"]):
+        r = project.orch("--env", "prod", *args)
+        assert r.exit_code == 2, r.stderr
+        assert "protected" in r.stderr
+        assert current(prod["analytics"]) == [ANALYTICS_HEAD]
+    rows_before = len(log_rows(prod["analytics"]))
+    assert (
+        project.orch("--env", "prod", "downgrade", "analytics@base", "--json").json()["exit_code"]
+        == 2
+    )
+    assert len(log_rows(prod["analytics"])) == rows_before, "a refusal must not even log"
+
+    r = project.orch("--env", "prod", "downgrade", "analytics@base", "--yes")
+    assert r.exit_code == 0, r.stderr
+    assert current(prod["analytics"]) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_protected_on_a_terminal_asks_for_the_environment_name(
+    project: Project, prod: dict[str, str]
+) -> None:
+    # a wrong answer refuses and changes nothing
+    code, out, term = run_in_terminal(project, ["--env", "prod", "upgrade", "--all"], "yes")
+    assert code == 2, term
+    assert "protected" in term and CORE_HEAD in term and "not confirmed" in term
+    assert all(tables(u) == [] for u in prod.values())
+    # end of input at the prompt refuses too
+    code, out, term = run_in_terminal(project, ["--env", "prod", "upgrade", "--all"], None)
+    assert code == 2, term
+    assert all(tables(u) == [] for u in prod.values())
+    # typing the name runs it
+    code, out, term = run_in_terminal(project, ["--env", "prod", "upgrade", "--all"], "prod")
+    assert code == 0, term
+    assert "done" in out
+    assert current(prod["core"]) == [CORE_HEAD] and current(prod["analytics"]) == [ANALYTICS_HEAD]
+    # downgrade and stamp ask too
+    code, out, term = run_in_terminal(
+        project, ["--env", "prod", "downgrade", "analytics@-1"], "prod"
+    )
+    assert code == 0, term
+    assert "analytics" in term and "downgrade" in term
+    code, out, term = run_in_terminal(project, ["--env", "prod", "stamp", "analytics@head"], "nope")
+    assert code == 2, term
+    assert current(prod["analytics"]) != [ANALYTICS_HEAD]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_unprotected_environment_does_not_ask(project: Project, prod: dict[str, str]) -> None:
+    data = project.registry()
+    data["environments"]["prod"]["protected"] = False
+    project.write_registry(data)
+    r = project.orch("--env", "prod", "upgrade", "--all")
+    assert r.exit_code == 0, r.stderr
