@@ -121,6 +121,64 @@ def run_in_terminal(
     return proc.returncode, out, seen.decode(errors="replace")
 
 
+SECRET = "S3cr3t-pw-{}"
+
+
+@pytest.fixture
+def with_password(make_db: Callable[[str], str]) -> Any:
+    """Factory: ``with_password(kind)`` -> (URL of a new database as a user WITH a password, pw).
+
+    PostgreSQL here trusts local connections, so the password is not checked
+    by the server there; MariaDB checks it (a hook that does not get it in
+    MYSQL_PWD cannot log in).
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    from conftest import MYSQL_URL, PG_URL
+
+    made: list[tuple[str, str, str]] = []
+
+    def factory(kind: str) -> tuple[str, str]:
+        url = make_db(kind)
+        u = make_url(url)
+        user = f"orch_pw_{uuid.uuid4().hex[:8]}"
+        pw = SECRET.format(uuid.uuid4().hex[:6])
+        admin = create_engine(
+            PG_URL if kind == "postgresql" else MYSQL_URL,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as c:
+            if kind == "postgresql":
+                c.execute(text(f"CREATE ROLE {user} LOGIN PASSWORD '{pw}'"))
+                c.execute(text(f'ALTER DATABASE "{u.database}" OWNER TO {user}'))
+            else:
+                c.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'"))
+                c.execute(text(f"GRANT ALL ON `{u.database}`.* TO '{user}'@'%'"))
+        made.append((kind, str(u.database), user))
+        return u.set(username=user, password=pw).render_as_string(hide_password=False), pw
+
+    yield factory
+    for kind, database, user in made:
+        from conftest import drop_database
+
+        drop_database(kind, database)
+        admin = create_engine(
+            PG_URL if kind == "postgresql" else MYSQL_URL,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as c:
+            if kind == "postgresql":
+                c.execute(text(f"DROP ROLE IF EXISTS {user}"))
+            else:
+                c.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+
+
 # ---------------------------------------------------------------- protected environments
 
 
@@ -207,3 +265,48 @@ def test_unprotected_environment_does_not_ask(project: Project, prod: dict[str, 
     project.write_registry(data)
     r = project.orch("--env", "prod", "upgrade", "--all")
     assert r.exit_code == 0, r.stderr
+
+
+# ---------------------------------------------------------------- DDL lock timeout
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
+    project: Project, make_db: Callable[[str], str], with_password: Any, kind: str
+) -> None:
+    """A migration stuck behind a long transaction gives up after ddl_lock_timeout.
+
+    Without it, the ALTER would wait for the reader, and every query on the
+    table would queue behind the ALTER: an outage.  The lock is held for the
+    whole orch run, so a missing timeout makes orch hang (the subprocess
+    timeout then fails the test).
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    core_url, pw = with_password(kind)
+    urls = {"core": core_url, "analytics": make_db(kind)}
+    project.set_urls("dev", urls)
+    data = project.registry()
+    data["settings"]["ddl_lock_timeout"] = 1
+    project.write_registry(data)
+    assert project.orch("upgrade", "core@d5d862ab0321").exit_code == 0
+
+    holder = create_engine(urls["core"], poolclass=NullPool).connect()
+    try:
+        holder.execute(text("SELECT * FROM users"))  # an open transaction that read users
+        t0 = time.monotonic()
+        r = project.orch_proc("upgrade", "core", "--json", timeout=60)
+        elapsed = time.monotonic() - t0
+        assert r.returncode == 1, r.stderr
+        doc = __import__("json").loads(r.stdout)
+        core = doc["databases"][0]
+        assert core["outcome"] == "failed"
+        assert core["revision"] == "23231312a907"
+        assert "lock" in core["error"].lower() and "timeout" in core["error"].lower()
+        assert current(urls["core"]) == ["d5d862ab0321"]
+        assert pw not in r.stdout + r.stderr
+        print(f"{kind}: failed after {elapsed:.2f}s with: {core['error']}")
+    finally:
+        holder.rollback()
+        holder.close()
