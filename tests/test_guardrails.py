@@ -310,3 +310,201 @@ def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
     finally:
         holder.rollback()
         holder.close()
+
+
+# ---------------------------------------------------------------- hooks
+
+
+def add_revision(
+    project: Project, db: str, rev: str, down: str, upgrade: str, downgrade: str
+) -> None:
+    """Write a revision file into *db*'s directory of the project copy."""
+    body = f'''"""test revision {rev}
+
+Revision ID: {rev}
+Revises: {down}
+"""
+import os
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{rev}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{upgrade}
+
+
+def downgrade() -> None:
+{downgrade}
+'''
+    (project.root / "migrations" / db / f"{rev}_test.py").write_text(body)
+
+
+def hook_urls(kind: str, with_password: Any, tmp_path: Path) -> tuple[dict[str, str], str | None]:
+    """URLs of core and analytics; on servers as users with a password (core's is returned)."""
+    if kind == "sqlite":
+        return urls_for("sqlite", lambda k: "", tmp_path), None
+    core, pw = with_password(kind)
+    analytics, _ = with_password(kind)
+    return {"core": core, "analytics": analytics}, pw
+
+
+HOOK_ECHO = (
+    "printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\\n' {db} {env} {host} {port} {user} {database} "
+    '{timestamp} "$PGPASSWORD$MYSQL_PWD" "$ORCH_HOOK" >> hooks.log; '
+    "tr '\\0' ' ' < /proc/$$/cmdline >> cmdlines.log; echo >> cmdlines.log"
+)
+
+
+def test_before_upgrade_hook_runs_once_per_database_with_placeholders(
+    project: Project, backend: str, with_password: Any, tmp_path: Path
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    urls, pw = hook_urls(backend, with_password, tmp_path)
+    project.set_urls("dev", urls, hooks={"before_upgrade": HOOK_ECHO})
+    r = project.orch("upgrade", "--all")
+    assert r.exit_code == 0, r.stderr
+    lines = (project.root / "hooks.log").read_text().splitlines()
+    assert len(lines) == 2, lines  # once per database
+    seen = {ln.split("|")[0]: ln.split("|") for ln in lines}
+    assert set(seen) == {"core", "analytics"}
+    stamps = {v[6] for v in seen.values()}
+    assert len(stamps) == 1 and len(stamps.pop()) == len("20240101T000000Z")  # one per run
+    for name, (_db, env, host, port, user, database, _ts, password, hook) in seen.items():
+        u = make_url(urls[name])
+        assert (env, hook) == ("dev", "before_upgrade")
+        if backend == "sqlite":
+            assert (host, port, user) == ("", "", "") and database == u.database
+            assert password == ""
+        else:
+            assert host == u.host and port == str(u.port or {"postgresql": 5432}.get(backend, 3306))
+            assert user == u.username and database == u.database
+            assert password == u.password  # in PGPASSWORD / MYSQL_PWD
+    # the hook ran before the migration: only this run's rows exist, the hook row first
+    rows = log_rows(urls["core"])
+    assert rows[0]["direction"] == "hook" and rows[0]["outcome"] == "ok"
+    assert "before_upgrade" in rows[0]["detail"]
+    assert [r["direction"] for r in rows[1:]] == ["upgrade"] * 4
+    # no password on any command line, in any output, or in the audit log
+    if pw is not None:
+        assert pw not in (project.root / "cmdlines.log").read_text()
+        assert pw not in r.stdout + r.stderr
+        assert all(pw not in str(row) for row in rows)
+    # nothing to do: no hook (a backup of an unchanged database is waste)
+    assert project.orch("upgrade", "--all").exit_code == 0
+    assert len((project.root / "hooks.log").read_text().splitlines()) == 2
+
+
+def test_failing_before_hook_stops_that_database_before_any_change(
+    project: Project, backend: str, with_password: Any, tmp_path: Path
+) -> None:
+    urls, pw = hook_urls(backend, with_password, tmp_path)
+    fail_core = "test {db} != core || { echo 'no backup space' >&2; exit 7; }"
+    hooks = {"before_upgrade": "echo checking {db}; " + fail_core}
+    project.set_urls("dev", urls, hooks=hooks)
+    r = project.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 1, r.stderr
+    doc = r.json()
+    core, analytics = doc["databases"]
+    assert core["outcome"] == "failed" and "exit 7" in core["error"]
+    assert "no backup space" in core["error"] and "nothing was changed" in core["error"]
+    assert analytics["outcome"] == "skipped"
+    assert current(urls["core"]) == [] and set(tables(urls["core"])) <= {"orch_log"}
+    assert tables(urls["analytics"]) == []
+    rows = log_rows(urls["core"])
+    assert [(x["direction"], x["outcome"]) for x in rows] == [("hook", "failed")]
+    assert "no backup space" in rows[0]["detail"]
+    # a failed hook is not a half-applied migration: the database is not dirty
+    project.set_urls("dev", urls, hooks={"before_upgrade": "true"})
+    r = project.orch("upgrade", "--all")
+    assert r.exit_code == 0, r.stderr
+    assert current(urls["core"]) == [CORE_HEAD]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_hook_timeout_and_failing_after_hook(project: Project, prod: dict[str, str]) -> None:
+    data = project.registry()
+    data["settings"]["hook_timeout"] = 1
+    data["environments"]["prod"] = {
+        "urls": prod,
+        "hooks": {"before_upgrade": "test {db} = core || sleep 30", "after_upgrade": "exit 3"},
+    }
+    project.write_registry(data)
+    t0 = time.monotonic()
+    r = project.orch("--env", "prod", "upgrade", "--all", "--json")
+    assert time.monotonic() - t0 < 25, "the hook was not killed at its timeout"
+    assert r.exit_code == 1
+    core, analytics = r.json()["databases"]
+    # core migrated, then its after_upgrade hook failed: the migration stays, the database fails
+    assert core["outcome"] == "failed" and core["to"] == [CORE_HEAD]
+    assert "after_upgrade hook failed (exit 3)" in core["error"]
+    assert analytics["outcome"] == "skipped"
+    data["environments"]["prod"]["hooks"] = {"before_upgrade": "sleep 30"}
+    project.write_registry(data)
+    r = project.orch("--env", "prod", "upgrade", "--all", "--json")
+    analytics = r.json()["databases"][1]
+    assert analytics["outcome"] == "failed" and "timed out after 1s" in analytics["error"]
+    assert current(prod["analytics"]) == []
+
+
+def test_unknown_hook_placeholder_is_a_registry_error(project: Project) -> None:
+    data = project.registry()
+    data["environments"]["dev"]["hooks"] = {"before_upgrade": "pg_dump {dbname} {password}"}
+    project.write_registry(data)
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "environments.dev.hooks.before_upgrade" in r.stderr
+    assert "{dbname}" in r.stderr and "{password}" in r.stderr
+
+
+def test_reference_backup_hook_dumps_postgresql_for_real(
+    project: Project, with_password: Any, tmp_path: Path
+) -> None:
+    """The reference project's prod hook (pg_dump) against real PostgreSQL databases."""
+    urls, pw = hook_urls("postgresql", with_password, tmp_path)
+    hooks = project.registry()["environments"]["prod"]["hooks"]
+    assert "pg_dump" in hooks["before_upgrade"]
+    project.set_urls("prod", urls, protected=True, hooks=hooks)
+    assert project.orch("--env", "prod", "upgrade", "core@d5d862ab0321", "--yes").exit_code == 0
+    dumps = sorted((project.root / "backups").glob("core-prod-*.sql"))
+    assert len(dumps) == 1
+    first = dumps[0].read_text()
+    assert "PostgreSQL database dump" in first and "public.users" not in first  # empty db
+    time.sleep(1.1)  # {timestamp} has one-second resolution
+    r = project.orch("--env", "prod", "upgrade", "--all", "--yes")
+    assert r.exit_code == 0, r.stderr
+    dumps = sorted((project.root / "backups").glob("core-prod-*.sql"))
+    assert len(dumps) == 2
+    before = dumps[-1].read_text()
+    # taken before the upgrade: users exists, display_name (added by the upgrade) does not
+    assert "CREATE TABLE public.users" in before and "display_name" not in before
+    assert len(list((project.root / "backups").glob("analytics-prod-*.sql"))) == 1
+    assert pw is not None and pw not in r.stdout + r.stderr
+
+
+def test_mysqldump_hook_gets_the_password_from_mysql_pwd(
+    project: Project, with_password: Any, tmp_path: Path
+) -> None:
+    """MariaDB checks the password: the dump only works if MYSQL_PWD reached it."""
+    urls, pw = hook_urls("mysql", with_password, tmp_path)
+    hook = (
+        "mkdir -p backups && mysqldump -h {host} -P {port} -u {user} {database} "
+        "> backups/{db}-{env}-{timestamp}.sql"
+    )
+    project.set_urls("dev", urls, hooks={"before_upgrade": hook})
+    assert project.orch("upgrade", "core@d5d862ab0321").exit_code == 0
+    time.sleep(1.1)  # {timestamp} has one-second resolution
+    r = project.orch("upgrade", "--all")
+    assert r.exit_code == 0, r.stderr
+    dumps = sorted((project.root / "backups").glob("core-dev-*.sql"))
+    assert len(dumps) == 2
+    assert "CREATE TABLE `users`" in dumps[-1].read_text()
+    assert pw is not None and pw not in r.stdout + r.stderr

@@ -329,9 +329,18 @@ def _run_and_report(
     jobs: int | None,
     lock_timeout: float | None,
     fail_fast: bool = False,
+    on_failure: str = "stop",
 ) -> None:
+    """Execute *plan*, roll back if asked, print the summary, exit with the run's code.
+
+    SIGINT/SIGTERM are handled for the whole of it (see :mod:`orch.stopping`):
+    the summary is always printed, and the exit code is then 130/143.
+    """
+    import uuid
+
+    from orch import rollback
     from orch.execute import execute, exit_code
-    from orch.render import short, table
+    from orch.stopping import Stop
 
     def on_result(r: DbResult) -> None:
         if state.json:
@@ -341,20 +350,92 @@ def _run_and_report(
         if r.outcome in ("failed", "locked", "refused", "skipped") and r.error:
             err(f"{r.name}: {r.outcome}: {r.error}")
 
-    results = execute(
+    run_id = str(uuid.uuid4())
+    stop = Stop()
+    rolled_back = False
+    with stop.installed():
+        results = execute(
+            registry,
+            plan,
+            targets,
+            jobs=jobs,
+            lock_timeout=lock_timeout,
+            fail_fast=fail_fast,
+            on_result=on_result,
+            run_id=run_id,
+        )
+        if on_failure == "rollback" and rollback.wanted(results, stop.requested()):
+            rolled_back = _roll_back(
+                state, registry, results, targets, stop, jobs, lock_timeout, run_id, on_result
+            )
+    code = exit_code(results)
+    if stop.exit_code is not None:
+        code = stop.exit_code
+    _report_run(state, registry, plan, results, code, stop, on_failure, rolled_back)
+    raise Exit(code)
+
+
+def _roll_back(
+    state: State,
+    registry: Registry,
+    results: list[DbResult],
+    targets: dict[str, Any],
+    stop: Any,
+    jobs: int | None,
+    lock_timeout: float | None,
+    run_id: str,
+    on_result: Callable[[DbResult], None],
+) -> bool:
+    """Run the rollback of a failed upgrade; attach each outcome to its database's result."""
+    from orch import rollback
+    from orch.execute import execute
+
+    rb_plan, cannot = rollback.plan(registry, results)
+    by_name = {r.name: r for r in results}
+    for name, why in cannot.items():
+        by_name[name].rollback = {"outcome": "refused", "error": why}
+    if not rb_plan.steps:
+        return bool(cannot)
+    if not state.json:
+        why = stop.reason() if stop.requested() else "the run did not succeed"
+        err(
+            f"orch: {why}; --on-failure rollback: returning "
+            f"{', '.join(rb_plan.names)} to where this run found them"
+        )
+    stop.new_phase()
+    for r in execute(
         registry,
-        plan,
+        rb_plan,
         targets,
         jobs=jobs,
         lock_timeout=lock_timeout,
-        fail_fast=fail_fast,
         on_result=on_result,
-    )
-    code = exit_code(results)
+        run_id=run_id,
+        purpose="rollback",
+    ):
+        by_name[r.name].rollback = rollback.entry(r)
+    return True
+
+
+def _report_run(
+    state: State,
+    registry: Registry,
+    plan: Any,
+    results: Sequence[DbResult],
+    code: int,
+    stop: Any,
+    on_failure: str,
+    rolled_back: bool,
+) -> None:
+    from orch.render import short, table
+
+    interrupted = stop.name or None
     if state.json:
         doc: dict[str, Any] = {
             "environment": registry.environment(state.env_name()).name,
             "command": plan.direction,
+            "on_failure": on_failure,
+            "interrupted": interrupted,
             "databases": [r.as_json() for r in results],
             "exit_code": code,
         }
@@ -362,25 +443,48 @@ def _run_and_report(
             bad = [
                 f"{r.name} {r.outcome}" for r in results if r.outcome not in ("done", "unchanged")
             ]
+            if interrupted:
+                bad.insert(0, stop.reason())
             doc["error"] = "; ".join(bad)
         emit_json(doc)
-    else:
-        rows = [
-            [
-                r.name,
-                r.outcome,
-                short(r.start),
-                short(r.end),
-                str(len(r.applied)),
-                f"{r.duration:.2f}s",
-                (f"{r.revision}: " if r.revision else "") + (r.error or "")
-                if r.outcome not in ("done", "unchanged")
-                else "",
-            ]
-            for r in results
+        return
+    headers = ["DATABASE", "OUTCOME", "FROM", "TO", "STEPS", "TIME", "DETAIL"]
+    if rolled_back:
+        headers.insert(4, "ROLLBACK")
+    rows = []
+    for r in results:
+        detail = ""
+        if r.outcome not in ("done", "unchanged"):
+            detail = (f"{r.revision}: " if r.revision else "") + (r.error or "")
+        row = [
+            r.name,
+            r.outcome,
+            short(r.start),
+            short(r.end),
+            str(len(r.applied)),
+            f"{r.duration:.2f}s",
+            detail,
         ]
-        out(table(["DATABASE", "OUTCOME", "FROM", "TO", "STEPS", "TIME", "DETAIL"], rows))
-    raise Exit(code)
+        if rolled_back:
+            row.insert(4, _rollback_cell(r))
+            if r.rollback is not None and r.rollback.get("outcome") not in ("done", "unchanged"):
+                err(f"{r.name}: rollback {r.rollback['outcome']}: {r.rollback.get('error')}")
+        rows.append(row)
+    out(table(headers, rows))
+    if interrupted:
+        err(f"orch: {stop.reason()}: stopped after the revisions in flight (exit {code})")
+
+
+def _rollback_cell(r: DbResult) -> str:
+    """The ROLLBACK column: '-' (nothing to undo), 'done -> REV', or the outcome."""
+    from orch.render import short
+
+    rb = r.rollback
+    if rb is None:
+        return "-"
+    if rb["outcome"] in ("done", "unchanged"):
+        return f"{rb['outcome']} -> {short(rb.get('to'))}"
+    return str(rb["outcome"])
 
 
 _jobs_opt = click.option(
@@ -504,6 +608,15 @@ def _sql_preview(
 )
 @click.option("--ignore-deps", is_flag=True, help="Do not check that dependencies are at head.")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@click.option(
+    "--on-failure",
+    type=click.Choice(["stop", "rollback"]),
+    default="stop",
+    show_default=True,
+    help="stop: each database stays at its last good revision. rollback: when anything "
+    "fails (or the run is interrupted), downgrade every database this run changed back "
+    "to where it started, dependents first.",
+)
 @_jobs_opt
 @_lock_opt
 @_yes_opt
@@ -515,6 +628,7 @@ def upgrade(
     with_deps: bool,
     ignore_deps: bool,
     fail_fast: bool,
+    on_failure: str,
     jobs: int | None,
     lock_timeout: float | None,
     yes: bool,
@@ -551,9 +665,19 @@ def upgrade(
         ignore_deps=ignore_deps,
     )
     _require_urls(targets, plan.names)
-    _confirm_protected(state, registry, env, yes, plan)
+    notes = []
+    if on_failure == "rollback":
+        notes.append("on failure: every database this run changed goes back to where it started")
+    _confirm_protected(state, registry, env, yes, plan, notes=notes)
     _run_and_report(
-        state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast
+        state,
+        registry,
+        plan,
+        targets,
+        jobs=jobs,
+        lock_timeout=lock_timeout,
+        fail_fast=fail_fast,
+        on_failure=on_failure,
     )
 
 

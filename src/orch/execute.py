@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orch import stopping
 from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
 from orch.plan import Plan, PlanStep, edges
 from orch.redact import REDACTOR, redact
@@ -65,6 +66,7 @@ class DbResult:
     duration: float = 0.0
     lines: list[str] = field(default_factory=list)
     dirty: bool = False  # the database is dirty now (MySQL/MariaDB): repair, then stamp
+    rollback: dict[str, Any] | None = None  # --on-failure rollback: what undoing it did
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class DbResult:
             "error": self.error,
             "dirty": self.dirty,
             "duration": round(self.duration, 3),
+            "rollback": self.rollback,
         }
 
 
@@ -92,6 +95,8 @@ class Task:
     lock_timeout: float
     secrets: tuple[str, ...] = ()
     git_commit: str | None = None
+    stamp: str = ""  # the run's start (UTC) for hooks' {timestamp}: one per run, not per hook
+    purpose: str = ""  # "rollback" when this run undoes a failed upgrade (audit detail)
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -143,6 +148,9 @@ def run_one(task: Task) -> DbResult:
         res.outcome, res.error = "refused", task.target.missing
         return res
     transactional = transactional_ddl(url)
+    if stopping.requested():  # queued in the pool before the stop: do not start
+        res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+        return res
 
     def say(line: str) -> None:
         res.lines.append(redact(line))
@@ -210,8 +218,13 @@ def run_one(task: Task) -> DbResult:
             elif not resolved.path:
                 res.outcome = "unchanged"
                 say(f"{db.name}: already at {', '.join(current) or 'base'}")
-            else:
+            elif stopping.requested():
+                res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+            elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
                 _migrate(task, conn, audit, resolved, res, say, transactional)
+                if res.outcome == "done":
+                    conn.rollback()
+                    _hook(task, conn, audit, f"after_{direction}", read_current(conn, db), res, say)
             conn.rollback()
             res.end = list(read_current(conn, db))
             conn.commit()
@@ -227,6 +240,45 @@ def run_one(task: Task) -> DbResult:
             conn.close()
         res.duration = time.monotonic() - t0
     return res
+
+
+def _hook(
+    task: Task,
+    conn: Any,
+    audit: Any,
+    name: str,
+    at: Sequence[str],
+    res: DbResult,
+    say: Callable[[str], None],
+) -> bool:
+    """Run the environment's hook *name* for this database; False if it failed.
+
+    A failing ``before_*`` hook stops the database before anything changes
+    (outcome ``failed``; its dependents are skipped).  A failing ``after_*``
+    hook leaves the migration in place but fails the database too: whatever
+    it was for (a grant, a cache flush, a notice) did not happen.
+    """
+    from orch.hooks import run_logged
+
+    conn.rollback()  # no transaction open while the hook runs
+    result = run_logged(
+        name,
+        registry=task.registry,
+        target=task.target,
+        conn=conn,
+        audit=audit,
+        stamp=task.stamp,
+        revision=",".join(at) or None,
+        say=say,
+    )
+    if result is None or result.ok:
+        return True
+    res.outcome = "failed"
+    if name.startswith("before_"):
+        res.error = f"{result.error}; nothing was changed"
+    else:
+        res.error = f"migrated to {','.join(at) or 'base'}, then {result.error}"
+    return False
 
 
 def _session_setup(conn: Any, url: str, registry: Registry) -> None:
@@ -292,9 +344,11 @@ def _migrate(
     def before_step(step: Any) -> None:
         confirm()  # the previous revision's transaction has committed
         rev = _step_revision(step)
+        if stopping.requested():  # before the revision's transaction: nothing of it ran
+            raise stopping.Interrupted(rev)
         state["rev"] = rev
         state["t"] = time.monotonic()
-        state["row"] = audit.start(rev, direction)
+        state["row"] = audit.start(rev, direction, detail=task.purpose or None)
         conn.commit()  # also ends the autobegun transaction, so Alembic begins its own
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
@@ -303,19 +357,34 @@ def _migrate(
 
     destination = _destination(resolved.target, resolved.label, direction)
     try:
-        alembic_run.run(
-            task.registry,
-            db,
-            task.target.url or "",
-            conn,
-            direction,
-            destination,
-            before_step=before_step,
-            on_apply=on_apply,
-        )
+        with stopping.abortable():
+            alembic_run.run(
+                task.registry,
+                db,
+                task.target.url or "",
+                conn,
+                direction,
+                destination,
+                before_step=before_step,
+                on_apply=on_apply,
+            )
         conn.commit()
         confirm()
         res.outcome = "done"
+    except stopping.Interrupted as exc:
+        # a clean stop between revisions: nothing to undo, no failed row (not dirty)
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        left = len(resolved.path) - len(res.applied)
+        at = res.applied[-1] if res.applied else ",".join(res.start or []) or "base"
+        res.outcome = "failed"
+        res.error = (
+            f"{stopping.reason()}: stopped at {at} before {exc}, "
+            f"{left} of {len(resolved.path)} revision(s) not run"
+        )
+        say(f"  {res.error}")
+    except KeyboardInterrupt:
+        _aborted(conn, audit, state, res, say, transactional)
     except Exception as exc:
         error = describe_error(exc)
         with contextlib.suppress(Exception):
@@ -338,6 +407,39 @@ def _migrate(
         except Exception:
             with contextlib.suppress(Exception):
                 conn.rollback()
+
+
+def _aborted(
+    conn: Any,
+    audit: Any,
+    state: dict[str, Any],
+    res: DbResult,
+    say: Callable[[str], None],
+    transactional: bool,
+) -> None:
+    """A second signal cancelled the revision in flight: say what that left behind.
+
+    The driver may have dropped the connection while cancelling; then the
+    revision's ``running`` row stays and the next run closes it under the
+    lock (as for a killed run).
+    """
+    rev = state["rev"]
+    with contextlib.suppress(Exception):
+        conn.rollback()
+    res.outcome, res.revision = "failed", rev
+    if transactional:
+        res.error = f"{stopping.reason()} twice: revision {rev} aborted and rolled back"
+    else:
+        res.dirty = True
+        res.error = (
+            f"{stopping.reason()} twice: revision {rev} aborted half-way; this backend cannot "
+            f"roll DDL back, so the database is dirty: {repair_hint(res.name, rev)}"
+        )
+    say(f"  {rev} ABORTED: {res.error}")
+    with contextlib.suppress(Exception):
+        if state["row"] is not None:
+            audit.finish(state["row"], "failed", error=res.error)
+            conn.commit()
 
 
 def _stamp(
@@ -392,6 +494,9 @@ def _worker_init(parent: int) -> None:
     ProcessPoolExecutor forks every worker from the main thread on the first
     submit (fork context), so that is the whole orch process.  If the parent
     died before the signal was armed, the worker is already orphaned: leave.
+
+    SIGINT and SIGTERM are the parent's to handle (graceful stop, see
+    :mod:`orch.stopping`); a terminal's Ctrl-C reaches the whole process group.
     """
     import signal
 
@@ -405,7 +510,7 @@ def _worker_init(parent: int) -> None:
         pass
     if os.getppid() != parent:
         os._exit(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stopping.worker_signals()
 
 
 def default_jobs(registry: Registry, n: int) -> int:
@@ -423,18 +528,28 @@ def execute(
     lock_timeout: float | None = None,
     fail_fast: bool = False,
     on_result: Callable[[DbResult], None] | None = None,
+    run_id: str | None = None,
+    purpose: str = "",
 ) -> list[DbResult]:
-    """Run every step of *plan* in dependency order; results in plan order."""
-    from orch.audit import git_commit
+    """Run every step of *plan* in dependency order; results in plan order.
 
-    run_id = str(uuid.uuid4())
+    A stop requested through :mod:`orch.stopping` (the CLI's SIGINT/SIGTERM
+    handling) lets running databases finish their revision in flight and
+    starts nothing new.  *run_id* groups the audit rows of a run and its
+    rollback.
+    """
+    from orch.audit import git_commit
+    from orch.hooks import timestamp
+
+    run_id = run_id or str(uuid.uuid4())
     timeout = registry.settings.lock_timeout if lock_timeout is None else lock_timeout
     steps = {s.db: s for s in plan.steps}
     preds = edges(registry, steps, reverse=plan.direction == "downgrade")
     secrets = tuple(sorted(REDACTOR._secrets))
     commit = git_commit(registry.root)
+    stamp = timestamp()
     tasks = {
-        name: Task(registry, targets[name], step, run_id, timeout, secrets, commit)
+        name: Task(registry, targets[name], step, run_id, timeout, secrets, commit, stamp, purpose)
         for name, step in steps.items()
     }
     n_jobs = jobs or default_jobs(registry, len(tasks))
@@ -477,9 +592,15 @@ def execute(
             initializer=_worker_init,
             initargs=(os.getpid(),),
         )
+        if stopping.CURRENT is not None:
+            stopping.CURRENT.worker_pids = lambda: list(getattr(pool, "_processes", None) or ())
     try:
         while len(results) < len(tasks):
             for name in ready():
+                if stopping.requested():
+                    error = f"{stopping.reason()}: not started"
+                    finish(DbResult(name, plan.direction, "skipped", error=error))
+                    continue
                 if stop:
                     finish(skipped(name, "--fail-fast: an earlier database failed"))
                     continue
@@ -513,6 +634,8 @@ def execute(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+            if stopping.CURRENT is not None:
+                stopping.CURRENT.worker_pids = list
     return [results[n] for n in order]
 
 

@@ -35,11 +35,18 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orch.redact import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection as SAConnection
+
+    from orch.audit import AuditLog
+    from orch.registry import Registry, Target
 
 PLACEHOLDERS = ("db", "env", "host", "port", "user", "database", "timestamp")
 _WORD = re.compile(r"\{([a-z_]+)\}")
@@ -159,6 +166,11 @@ class HookResult:
         return f"{self.name} {'ok' if self.ok else 'FAILED'} ({self.duration:.2f}s)"
 
 
+def command_for(template: str, *, url: str, db: str, env: str, stamp: str) -> str:
+    """The hook's command line with placeholders filled (it never holds the password)."""
+    return render(template, values(parse(url), db, env, stamp))
+
+
 def run_hook(
     name: str,
     template: str,
@@ -187,9 +199,8 @@ def run_hook(
             start_new_session=True,
         )
     except OSError as exc:
-        return HookResult(
-            name, shown, None, "", time.monotonic() - t0, f"{name} hook could not start: {exc}"
-        )
+        why = f"{name} hook could not start: {exc}"
+        return HookResult(name, shown, None, "", time.monotonic() - t0, why)
     timed_out = False
     try:
         raw, _ = proc.communicate(timeout=timeout or None)
@@ -204,18 +215,64 @@ def run_hook(
     output = redact(raw.decode("utf-8", errors="replace"))
     if len(output) > OUTPUT_LIMIT:
         output = "..." + output[-OUTPUT_LIMIT:]
-    error = None
+    error: str | None = None
     if timed_out:
         error = f"{name} hook timed out after {timeout:g}s (settings.hook_timeout) and was killed"
     elif proc.returncode != 0:
         last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
-        how = (
-            f"killed by signal {-proc.returncode}"
-            if proc.returncode < 0
-            else f"exit {proc.returncode}"
-        )
+        code = proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
         error = f"{name} hook failed ({how})" + (f": {last}" if last else "")
     return HookResult(name, shown, proc.returncode, output, duration, error)
+
+
+def run_logged(
+    name: str,
+    *,
+    registry: Registry,
+    target: Target,
+    conn: SAConnection,
+    audit: AuditLog,
+    stamp: str,
+    revision: str | None,
+    say: Callable[[str], None],
+) -> HookResult | None:
+    """Run the environment's hook *name* for one database, with a row in its audit log.
+
+    The row is committed as ``running`` before the hook starts (no transaction
+    stays open on the migration connection while a backup runs for minutes)
+    and finished with the outcome, the command and the output's tail.  Hook
+    rows have direction ``hook``: they never count as migration steps for the
+    dirty marker.  None when the environment has no such hook.
+    """
+    template = registry.environment(target.env).hooks.get(name)
+    if template is None or target.url is None:
+        return None
+    shown = redact(
+        command_for(template, url=target.url, db=target.name, env=target.env, stamp=stamp)
+    )
+    say(f"{target.name}: {name}: {shown}")
+    row = audit.start(revision, "hook", detail=f"{name}: {shown}")
+    conn.commit()
+    result = run_hook(
+        name,
+        template,
+        url=target.url,
+        db=target.name,
+        env=target.env,
+        cwd=registry.root,
+        timeout=registry.settings.hook_timeout,
+        stamp=stamp,
+    )
+    detail = f"{name}: {shown}" + (f"\n{result.output}" if result.output else "")
+    audit.finish(row, "ok" if result.ok else "failed", error=result.error, detail=detail)
+    conn.commit()
+    say(f"  {result.summary()}")
+    if not result.ok:
+        tail = [ln for ln in result.output.splitlines() if ln.strip()][-5:]
+        for ln in tail:
+            say(f"    | {ln}")
+    return result
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,81 @@
+"""``upgrade --on-failure rollback``: undo what a failed run changed, dependents first.
+
+Databases that belong together are often only consistent at matching
+revisions (analytics' new columns read core's new table).  When one of them
+fails, the default (``stop``) leaves each database at its last good
+revision: safe per database, but the set may be mixed.  ``rollback``
+returns every database this run changed (applied at least one revision:
+``done`` ones, and ``failed`` ones that got part of the way) to the
+revision it started from, in reverse dependency order, under the same
+locks, hooks and audit rules as any downgrade, in the same audit run.
+
+Outcomes are not rewritten.  A database's run outcome stays what happened
+(``done``, ``failed``, ...) and the rollback is reported beside it, in a
+``rollback`` entry with the same vocabulary (``done``, ``unchanged``,
+``failed``, ``skipped``, ``locked``, ``refused``).  So ``done`` keeps
+meaning "this upgrade succeeded", and a rollback that did not work is
+impossible to miss: a dirty MySQL database is ``refused``, a revision whose
+downgrade raises is ``failed``, and databases it depends on are
+``skipped`` (downgrading a dependency under a dependent that did not move
+back would break the dependent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from orch.plan import Plan, PlanStep, levels
+
+if TYPE_CHECKING:
+    from orch.execute import DbResult
+    from orch.registry import Registry
+
+
+def wanted(results: Sequence[DbResult], interrupted: bool) -> bool:
+    """A rollback is due when the run did not end well (including an interrupted run)."""
+    return interrupted or any(r.outcome not in ("done", "unchanged") for r in results)
+
+
+def changed(results: Sequence[DbResult]) -> list[DbResult]:
+    """Databases this run moved: at least one revision applied."""
+    return [r for r in results if r.applied]
+
+
+def plan(registry: Registry, results: Sequence[DbResult]) -> tuple[Plan, dict[str, str]]:
+    """The downgrade plan back to each changed database's start, and the ones it cannot undo.
+
+    A database that started at several heads has no single downgrade
+    target; one whose start is unknown cannot be returned to it.  Both are
+    reported, not guessed.
+    """
+    targets: dict[str, str] = {}
+    cannot: dict[str, str] = {}
+    for r in changed(results):
+        if r.start is None:
+            cannot[r.name] = "its starting revision is unknown; roll it back by hand"
+        elif len(r.start) > 1:
+            cannot[r.name] = (
+                f"it started at several heads ({', '.join(r.start)}); "
+                "roll it back by hand with 'orch downgrade'"
+            )
+        else:
+            targets[r.name] = r.start[0] if r.start else "base"
+    steps: list[PlanStep] = []
+    for level, names in enumerate(levels(registry, targets, reverse=True)):
+        for name in names:
+            steps.append(PlanStep(name, "downgrade", targets[name], level))
+    return Plan("downgrade", tuple(steps)), cannot
+
+
+def entry(r: DbResult) -> dict[str, Any]:
+    """A rollback result as the ``rollback`` entry of the database it undoes."""
+    return {
+        "outcome": r.outcome,
+        "from": r.start,
+        "to": r.end,
+        "applied": r.applied,
+        "revision": r.revision,
+        "error": r.error,
+        "duration": round(r.duration, 3),
+    }
