@@ -65,7 +65,7 @@ def log_rows(url: str) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in c.execute(text("SELECT * FROM orch_log ORDER BY id"))]
 
 
-def urls_for(backend: str, make_db: Callable[[str], str], tmp_path: Path) -> dict[str, str]:
+def urls_for(backend: str, make_db: Callable[..., str], tmp_path: Path) -> dict[str, str]:
     if backend == "sqlite":
         d = tmp_path / "prod"
         return {
@@ -124,59 +124,16 @@ def run_in_terminal(
 SECRET = "S3cr3t-pw-{}"
 
 
-@pytest.fixture
-def with_password(make_db: Callable[[str], str]) -> Any:
-    """Factory: ``with_password(kind)`` -> (URL of a new database as a user WITH a password, pw).
+def with_password(make_db: Callable[..., str], kind: str) -> tuple[str, str]:
+    """(URL of a new database as a login WITH a password, the password).
 
-    PostgreSQL here trusts local connections, so the password is not checked
-    by the server there; MariaDB checks it (a hook that does not get it in
-    MYSQL_PWD cannot log in).
+    PostgreSQL here trusts local connections, so it does not check the
+    password; MariaDB does (a hook that did not get it in MYSQL_PWD fails).
     """
     import uuid
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import NullPool
-
-    from conftest import MYSQL_URL, PG_URL
-
-    made: list[tuple[str, str, str]] = []
-
-    def factory(kind: str) -> tuple[str, str]:
-        url = make_db(kind)
-        u = make_url(url)
-        user = f"orch_pw_{uuid.uuid4().hex[:8]}"
-        pw = SECRET.format(uuid.uuid4().hex[:6])
-        admin = create_engine(
-            PG_URL if kind == "postgresql" else MYSQL_URL,
-            poolclass=NullPool,
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as c:
-            if kind == "postgresql":
-                c.execute(text(f"CREATE ROLE {user} LOGIN PASSWORD '{pw}'"))
-                c.execute(text(f'ALTER DATABASE "{u.database}" OWNER TO {user}'))
-            else:
-                c.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'"))
-                c.execute(text(f"GRANT ALL ON `{u.database}`.* TO '{user}'@'%'"))
-        made.append((kind, str(u.database), user))
-        return u.set(username=user, password=pw).render_as_string(hide_password=False), pw
-
-    yield factory
-    for kind, database, user in made:
-        from conftest import drop_database
-
-        drop_database(kind, database)
-        admin = create_engine(
-            PG_URL if kind == "postgresql" else MYSQL_URL,
-            poolclass=NullPool,
-            isolation_level="AUTOCOMMIT",
-        )
-        with admin.connect() as c:
-            if kind == "postgresql":
-                c.execute(text(f"DROP ROLE IF EXISTS {user}"))
-            else:
-                c.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+    pw = SECRET.format(uuid.uuid4().hex[:6])
+    return make_db(kind, password=pw), pw
 
 
 # ---------------------------------------------------------------- protected environments
@@ -184,7 +141,7 @@ def with_password(make_db: Callable[[str], str]) -> Any:
 
 @pytest.fixture
 def prod(
-    project: Project, backend: str, make_db: Callable[[str], str], tmp_path: Path
+    project: Project, backend: str, make_db: Callable[..., str], tmp_path: Path
 ) -> dict[str, str]:
     """The project's ``prod`` environment, protected, on *backend*; returns its URLs."""
     urls = urls_for(backend, make_db, tmp_path)
@@ -272,7 +229,7 @@ def test_unprotected_environment_does_not_ask(project: Project, prod: dict[str, 
 
 @pytest.mark.parametrize("kind", ["postgresql", "mysql"])
 def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
-    project: Project, make_db: Callable[[str], str], with_password: Any, kind: str
+    project: Project, make_db: Callable[..., str], kind: str
 ) -> None:
     """A migration stuck behind a long transaction gives up after ddl_lock_timeout.
 
@@ -284,7 +241,7 @@ def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    core_url, pw = with_password(kind)
+    core_url, pw = with_password(make_db, kind)
     urls = {"core": core_url, "analytics": make_db(kind)}
     project.set_urls("dev", urls)
     data = project.registry()
@@ -347,12 +304,14 @@ def downgrade() -> None:
     (project.root / "migrations" / db / f"{rev}_test.py").write_text(body)
 
 
-def hook_urls(kind: str, with_password: Any, tmp_path: Path) -> tuple[dict[str, str], str | None]:
+def hook_urls(
+    kind: str, make_db: Callable[..., str], tmp_path: Path
+) -> tuple[dict[str, str], str | None]:
     """URLs of core and analytics; on servers as users with a password (core's is returned)."""
     if kind == "sqlite":
         return urls_for("sqlite", lambda k: "", tmp_path), None
-    core, pw = with_password(kind)
-    analytics, _ = with_password(kind)
+    core, pw = with_password(make_db, kind)
+    analytics, _ = with_password(make_db, kind)
     return {"core": core, "analytics": analytics}, pw
 
 
@@ -364,11 +323,11 @@ HOOK_ECHO = (
 
 
 def test_before_upgrade_hook_runs_once_per_database_with_placeholders(
-    project: Project, backend: str, with_password: Any, tmp_path: Path
+    project: Project, backend: str, make_db: Callable[..., str], tmp_path: Path
 ) -> None:
     from sqlalchemy.engine import make_url
 
-    urls, pw = hook_urls(backend, with_password, tmp_path)
+    urls, pw = hook_urls(backend, make_db, tmp_path)
     project.set_urls("dev", urls, hooks={"before_upgrade": HOOK_ECHO})
     r = project.orch("upgrade", "--all")
     assert r.exit_code == 0, r.stderr
@@ -404,9 +363,9 @@ def test_before_upgrade_hook_runs_once_per_database_with_placeholders(
 
 
 def test_failing_before_hook_stops_that_database_before_any_change(
-    project: Project, backend: str, with_password: Any, tmp_path: Path
+    project: Project, backend: str, make_db: Callable[..., str], tmp_path: Path
 ) -> None:
-    urls, pw = hook_urls(backend, with_password, tmp_path)
+    urls, pw = hook_urls(backend, make_db, tmp_path)
     fail_core = "test {db} != core || { echo 'no backup space' >&2; exit 7; }"
     hooks = {"before_upgrade": "echo checking {db}; " + fail_core}
     project.set_urls("dev", urls, hooks=hooks)
@@ -466,10 +425,10 @@ def test_unknown_hook_placeholder_is_a_registry_error(project: Project) -> None:
 
 
 def test_reference_backup_hook_dumps_postgresql_for_real(
-    project: Project, with_password: Any, tmp_path: Path
+    project: Project, make_db: Callable[..., str], tmp_path: Path
 ) -> None:
     """The reference project's prod hook (pg_dump) against real PostgreSQL databases."""
-    urls, pw = hook_urls("postgresql", with_password, tmp_path)
+    urls, pw = hook_urls("postgresql", make_db, tmp_path)
     hooks = project.registry()["environments"]["prod"]["hooks"]
     assert "pg_dump" in hooks["before_upgrade"]
     project.set_urls("prod", urls, protected=True, hooks=hooks)
@@ -491,10 +450,10 @@ def test_reference_backup_hook_dumps_postgresql_for_real(
 
 
 def test_mysqldump_hook_gets_the_password_from_mysql_pwd(
-    project: Project, with_password: Any, tmp_path: Path
+    project: Project, make_db: Callable[..., str], tmp_path: Path
 ) -> None:
     """MariaDB checks the password: the dump only works if MYSQL_PWD reached it."""
-    urls, pw = hook_urls("mysql", with_password, tmp_path)
+    urls, pw = hook_urls("mysql", make_db, tmp_path)
     hook = (
         "mkdir -p backups && mysqldump -h {host} -P {port} -u {user} {database} "
         "> backups/{db}-{env}-{timestamp}.sql"
