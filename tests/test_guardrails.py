@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -467,3 +468,214 @@ def test_mysqldump_hook_gets_the_password_from_mysql_pwd(
     assert len(dumps) == 2
     assert "CREATE TABLE `users`" in dumps[-1].read_text()
     assert pw is not None and pw not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- --on-failure rollback
+
+# fails before any statement: nothing half-applied, on any backend
+FAIL_UPGRADE = '    raise RuntimeError("boom: the backfill found bad rows")'
+# fails after a DDL statement: on MySQL/MariaDB that part stays (the database is dirty)
+FAIL_HALF_WAY = (
+    '    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))\n'
+    '    raise RuntimeError("boom: half-way")'
+)
+
+
+def test_on_failure_rollback_returns_every_changed_database_to_its_start(
+    backend_project: Project, backend: str
+) -> None:
+    p = backend_project
+    urls = {t["name"]: t["url"] for t in p.orch("status", "--json").json()["databases"]}
+    assert p.orch("upgrade", "core@d5d862ab0321").exit_code == 0
+    add_revision(p, "analytics", "badbadbad001", ANALYTICS_HEAD, FAIL_UPGRADE, "    pass")
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1, r.stderr
+    doc = r.json()
+    assert doc["on_failure"] == "rollback"
+    core, analytics = doc["databases"]
+    # what happened stays what happened ...
+    assert core["outcome"] == "done" and core["to"] == [CORE_HEAD]
+    assert analytics["outcome"] == "failed" and analytics["revision"] == "badbadbad001"
+    assert len(analytics["applied"]) == 4
+    # ... and the rollback is reported beside it
+    assert analytics["rollback"]["outcome"] == "done" and analytics["rollback"]["to"] == []
+    assert core["rollback"]["outcome"] == "done" and core["rollback"]["to"] == ["d5d862ab0321"]
+    assert current(urls["core"]) == ["d5d862ab0321"]
+    assert current(urls["analytics"]) == []
+    assert "display_name" not in str(tables(urls["core"]))
+    assert {"events", "daily_rollups"}.isdisjoint(tables(urls["analytics"]))
+    # one audit run: the upgrade and its rollback share the run id, rollback rows say so
+    rows = [x for x in log_rows(urls["core"]) if x["direction"] != "hook"]
+    assert len({x["run_id"] for x in rows[-4:]}) == 1
+    assert [x["detail"] for x in rows if x["direction"] == "downgrade"] == ["rollback"] * 2
+
+
+def test_without_rollback_databases_stay_at_their_last_good_revision(
+    backend_project: Project,
+) -> None:
+    p = backend_project
+    add_revision(p, "analytics", "badbadbad001", ANALYTICS_HEAD, FAIL_UPGRADE, "    pass")
+    r = p.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 1
+    core, analytics = r.json()["databases"]
+    assert core["rollback"] is None and analytics["rollback"] is None
+    assert core["to"] == [CORE_HEAD] and analytics["to"] == [ANALYTICS_HEAD]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_rollback_that_cannot_undo_is_reported(backend_project: Project) -> None:
+    """An irreversible revision fails the rollback of its database; dependencies are skipped."""
+    p = backend_project
+    assert p.orch("upgrade", "--all").exit_code == 0
+    add_revision(
+        p,
+        "analytics",
+        "0e0e0e0e0001",
+        ANALYTICS_HEAD,
+        '    op.create_table("kept", sa.Column("id", sa.Integer, primary_key=True))',
+        '    raise NotImplementedError("irreversible: data was merged")',
+    )
+    add_revision(p, "analytics", "badbadbad001", "0e0e0e0e0001", FAIL_UPGRADE, "    pass")
+    add_revision(
+        p,
+        "core",
+        "c0c0c0c0c001",
+        CORE_HEAD,
+        '    op.create_table("c_new", sa.Column("id", sa.Integer, primary_key=True))',
+        '    op.drop_table("c_new")',
+    )
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback")
+    assert r.exit_code == 1
+    assert "ROLLBACK" in r.stdout
+    assert "analytics: rollback failed" in r.stderr and "irreversible" in r.stderr
+    assert "core: rollback skipped" in r.stderr
+    doc = p.orch("status", "--json").json()
+    states = {d["name"]: d["current"] for d in doc["databases"]}
+    assert states == {"core": ["c0c0c0c0c001"], "analytics": ["0e0e0e0e0001"]}
+
+
+def test_rollback_reports_a_dirty_database_and_leaves_its_dependencies(
+    project: Project, make_db: Callable[..., str]
+) -> None:
+    """MariaDB cannot roll DDL back: the half-applied database refuses to be rolled back.
+
+    core is then left alone (skipped), because downgrading a dependency
+    under a dependent that did not move back breaks the dependency order.
+    """
+    urls = {"core": make_db("mysql"), "analytics": make_db("mysql")}
+    project.set_urls("dev", urls)
+    assert project.orch("upgrade", "core@d5d862ab0321").exit_code == 0
+    add_revision(project, "analytics", "badbadbad001", ANALYTICS_HEAD, FAIL_HALF_WAY, "    pass")
+    r = project.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1
+    core, analytics = r.json()["databases"]
+    assert analytics["outcome"] == "failed"
+    assert (
+        analytics["rollback"]["outcome"] == "refused" and "dirty" in analytics["rollback"]["error"]
+    )
+    assert core["rollback"]["outcome"] == "skipped"
+    assert current(urls["core"]) == [CORE_HEAD]
+
+
+# ---------------------------------------------------------------- graceful stop
+
+SLOW = """    op.create_table("slow_done", sa.Column("id", sa.Integer, primary_key=True))
+    mark = os.environ.get("ORCH_TEST_MARK")
+    if mark:  # only in the run under test: say "in flight", then take a while
+        Path(mark).touch()
+        if op.get_bind().dialect.name == "postgresql":
+            op.execute("SELECT pg_sleep(2)")
+        else:
+            time.sleep(2)"""
+SLOW_REV, NEXT_REV = "5103c0ffee01", "5103c0ffee02"
+
+
+def start_slow_run(p: Project, tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """``orch upgrade --all`` in a subprocess; returns once the slow revision is running."""
+    add_revision(p, "core", SLOW_REV, CORE_HEAD, SLOW, '    op.drop_table("slow_done")')
+    add_revision(
+        p,
+        "core",
+        NEXT_REV,
+        SLOW_REV,
+        '    op.create_table("next_done", sa.Column("id", sa.Integer, primary_key=True))',
+        '    op.drop_table("next_done")',
+    )
+    mark = tmp_path / "slow.mark"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orch", "upgrade", "--all", *args],
+        cwd=p.root,
+        env={**os.environ, "ORCH_TEST_MARK": str(mark), "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the slow revision never started"
+        time.sleep(0.02)
+    return proc, mark
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "jobs"), [(signal.SIGINT, 130, "1"), (signal.SIGTERM, 143, "2")]
+)
+def test_signal_finishes_the_revision_in_flight_and_starts_nothing_new(
+    backend_project: Project, tmp_path: Path, sig: int, code: int, jobs: str
+) -> None:
+    p = backend_project
+    urls = {t["name"]: t["url"] for t in p.orch("status", "--json").json()["databases"]}
+    proc, _ = start_slow_run(p, tmp_path, "--jobs", jobs, "--json")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    doc = __import__("json").loads(out)
+    assert doc["interrupted"] == signal.Signals(sig).name and doc["exit_code"] == code
+    core, analytics = doc["databases"]
+    # the revision in flight finished and committed; the next one never started
+    assert current(urls["core"]) == [SLOW_REV]
+    assert "slow_done" in tables(urls["core"]) and "next_done" not in tables(urls["core"])
+    assert core["outcome"] == "failed" and "interrupted" in core["error"]
+    assert core["applied"][-1] == SLOW_REV
+    assert analytics["outcome"] == "skipped" and current(urls["analytics"]) == []
+    # locks were released and nothing is dirty: the next run simply finishes
+    status = {d["name"]: d["state"] for d in p.orch("status", "--json").json()["databases"]}
+    assert status == {"core": "behind", "analytics": "behind"}
+    r = p.orch("upgrade", "--all", "--lock-timeout", "2")
+    assert r.exit_code == 0, r.stderr
+    assert current(urls["core"]) == [NEXT_REV]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_second_signal_aborts_and_rolls_back_the_revision_in_flight(
+    project: Project, make_db: Callable[..., str], tmp_path: Path, jobs: str
+) -> None:
+    urls = {"core": make_db("postgresql"), "analytics": make_db("postgresql")}
+    project.set_urls("dev", urls)
+    proc, _ = start_slow_run(project, tmp_path, "--jobs", jobs)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "aborted and rolled back" in out + err
+    assert current(urls["core"]) == [CORE_HEAD]
+    assert "slow_done" not in tables(urls["core"])
+    assert project.orch("upgrade", "--all").exit_code == 0
+
+
+def test_sigint_with_rollback_policy_returns_to_the_start(
+    project: Project, make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    """An interrupted run counts as not successful: --on-failure rollback undoes it."""
+    urls = {"core": make_db("postgresql"), "analytics": make_db("postgresql")}
+    project.set_urls("dev", urls)
+    assert project.orch("upgrade", "core@d5d862ab0321").exit_code == 0
+    proc, _ = start_slow_run(project, tmp_path, "--on-failure", "rollback", "--json")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    core = __import__("json").loads(out)["databases"][0]
+    assert core["rollback"]["outcome"] == "done"
+    assert current(urls["core"]) == ["d5d862ab0321"]
