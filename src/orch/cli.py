@@ -149,7 +149,8 @@ class OrchGroup(click.Group):
         formatter.write_text(
             "Exit codes: 0 ok; 1 ran and something failed (a database failed or is dirty, "
             "or a check found work/drift); 2 could not start (usage, registry, refusal); "
-            "3 only a lock timed out."
+            "3 only a lock timed out; 130/143 stopped by SIGINT/SIGTERM after the "
+            "revisions in flight."
         )
 
 
