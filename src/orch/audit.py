@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from orch.registry import Registry
 
 MIGRATION_DIRECTIONS = ("upgrade", "downgrade", "stamp")
+#: ``detail`` of a failed revision row when none of its statements had run: not dirty
+NOTHING_APPLIED = "nothing applied"
 
 
 def log_table(name: str, schema: str | None) -> Table:
@@ -321,10 +323,12 @@ def dirty_revision(
     The last row that counts is the latest upgrade/downgrade of a revision or
     the latest successful ``stamp`` (the operator's "repaired" signal).  A
     failure outside any revision (connection lost before the first step) has
-    no revision and changed no schema, so it does not count.  A ``running``
-    row counts too: the caller tells a live run (lock held) apart.
+    no revision and changed no schema, so it does not count; nor does a
+    revision that failed before any of its statements ran (detail
+    :data:`NOTHING_APPLIED`).  A ``running`` row counts too: the caller tells
+    a live run (lock held) apart.
     """
-    from sqlalchemy import and_, inspect, or_, select
+    from sqlalchemy import and_, func, inspect, not_, or_, select
 
     if not inspect(conn).has_table(table_name, schema=schema):
         return None
@@ -334,7 +338,16 @@ def dirty_revision(
         .where(
             t.c.db == db,
             or_(
-                and_(t.c.direction.in_(("upgrade", "downgrade")), t.c.revision.is_not(None)),
+                and_(
+                    t.c.direction.in_(("upgrade", "downgrade")),
+                    t.c.revision.is_not(None),
+                    not_(
+                        and_(
+                            t.c.outcome == "failed",
+                            func.coalesce(t.c.detail, "").like(NOTHING_APPLIED + "%"),
+                        )
+                    ),
+                ),
                 and_(t.c.direction == "stamp", t.c.outcome == "ok"),
             ),
         )

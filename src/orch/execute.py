@@ -322,12 +322,27 @@ def _migrate(
     transaction.  A revision counts as applied only once the next one starts
     (or the run ends): then its transaction has committed.
     """
+    from sqlalchemy import event
+
     from orch import alembic_run
+    from orch.audit import NOTHING_APPLIED
     from orch.db import describe_error
 
     db = task.target.db
     direction = task.step.direction
-    state: dict[str, Any] = {"row": None, "rev": None, "t": 0.0, "unconfirmed": None}
+    state: dict[str, Any] = {
+        "row": None,
+        "rev": None,
+        "t": 0.0,
+        "unconfirmed": None,
+        "writes": 0,
+    }
+
+    def count_writes(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        """Statements of the revision that succeeded and may have changed something."""
+        words = statement.lstrip()[:8].split(None, 1)
+        if not words or words[0].upper() not in _READ_ONLY:
+            state["writes"] += 1
     say(
         f"{db.name}: {direction} {', '.join(res.start or []) or 'base'} -> "
         f"{resolved.label} ({len(resolved.path)} revision(s))"
@@ -350,12 +365,14 @@ def _migrate(
         state["t"] = time.monotonic()
         state["row"] = audit.start(rev, direction, detail=task.purpose or None)
         conn.commit()  # also ends the autobegun transaction, so Alembic begins its own
+        state["writes"] = 0
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         audit.finish(state["row"], "ok")  # inside the revision's transaction
         state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
 
     destination = _destination(resolved.target, resolved.label, direction)
+    event.listen(conn, "after_cursor_execute", count_writes)
     try:
         with stopping.abortable():
             alembic_run.run(
@@ -392,7 +409,11 @@ def _migrate(
         rev = state["rev"] if state["row"] is not None else None
         res.outcome, res.revision, res.error = "failed", rev, error
         say(f"  {rev or db.name} FAILED: {error}")
-        if rev is not None and not transactional:
+        # nothing of the revision ran (it raised before its first write, or its
+        # first statement failed, which MySQL 8 / MariaDB 10.6+ DDL undoes):
+        # the database is at its last good revision, as after a rollback
+        clean = rev is not None and state["writes"] == 0
+        if rev is not None and not transactional and not clean:
             res.dirty = True
             res.error = (
                 f"{error}; the database is dirty (this backend cannot roll DDL back): "
@@ -400,13 +421,21 @@ def _migrate(
             )
         try:
             if state["row"] is not None:
-                audit.finish(state["row"], "failed", error=error)
+                detail = NOTHING_APPLIED + (f" ({task.purpose})" if task.purpose else "")
+                audit.finish(state["row"], "failed", error=error, detail=detail if clean else None)
             else:  # before any revision began: nothing of the schema changed
                 audit.record(None, direction, "failed", error=error)
             conn.commit()
         except Exception:
             with contextlib.suppress(Exception):
                 conn.rollback()
+    finally:
+        with contextlib.suppress(Exception):
+            event.remove(conn, "after_cursor_execute", count_writes)
+
+
+# statements that change nothing (a revision that only read before failing is not dirty)
+_READ_ONLY = frozenset({"SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH"})
 
 
 def _aborted(
