@@ -76,6 +76,13 @@ def urls_for(backend: str, make_db: Callable[..., str], tmp_path: Path) -> dict[
     return {"core": make_db(backend), "analytics": make_db(backend)}
 
 
+def dev_urls(p: Project) -> dict[str, str]:
+    """The dev environment's URLs, resolved as orch resolves them (absolute SQLite paths)."""
+    from orch.registry import load_registry
+
+    return {t.name: t.url or "" for t in load_registry(p.registry_path).targets("dev")}
+
+
 def run_in_terminal(
     project: Project, args: list[str], answer: str | None, prompt: bytes = b"to "
 ) -> tuple[int, str, str]:
@@ -490,7 +497,7 @@ def test_on_failure_rollback_returns_every_changed_database_to_its_start(
     backend_project: Project, backend: str
 ) -> None:
     p = backend_project
-    urls = {t["name"]: t["url"] for t in p.orch("status", "--json").json()["databases"]}
+    urls = dev_urls(p)
     assert p.orch("upgrade", "core@d5d862ab0321").exit_code == 0
     add_revision(p, "analytics", "badbadbad001", ANALYTICS_HEAD, FAIL_UPGRADE, "    pass")
     r = p.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
@@ -630,7 +637,7 @@ def test_signal_finishes_the_revision_in_flight_and_starts_nothing_new(
     backend_project: Project, tmp_path: Path, sig: int, code: int, jobs: str
 ) -> None:
     p = backend_project
-    urls = {t["name"]: t["url"] for t in p.orch("status", "--json").json()["databases"]}
+    urls = dev_urls(p)
     proc, _ = start_slow_run(p, tmp_path, "--jobs", jobs, "--json")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
