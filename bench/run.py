@@ -354,6 +354,14 @@ def render(rows: Sequence[Row]) -> str:
     return table(headers, body)
 
 
+def _load() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def machine() -> str:
     import alembic
     import sqlalchemy
@@ -425,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     print(f"machine: {machine()}", flush=True)
+    print(f"load average at start: {_load()}", flush=True)
     if pg is not None:
         print(
             f"postgresql: {pg.scalar('SHOW server_version')}, "
@@ -615,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress("dropping the benchmark's PostgreSQL databases")
             pg.drop_all()
 
+    print(f"load average at end: {_load()}")
     print()
     print(render(rows))
     print()

@@ -493,7 +493,10 @@ _jobs_opt = click.option(
     "-j",
     type=click.IntRange(min=1),
     default=None,
-    help="Databases migrated in parallel (worker processes); 1 runs inline.",
+    help=(
+        "Databases migrated at once, in worker processes (default: settings.jobs, else "
+        "2 per CPU, at most 8); 1 runs them one by one in this process."
+    ),
 )
 _lock_opt = click.option(
     "--lock-timeout",

@@ -603,17 +603,17 @@ def execute(
                     finish(skipped(other, f"{r.name} {r.outcome}"))
 
     def ready() -> list[str]:
-        return [
-            n
-            for n in order
-            if n not in results and n not in running.values() and not (preds[n] - set(results))
-        ]
+        done = results.keys()  # a set view: no copy per database (fleets of hundreds)
+        busy = set(running.values())
+        return [n for n in order if n not in results and n not in busy and preds[n] <= done]
 
     pool = None
     if n_jobs > 1 and len(tasks) > 1:
         from orch.alembic_run import preload
 
         preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
+        _FORKED_TASKS.clear()
+        _FORKED_TASKS.update(tasks)  # inherited by the workers: only names cross the pipe
         ctx = multiprocessing.get_context("fork")
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=min(n_jobs, len(tasks)),
@@ -641,7 +641,7 @@ def execute(
                 if len(running) >= n_jobs:
                     break  # submit only what can start now, so --fail-fast holds the rest
                 try:
-                    running[pool.submit(run_one, tasks[name])] = name
+                    running[pool.submit(_run_forked, name)] = name
                 except Exception as exc:  # the pool broke (a worker was killed)
                     finish(DbResult(name, plan.direction, "failed", error=f"worker pool: {exc}"))
                     stop = stop or fail_fast
@@ -665,7 +665,19 @@ def execute(
             pool.shutdown(wait=True, cancel_futures=True)
             if stopping.CURRENT is not None:
                 stopping.CURRENT.worker_pids = list
+            _FORKED_TASKS.clear()
     return [results[n] for n in order]
+
+
+# The tasks of the run in progress, set before the pool forks its workers: a
+# worker finds its task here by name.  A Task carries the whole registry (30 kB
+# for 200 databases), which would otherwise be pickled through a pipe for
+# every database.
+_FORKED_TASKS: dict[str, Task] = {}
+
+
+def _run_forked(name: str) -> DbResult:
+    return run_one(_FORKED_TASKS[name])
 
 
 def _closure(name: str, preds: dict[str, set[str]]) -> set[str]:
