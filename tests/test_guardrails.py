@@ -691,3 +691,26 @@ def test_sigint_with_rollback_policy_returns_to_the_start(
     core = __import__("json").loads(out)["databases"][0]
     assert core["rollback"]["outcome"] == "done"
     assert current(urls["core"]) == ["d5d862ab0321"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_signal_during_a_hook_lets_the_hook_finish_and_migrates_nothing(
+    project: Project, prod: dict[str, str]
+) -> None:
+    """The hook (a backup) is not cut off by the Ctrl-C; the migration after it never starts."""
+    data = project.registry()
+    data["environments"]["prod"] = {
+        "urls": prod,
+        # inline run: the hook's parent is orch itself
+        "hooks": {"before_upgrade": "kill -INT $PPID; sleep 0.5; echo finished > hook.done"},
+    }
+    project.write_registry(data)
+    r = project.orch_proc("--env", "prod", "upgrade", "--all", "--jobs", "1", "--json")
+    assert r.returncode == 130, r.stderr
+    assert (project.root / "hook.done").read_text().strip() == "finished"
+    core, analytics = __import__("json").loads(r.stdout)["databases"]
+    assert core["outcome"] == "skipped" and "interrupted by SIGINT" in core["error"]
+    assert analytics["outcome"] == "skipped"
+    assert current(prod["core"]) == []
+    rows = log_rows(prod["core"])
+    assert [(x["direction"], x["outcome"]) for x in rows] == [("hook", "ok")]

@@ -394,11 +394,14 @@ def _migrate(
             conn.rollback()
         left = len(resolved.path) - len(res.applied)
         at = res.applied[-1] if res.applied else ",".join(res.start or []) or "base"
-        res.outcome = "failed"
-        res.error = (
-            f"{stopping.reason()}: stopped at {at} before {exc}, "
-            f"{left} of {len(resolved.path)} revision(s) not run"
-        )
+        if not res.applied:  # stopped before its first revision (e.g. during its hook)
+            res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+        else:
+            res.outcome = "failed"
+            res.error = (
+                f"{stopping.reason()}: stopped at {at} before {exc}, "
+                f"{left} of {len(resolved.path)} revision(s) not run"
+            )
         say(f"  {res.error}")
     except KeyboardInterrupt:
         _aborted(conn, audit, state, res, say, transactional)
