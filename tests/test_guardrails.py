@@ -648,7 +648,8 @@ def test_signal_finishes_the_revision_in_flight_and_starts_nothing_new(
     # the revision in flight finished and committed; the next one never started
     assert current(urls["core"]) == [SLOW_REV]
     assert "slow_done" in tables(urls["core"]) and "next_done" not in tables(urls["core"])
-    assert core["outcome"] == "failed" and "interrupted" in core["error"]
+    assert core["outcome"] == "failed"
+    assert f"interrupted by {signal.Signals(sig).name}" in core["error"]
     assert core["applied"][-1] == SLOW_REV
     assert analytics["outcome"] == "skipped" and current(urls["analytics"]) == []
     # locks were released and nothing is dirty: the next run simply finishes
@@ -714,3 +715,41 @@ def test_signal_during_a_hook_lets_the_hook_finish_and_migrates_nothing(
     assert current(prod["core"]) == []
     rows = log_rows(prod["core"])
     assert [(x["direction"], x["outcome"]) for x in rows] == [("hook", "ok")]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_signal_while_waiting_for_a_lock_stops_waiting(
+    project: Project, prod: dict[str, str], tmp_path: Path
+) -> None:
+    """A run stopping does not sit out the lock timeout first."""
+    import fcntl
+
+    from orch.db import lock_path
+    from orch.registry import sqlite_path
+
+    data = project.registry()
+    data["environments"]["prod"] = {"urls": prod}
+    project.write_registry(data)
+    core_file = sqlite_path(prod["core"])
+    assert core_file is not None
+    lp = lock_path(core_file)
+    lp.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another orch is migrating core
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orch", "--env", "prod", "upgrade", "--all", "--json"],
+            cwd=project.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)  # started and waiting (lock_timeout is 60 s)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 143, err
+    core, analytics = __import__("json").loads(out)["databases"]
+    assert core["outcome"] == "skipped" and "interrupted by SIGTERM" in core["error"]
+    assert analytics["outcome"] == "skipped"

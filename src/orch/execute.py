@@ -134,7 +134,7 @@ def run_one(task: Task) -> DbResult:
         transactional_ddl,
     )
     from orch.errors import DatabaseError
-    from orch.locks import LockTimeout, MigrationLock
+    from orch.locks import LockCancelled, LockTimeout, MigrationLock
     from orch.revisions import load_graph, resolve_target
 
     for s in task.secrets:
@@ -165,11 +165,16 @@ def run_one(task: Task) -> DbResult:
         _session_setup(conn, url, task.registry)
         check_version_schema(conn, db)
         conn.rollback()
-        lock = MigrationLock(conn, db, url, task.lock_timeout, on_wait=say)
+        lock = MigrationLock(
+            conn, db, url, task.lock_timeout, on_wait=say, cancelled=stopping.requested
+        )
         try:
             lock.acquire()
         except LockTimeout as exc:
             res.outcome, res.error = "locked", str(exc)
+            return res
+        except LockCancelled:
+            res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
             return res
         try:
             # -- everything below runs under the lock: nobody else migrates db now

@@ -40,6 +40,10 @@ class LockTimeout(Exception):
     """The lock was not obtained within the timeout."""
 
 
+class LockCancelled(Exception):
+    """The wait for the lock was given up because the run is stopping (SIGINT/SIGTERM)."""
+
+
 def lock_name(db: DatabaseSpec, url: str) -> str:
     """A stable name for the lock of *db*'s version table (<= 64 chars for MySQL).
 
@@ -73,12 +77,14 @@ class MigrationLock:
         url: str,
         timeout: float,
         on_wait: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
         self.db = db
         self.url = url
         self.timeout = timeout
         self.on_wait = on_wait
+        self.cancelled = cancelled  # polled while waiting: a stopping run waits no longer
         self.kind = backend(url)
         self._fd: int | None = None
         self.held = False
@@ -134,6 +140,8 @@ class MigrationLock:
         while True:
             if attempt():
                 return
+            if self.cancelled is not None and self.cancelled():
+                raise LockCancelled(f"{self.db.name}: gave up waiting for the migration lock")
             if time.monotonic() >= deadline:
                 raise LockTimeout(
                     f"migration lock not obtained within {self.timeout:g}s "

@@ -50,10 +50,16 @@ class Stop:
     def __init__(self) -> None:
         import multiprocessing
 
-        self._event = multiprocessing.get_context("fork").Event()
-        self.signum: int | None = None  # the first signal of the whole command
+        ctx = multiprocessing.get_context("fork")
+        self._event = ctx.Event()
+        # the first signal of the whole command, in shared memory: workers name it too
+        self._signum = ctx.Value("i", 0, lock=False)
         self.count = 0  # signals in the current phase (run, then rollback)
         self.worker_pids: Callable[[], list[int]] = list
+
+    @property
+    def signum(self) -> int | None:
+        return int(self._signum.value) or None
 
     def requested(self) -> bool:
         return self._event.is_set()
@@ -77,7 +83,7 @@ class Stop:
     def request(self, signum: int) -> None:
         self.count += 1
         if self.signum is None:
-            self.signum = signum
+            self._signum.value = signum
         self._event.set()
         name = signal.Signals(signum).name
         if self.count == 1:
