@@ -359,6 +359,14 @@ def dirty_revision(
     return (row.revision or "?", row.error)
 
 
+def repair_hint(name: str, rev: str) -> str:
+    """How an operator gets a dirty database going again (one sentence)."""
+    return (
+        f"repair the schema by hand (finish or undo {rev}), then "
+        f"'orch stamp {name}@<revision it is really at>'"
+    )
+
+
 def git_commit(start: Path) -> str | None:
     """The commit checked out at *start* or above (None outside git); no subprocess.
 

@@ -115,17 +115,9 @@ def _step_revision(step: Any) -> str:
     return ",".join(to) or "base"
 
 
-def repair_hint(name: str, rev: str) -> str:
-    """How an operator gets a dirty database going again (one sentence)."""
-    return (
-        f"repair the schema by hand (finish or undo {rev}), then "
-        f"'orch stamp {name}@<revision it is really at>'"
-    )
-
-
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
-    from orch.audit import AuditLog, dirty_revision
+    from orch.audit import AuditLog, dirty_revision, repair_hint
     from orch.db import (
         check_version_schema,
         connect,
@@ -330,7 +322,7 @@ def _migrate(
     from sqlalchemy import event
 
     from orch import alembic_run
-    from orch.audit import NOTHING_APPLIED
+    from orch.audit import NOTHING_APPLIED, repair_hint
     from orch.db import describe_error
 
     db = task.target.db

@@ -161,7 +161,13 @@ def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
     elif dirty is not None:
         rev, err = dirty
         state = "dirty"
-        error = f"revision {rev} failed or was interrupted half-way" + (f": {err}" if err else "")
+        from orch.audit import repair_hint
+
+        error = (
+            f"revision {rev} failed or was interrupted half-way"
+            + (f": {err}" if err else "")
+            + f"; {repair_hint(target.name, rev)}"
+        )
     elif unknown:
         state = "unknown_revision"
         error = f"revision {', '.join(unknown)} is not in {graph.name}'s directory"
