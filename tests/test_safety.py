@@ -323,6 +323,29 @@ def test_six_racing_upgrades_apply_each_revision_once(
     assert [d["state"] for d in states] == ["up_to_date", "up_to_date"]
 
 
+def test_workers_are_spawned_not_forked_while_other_threads_run(tmp_path: Path) -> None:
+    """Forking with another thread alive can copy a held lock into the worker (it then hangs
+    forever); orch embedded in a threaded program spawns fresh workers instead."""
+    import threading
+
+    from orch.execute import start_method
+
+    assert start_method() == ("fork" if threading.active_count() == 1 else "spawn")
+    urls = {n: f"sqlite:///{tmp_path / n}.db" for n in ("one", "two")}
+    p = make_project(tmp_path / "p", {n: [Rev(up=["CREATE TABLE a (id int)"])] for n in urls}, urls)
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)
+    busy.start()
+    try:
+        assert start_method() == "spawn"
+        r = p.orch("upgrade", "--all", "--jobs", "2")
+    finally:
+        stop.set()
+        busy.join()
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert all(version_of(u) == [rev_id(n, 1)] for n, u in urls.items())
+
+
 # ---------------------------------------------------------------- killed runs
 
 

@@ -519,10 +519,12 @@ def _stamp(
 def _worker_init(parent: int) -> None:
     """Die with the parent: a SIGKILLed orch must not leave migrations running.
 
-    ``PR_SET_PDEATHSIG`` fires when the thread that forked the worker ends;
-    ProcessPoolExecutor forks every worker from the main thread on the first
-    submit (fork context), so that is the whole orch process.  If the parent
-    died before the signal was armed, the worker is already orphaned: leave.
+    ``PR_SET_PDEATHSIG`` fires when the thread that created the worker ends.
+    ProcessPoolExecutor forks every worker from the calling thread on the
+    first submit (fork context), which for the CLI is the main thread, i.e.
+    the whole orch process; spawned workers (see :func:`start_method`) are
+    direct children too.  If the parent died before the signal was armed,
+    the worker is already orphaned: leave.
 
     SIGINT and SIGTERM are the parent's to handle (graceful stop, see
     :mod:`orch.stopping`); a terminal's Ctrl-C reaches the whole process group.
@@ -540,6 +542,23 @@ def _worker_init(parent: int) -> None:
     if os.getppid() != parent:
         os._exit(1)
     stopping.worker_signals()
+
+
+def start_method() -> str:
+    """``fork`` when this process has one thread (the CLI), else ``spawn``.
+
+    A forked child gets a copy of every lock as it was at the fork, but only
+    the forking thread.  If another thread held a lock (OpenSSL's, malloc's,
+    a driver's) at that moment, the worker hangs forever the first time it
+    needs it; this was seen as a worker spinning in OpenSSL's ex_data lock when
+    orch ran inside a test process that dropped databases in a thread.  The
+    CLI never has other threads when it forks (status threads are joined),
+    so it keeps fork's speed; a program embedding orch with threads alive
+    gets fresh interpreters instead, which are slower to start but safe.
+    """
+    import threading
+
+    return "fork" if threading.active_count() == 1 else "spawn"
 
 
 def default_jobs(registry: Registry, n: int) -> int:
@@ -608,13 +627,16 @@ def execute(
         return [n for n in order if n not in results and n not in busy and preds[n] <= done]
 
     pool = None
+    method = "inline"
     if n_jobs > 1 and len(tasks) > 1:
-        from orch.alembic_run import preload
+        method = start_method()
+        if method == "fork":
+            from orch.alembic_run import preload
 
-        preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
-        _FORKED_TASKS.clear()
-        _FORKED_TASKS.update(tasks)  # inherited by the workers: only names cross the pipe
-        ctx = multiprocessing.get_context("fork")
+            preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
+            _FORKED_TASKS.clear()
+            _FORKED_TASKS.update(tasks)  # inherited by the workers: only names cross the pipe
+        ctx = multiprocessing.get_context(method)
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=min(n_jobs, len(tasks)),
             mp_context=ctx,
@@ -641,7 +663,12 @@ def execute(
                 if len(running) >= n_jobs:
                     break  # submit only what can start now, so --fail-fast holds the rest
                 try:
-                    running[pool.submit(_run_forked, name)] = name
+                    fut = (
+                        pool.submit(_run_forked, name)
+                        if method == "fork"
+                        else pool.submit(run_one, tasks[name])  # spawned: no inherited tasks
+                    )
+                    running[fut] = name
                 except Exception as exc:  # the pool broke (a worker was killed)
                     finish(DbResult(name, plan.direction, "failed", error=f"worker pool: {exc}"))
                     stop = stop or fail_fast
