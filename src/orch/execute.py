@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orch import stopping
+from orch.audit import repair_hint
 from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
 from orch.plan import Plan, PlanStep, edges
 from orch.redact import REDACTOR, redact
@@ -117,7 +118,7 @@ def _step_revision(step: Any) -> str:
 
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
-    from orch.audit import AuditLog, dirty_revision, repair_hint
+    from orch.audit import AuditLog, dirty_revision
     from orch.db import (
         check_version_schema,
         connect,
@@ -322,7 +323,7 @@ def _migrate(
     from sqlalchemy import event
 
     from orch import alembic_run
-    from orch.audit import NOTHING_APPLIED, repair_hint
+    from orch.audit import NOTHING_APPLIED
     from orch.db import describe_error
 
     db = task.target.db
