@@ -8,13 +8,13 @@ under ``CI=true``, where they fail: CI must never pass by skipping.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,14 +152,20 @@ def _db_factory(tmp: Path) -> Iterator[Callable[..., str]]:
         yield factory
     finally:
         for kind, name, user in created:
-            _DROPS.append(_DROPPER.submit(_drop_quietly, kind, name, user))
+            t = threading.Thread(
+                target=_drop_quietly, args=(kind, name, user), name="orch-drop", daemon=True
+            )
+            t.start()
+            _DROPS.append(t)
 
 
 # PostgreSQL's DROP DATABASE waits for a checkpoint (2-5 s here): tests hand their
-# drops to a background thread and the session waits for every one at its end
+# drops to background threads and the session waits for every one at its end
 # (pytest_sessionfinish), so each database is still dropped, without the wait.
-_DROPPER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="orch-drop")
-_DROPS: list[concurrent.futures.Future[None]] = []
+# One short-lived thread per drop, not a pool: an idle pool thread would stay
+# alive all session and make every in-process multi-database run use "spawn"
+# workers instead of the fork the CLI uses (see execute.start_method).
+_DROPS: list[threading.Thread] = []
 
 
 def _drop_quietly(kind: str, name: str, user: str | None) -> None:
@@ -171,8 +177,8 @@ def _drop_quietly(kind: str, name: str, user: str | None) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Wait until every database and login the tests created is dropped."""
-    concurrent.futures.wait(_DROPS)
-    _DROPPER.shutdown(wait=True)
+    for t in _DROPS:
+        t.join()
 
 
 @pytest.fixture
