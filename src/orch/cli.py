@@ -641,8 +641,6 @@ def upgrade(
     out_dir: str | None,
 ) -> None:
     """Migrate databases up, dependencies before dependents (--sql: only show the SQL)."""
-    from orch.plan import parse_selectors, plan_upgrade
-
     state = _state()
     _sql_only(sql, from_, out_dir)
     if sql:
@@ -652,21 +650,8 @@ def upgrade(
         )
     registry = state.registry()
     env = state.env_name()
-    sels = parse_selectors(registry, selectors, command="upgrade")
-    if all_ and sels:
-        raise click.UsageError("--all cannot be combined with database selectors")
-    involved = (
-        list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
-    )
-    targets, live = _live_currents(registry, env, involved)
-    plan = plan_upgrade(
-        registry,
-        sels,
-        all_=all_,
-        graphs=live["graphs"],
-        currents=live["currents"],
-        with_deps=with_deps,
-        ignore_deps=ignore_deps,
+    plan, targets, _live = _upgrade_plan(
+        registry, env, selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps
     )
     _require_urls(targets, plan.names)
     notes = []
@@ -683,6 +668,40 @@ def upgrade(
         fail_fast=fail_fast,
         on_failure=on_failure,
     )
+
+
+def _upgrade_plan(
+    registry: Registry,
+    env: str | None,
+    selectors: Sequence[str],
+    *,
+    all_: bool,
+    with_deps: bool,
+    ignore_deps: bool,
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The upgrade plan from the live revisions: shared by ``upgrade`` and ``plan``.
+
+    Returns (plan, targets by name, live reads: graphs, currents, statuses).
+    """
+    from orch.plan import parse_selectors, plan_upgrade
+
+    sels = parse_selectors(registry, selectors, command="upgrade")
+    if all_ and sels:
+        raise click.UsageError("--all cannot be combined with database selectors")
+    involved = (
+        list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
+    )
+    targets, live = _live_currents(registry, env, involved)
+    plan = plan_upgrade(
+        registry,
+        sels,
+        all_=all_,
+        graphs=live["graphs"],
+        currents=live["currents"],
+        with_deps=with_deps,
+        ignore_deps=ignore_deps,
+    )
+    return plan, targets, live
 
 
 def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
@@ -850,31 +869,22 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
 @global_options
 def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: bool) -> None:
     """Show what 'upgrade' would run (reads live revisions; writes nothing)."""
-    from orch.plan import parse_selectors, plan_upgrade
     from orch.render import table
 
     state = _state()
     registry = state.registry()
     env = state.env_name()
-    sels = parse_selectors(registry, selectors, command="plan")
-    if all_ and sels:
-        raise click.UsageError("--all cannot be combined with database selectors")
-    all_ = all_ or not sels
-    involved = (
-        list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
-    )
-    targets, live = _live_currents(registry, env, involved)
-    _require_urls(targets, involved)  # what upgrade would refuse (exit 2), plan refuses too
-    unreadable = {s.name: s for s in live["statuses"] if s.current is None}
-    the_plan = plan_upgrade(
+    the_plan, targets, live = _upgrade_plan(
         registry,
-        sels,
-        all_=all_,
-        graphs=live["graphs"],
-        currents=live["currents"],
+        env,
+        selectors,
+        all_=all_ or not selectors,
         with_deps=with_deps,
         ignore_deps=ignore_deps,
     )
+    # what upgrade would refuse (exit 2), plan refuses too
+    _require_urls(targets, [s.name for s in live["statuses"]])
+    unreadable = {s.name: s for s in live["statuses"] if s.current is None}
     if state.json:
         emit_json(
             {
