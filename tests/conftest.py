@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,15 @@ _HOW = {
     "(a user that may CREATE DATABASE)",
 }
 _REACHABLE: dict[str, str | None] = {}
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released): an unreachable server."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
 
 
 def server_problem(kind: str) -> str | None:

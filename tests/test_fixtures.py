@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, _admin_engine, require_server
+from conftest import REPO, _admin_engine, closed_port, require_server
 
 PROBE = """
 import os
@@ -81,17 +80,11 @@ def test_databases_and_logins_are_dropped_after_each_test(tmp_path: Path) -> Non
         assert _exists(kind, url.database, url.username) == (False, False)
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 @pytest.mark.parametrize("ci", ["", "true"])
 def test_unreachable_server_skips_outside_ci_and_fails_under_ci(tmp_path: Path, ci: str) -> None:
-    port = _closed_port()
+    port = closed_port()
     env = {
         "ORCH_TEST_POSTGRES_URL": f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
         "ORCH_TEST_MYSQL_URL": f"mysql+pymysql://root@127.0.0.1:{port}/mysql",

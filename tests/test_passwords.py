@@ -9,13 +9,12 @@ is run, human and ``--json``, with ``-v``.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import Callable
 
 import pytest
 
-from conftest import Project, Result
+from conftest import Project, Result, closed_port
 
 SERVERS = ["postgresql", "mysql"]
 
@@ -35,12 +34,6 @@ def _assert_hidden(r: Result, *secrets: str) -> None:
         assert s not in text, f"password leaked:\n{text}"
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -142,7 +135,7 @@ def test_upgrade_against_unreachable_host_with_password(project: Project) -> Non
     """The console script: non-zero exit, one line per database, no traceback, no password."""
     p = project
     pw = _secret()
-    port = _closed_port()
+    port = closed_port()
     p.set_urls(
         "dev",
         {

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, copy_project
+from conftest import Project, closed_port, copy_project
 from test_commands import ANALYTICS, CORE
 
 
@@ -38,13 +38,6 @@ def silent_port() -> Iterator[int]:
         sock.close()
 
 
-def _closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def _secret() -> str:
@@ -63,7 +56,7 @@ def fleet_envs(
     """
     make_db = make_module_db
     secrets = [_secret() for _ in range(6)]
-    closed = _closed_port()
+    closed = closed_port()
     envs: dict[str, Any] = {
         "pg": {
             "urls": {
@@ -232,7 +225,7 @@ def test_first_use_of_dialects_from_many_threads(project: Project) -> None:
     of why the host was unreachable (most runs of this test).
     """
     p = project
-    closed = _closed_port()
+    closed = closed_port()
     schemes = ["mysql+pymysql", "mariadb+pymysql", "postgresql+psycopg", "sqlite"]
     data = p.registry()
     data["environments"] = {
