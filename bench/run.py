@@ -230,14 +230,27 @@ class Postgres:
         return make_url(self.url).set(database=name).render_as_string(hide_password=False)
 
     def create(self, n: int, label: str) -> list[str]:
+        names = [f"{self.prefix}{label}_{i:03d}" for i in range(n)]
+        self.created.extend(names)  # before: a failure half-way still drops what exists
+        self._each(names, 'CREATE DATABASE "{}"')
+        return names
+
+    def _each(self, names: Sequence[str], sql: str) -> None:
+        """Run *sql* for every name, a few at a time.
+
+        DROP DATABASE waits for a checkpoint; concurrent ones share it, so a
+        fleet is dropped in seconds rather than minutes.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         from sqlalchemy import text
 
-        names = [f"{self.prefix}{label}_{i:03d}" for i in range(n)]
-        with self.engine.connect() as c:
-            for name in names:
-                c.execute(text(f'CREATE DATABASE "{name}"'))
-                self.created.append(name)
-        return names
+        def one(name: str) -> None:
+            with self.engine.connect() as c:
+                c.execute(text(sql.format(name)))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, names))
 
     def run_in(self, name: str, sql: str) -> None:
         from sqlalchemy import create_engine, text
@@ -271,14 +284,9 @@ class Postgres:
         )
 
     def drop_all(self) -> None:
-        from sqlalchemy import text
-
-        if not self.created:
-            return
-        with self.engine.connect() as c:
-            for name in list(self.created):
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                self.created.remove(name)
+        names, self.created = self.created, []
+        if names:
+            self._each(names, 'DROP DATABASE IF EXISTS "{}" WITH (FORCE)')
 
 
 # ---------------------------------------------------------------- the report
