@@ -39,7 +39,8 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,23 +154,32 @@ class Variant:
 
     run: Callable[[], Run]
     setup: Callable[[], None] | None = None
-    watch: Callable[[], int] | None = None
+    watch: Callable[[], AbstractContextManager[Callable[[], int]]] | None = None
 
 
 def compare(variants: dict[str, Variant], repeat: int) -> dict[str, Figure]:
-    """Run every variant *repeat* times, interleaved, so background load hits them alike."""
+    """Run every variant *repeat* times, interleaved, so background load hits them alike.
+
+    Connections are counted in one more, untimed run per watched variant:
+    polling ``pg_stat_activity`` costs the server CPU that must not land in
+    a timed run.
+    """
     figs = {name: Figure() for name in variants}
     for _ in range(repeat):
         for name, v in variants.items():
             if v.setup is not None:
                 v.setup()
-            sampler = _Sampler(v.watch) if v.watch is not None else None
-            try:
-                figs[name].runs.append(v.run())
-            finally:
-                if sampler is not None:
-                    peak = sampler.stop()
-                    figs[name].connections = max(figs[name].connections or 0, peak)
+            figs[name].runs.append(v.run())
+    for name, v in variants.items():
+        if v.watch is None:
+            continue
+        if v.setup is not None:
+            v.setup()
+        sampler = _Sampler(v.watch)
+        try:
+            v.run()
+        finally:
+            figs[name].connections = sampler.stop()
     return figs
 
 
@@ -183,18 +193,19 @@ def floor_command(project: Project) -> list[str]:
 class _Sampler:
     """Polls a counter (PostgreSQL connections) in a thread; keeps the maximum."""
 
-    def __init__(self, fn: Callable[[], int]) -> None:
-        self.fn = fn
+    def __init__(self, make: Callable[[], AbstractContextManager[Callable[[], int]]]) -> None:
+        self.make = make
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # a sample lost is not a failure
-                self.peak = max(self.peak, self.fn())
-            self._stop.wait(0.005)
+        with self.make() as count:
+            while not self._stop.is_set():
+                with contextlib.suppress(Exception):  # a sample lost is not a failure
+                    self.peak = max(self.peak, count())
+                self._stop.wait(0.005)
 
     def stop(self) -> int:
         self._stop.set()
@@ -276,12 +287,14 @@ class Postgres:
                 f"VALUES ('{at}')",
             )
 
-    def connections(self) -> int:
-        return int(
-            self.scalar(
-                f"SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '{self.prefix}%'"
-            )
-        )
+    @contextlib.contextmanager
+    def connections(self) -> Iterator[Callable[[], int]]:
+        """A counter of the connections to this benchmark's databases, on one held connection."""
+        from sqlalchemy import text
+
+        query = text("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE :p")
+        with self.engine.connect() as conn:
+            yield lambda: int(conn.execute(query, {"p": self.prefix + "%"}).scalar() or 0)
 
     def drop_all(self) -> None:
         names, self.created = self.created, []
