@@ -340,7 +340,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def render(rows: Sequence[Row]) -> str:
