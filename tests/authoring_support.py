@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from conftest import Project
+from minproj import table_names
 from orch.registry import absolutize_sqlite
 
 
@@ -26,18 +27,10 @@ def sqlite_file(url: str) -> Path | None:
 
 def tables(url: str) -> set[str]:
     """Tables of the database at *url* (a SQLite file that does not exist: empty, not created)."""
-    from sqlalchemy import create_engine, inspect
-    from sqlalchemy.pool import NullPool
-
     path = sqlite_file(url)
     if path is not None and not path.exists():
         return set()
-    eng = create_engine(url, poolclass=NullPool)
-    try:
-        with eng.connect() as c:
-            return set(inspect(c).get_table_names())
-    finally:
-        eng.dispose()
+    return table_names(url)
 
 
 def untouched(p: Project, env: str = "dev") -> bool:

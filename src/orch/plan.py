@@ -202,14 +202,7 @@ def plan_downgrade(
     """The downgrade plan: explicit targets, dependents first, the dependents rule."""
     if not selectors:
         raise UsageError("name the databases to downgrade with a target, e.g. 'analytics@-1'")
-    targets: dict[str, str] = {}
-    for s in selectors:
-        if not s.target:
-            raise UsageError(
-                f"downgrade needs an explicit target for {s.db!r}: {s.db}@-1, "
-                f"{s.db}@<revision> or {s.db}@base"
-            )
-        targets[s.db] = s.target
+    targets = _explicit_targets(selectors, "downgrade", "@-1, {db}@<revision> or {db}@base")
     if not force:
         blocking: dict[str, list[str]] = {}
         for name in targets:
@@ -238,15 +231,23 @@ def plan_stamp(
 ) -> Plan:
     if not selectors:
         raise UsageError("name the databases to stamp, e.g. 'orch stamp core@head'")
-    targets = {}
+    targets = _explicit_targets(selectors, "stamp", "@<revision>, {db}@head or {db}@base")
+    return _build(registry, "stamp", targets, graphs, currents)
+
+
+def _explicit_targets(
+    selectors: Sequence[Selector], command: str, examples: str
+) -> dict[str, str]:
+    """database -> target, refusing a selector without one (downgrade and stamp never guess)."""
+    targets: dict[str, str] = {}
     for s in selectors:
         if not s.target:
+            hint = "{db}" + examples
             raise UsageError(
-                f"stamp needs an explicit target for {s.db!r}: {s.db}@<revision>, "
-                f"{s.db}@head or {s.db}@base"
+                f"{command} needs an explicit target for {s.db!r}: {hint.format(db=s.db)}"
             )
         targets[s.db] = s.target
-    return _build(registry, "stamp", targets, graphs, currents)
+    return targets
 
 
 def _build(
