@@ -1,6 +1,6 @@
 """``python -m orch``: the same entry point as the ``orch`` console script."""
 
-from orch.cli import main
+from orch.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()
