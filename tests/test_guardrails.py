@@ -660,6 +660,51 @@ def test_signal_finishes_the_revision_in_flight_and_starts_nothing_new(
     assert current(urls["core"]) == [NEXT_REV]
 
 
+def test_stop_after_the_next_row_was_written_ahead_deletes_that_row(
+    backend_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row of revision N+1 is committed with revision N; a stop landing just then removes it.
+
+    The signal is delivered at the one instant this can happen: right after
+    orch wrote core's second revision's ``running`` row inside the first
+    revision's transaction (the stop request is what the SIGTERM handler
+    makes).  The first revision stays applied, the second never starts, and
+    the log holds no ``running`` row that a later run would report as an
+    interrupted (or, on MySQL, dirty) revision.
+    """
+    from orch import audit, stopping
+
+    p = backend_project
+    urls = dev_urls(p)
+    written: list[str | None] = []
+    real_start = audit.AuditLog.start
+
+    def start(self: audit.AuditLog, revision: str | None, *a: Any, **kw: Any) -> int:
+        row = real_start(self, revision, *a, **kw)
+        written.append(revision)
+        if self.db == "core" and len(written) == 2:
+            assert stopping.CURRENT is not None
+            stopping.CURRENT.request(signal.SIGTERM)
+        return row
+
+    monkeypatch.setattr(audit.AuditLog, "start", start)
+    r = p.orch("upgrade", "core", "--jobs", "1", "--json")
+    assert r.exit_code == 143, r.stderr
+    (core,) = r.json()["databases"]
+    assert core["applied"] == [CORE_FIRST]
+    assert "interrupted by SIGTERM: stopped at " + CORE_FIRST in core["error"]
+    assert current(urls["core"]) == [CORE_FIRST]
+    rows = [(x["revision"], x["outcome"]) for x in log_rows(urls["core"])]
+    assert rows == [(CORE_FIRST, "ok")]
+    # nothing interrupted, nothing dirty: the next run simply goes on
+    r = p.orch("upgrade", "core")
+    assert r.exit_code == 0, r.stderr
+    assert "interrupted" not in r.stdout + r.stderr
+    assert current(urls["core"]) == [CORE_HEAD]
+    rows = [(x["revision"], x["outcome"]) for x in log_rows(urls["core"])]
+    assert [o for _, o in rows] == ["ok"] * 4 and rows[0][0] == CORE_FIRST
+
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_second_signal_aborts_and_rolls_back_the_revision_in_flight(
     project: Project, make_db: Callable[..., str], tmp_path: Path, jobs: str

@@ -208,16 +208,19 @@ def test_status_reads_each_postgresql_database_of_one_server_on_its_own(
 
 HEAVY = ("sqlalchemy", "alembic", "psycopg", "psycopg2", "pymysql", "MySQLdb", "sqlite3", "mako")
 
+# ``python -m orch`` ends with os._exit after the atexit handlers: report from one
 PROBE = """
-import json, runpy, sys
+import atexit, json, runpy, sys
 watch = set(json.loads(sys.argv[2]))
 sys.argv = ["orch", *json.loads(sys.argv[1])]
-try:
-    runpy.run_module("orch", run_name="__main__", alter_sys=True)
-except SystemExit:
-    pass
-heavy = sorted({m.split(".")[0] for m in sys.modules} & watch)
-sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
+
+def report():
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & watch)
+    sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
+    sys.stderr.flush()
+
+atexit.register(report)
+runpy.run_module("orch", run_name="__main__", alter_sys=True)
 """
 
 

@@ -15,7 +15,7 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,12 +206,14 @@ def _drop_stale_bytecode(directory: Path) -> None:
 def script_directory(registry: Registry, db: DatabaseSpec) -> ScriptDirectory:
     """The ScriptDirectory of *db*, built once per process and per state of its files.
 
-    Building it imports every revision, so it is cached; the cache key
-    includes each file's mtime and size, so a revision edited between two
-    runs in one process (tests, an operator's fix after a failure) is
-    imported again.
+    Its revision map is built from the revision headers orch reads anyway
+    (see :func:`_lazy_revisions`): a revision module is imported only when
+    Alembic runs it.  The cache key includes each file's mtime and size, so a
+    revision edited between two runs in one process (tests, an operator's fix
+    after a failure) is read again.
     """
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionMap
 
     key = (registry.script_location, db.versions)
     fingerprint = _fingerprint(db.versions)
@@ -219,8 +221,95 @@ def script_directory(registry: Registry, db: DatabaseSpec) -> ScriptDirectory:
     if cached is None or cached[0] != fingerprint:
         add_sys_path(registry)
         _drop_stale_bytecode(db.versions)
-        _SCRIPTS[key] = (fingerprint, ScriptDirectory.from_config(make_config(registry, db)))
+        script = ScriptDirectory.from_config(make_config(registry, db))
+        if not (script.sourceless or script.recursive_version_locations):
+            directory = db.versions
+            script.revision_map = RevisionMap(lambda: _lazy_revisions(directory))
+        _SCRIPTS[key] = (fingerprint, script)
     return _SCRIPTS[key][1]
+
+
+def _lazy_revisions(directory: Path) -> Iterator[Any]:
+    """Alembic's Script objects for *directory*, made from the headers without importing.
+
+    Alembic's own loader imports every revision module to learn four names
+    (revision, down_revision, branch_labels, depends_on): on a history of
+    2,000 revisions that is most of a run, and without bytecode caching
+    (``PYTHONDONTWRITEBYTECODE``, common in containers) every module is also
+    compiled.  The headers come from :mod:`orch.revisions`, which status and
+    plan already trust; each module is imported on first use of anything
+    else (``upgrade``, ``downgrade``, its docstring), which for a migration
+    means: when it runs.  Alembic builds the same graph from the same four
+    values, so the order of the steps is the one it would compute.
+    """
+    from alembic.script import Script
+
+    from orch.revisions import scan_directory
+
+    for rev in scan_directory(directory).values():
+        path = Path(rev.path).resolve()
+        yield Script(_LazyRevision(rev, path), rev.revision, path)  # type: ignore[arg-type]
+
+
+class _LazyRevision:
+    """Stands in for a revision module; imports it on first use of anything but its header.
+
+    The header values given to Alembic are checked against the module's own
+    when it loads: a file whose header reads differently from what its code
+    computes (an assignment made twice, a value built at import time that
+    the reader could not see) stops before any of its statements run,
+    instead of running in an order computed from the wrong parents.
+    """
+
+    def __init__(self, rev: Any, path: Path) -> None:
+        self._rev = rev
+        self._path = path
+        self._module: Any = None
+        self.revision = rev.revision
+        down = rev.down
+        self.down_revision = None if not down else down[0] if len(down) == 1 else down
+        self.branch_labels = rev.branch_labels or None
+        self.depends_on = rev.depends_on or None
+
+    def _load(self) -> Any:
+        if self._module is None:
+            from alembic import util
+
+            from orch.revisions import GraphError, _as_tuple
+
+            module = util.load_python_file(self._path.parent, self._path.name)
+            rev = self._rev
+            seen = {
+                "revision": (getattr(module, "revision", None),),
+                "down_revision": _as_tuple(getattr(module, "down_revision", None)),
+                "branch_labels": _as_tuple(getattr(module, "branch_labels", None)),
+                "depends_on": _as_tuple(getattr(module, "depends_on", None)),
+            }
+            read = {
+                "revision": (rev.revision,),
+                "down_revision": rev.down,
+                "branch_labels": rev.branch_labels,
+                "depends_on": rev.depends_on,
+            }
+            for name, value in seen.items():
+                if value != read[name]:
+                    raise GraphError(
+                        f"{self._path}: {name} is {value!r} when the module runs but reads "
+                        f"{read[name]!r} in its source; orch plans from the source: assign "
+                        "each of revision, down_revision, branch_labels and depends_on once, "
+                        "as a plain literal"
+                    )
+            self._module = module
+        return self._module
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._load().__doc__  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):  # copy, pickle, ... probing
+            raise AttributeError(name)
+        return getattr(self._load(), name)
 
 
 def preload(registry: Registry, dbs: Iterable[DatabaseSpec]) -> None:
@@ -268,6 +357,7 @@ def run(
     *,
     before_step: StepHook | None = None,
     on_apply: Callable[..., None] | None = None,
+    on_plan: Callable[[Sequence[Any]], None] | None = None,
     as_sql: bool = False,
     starting_rev: str | None = None,
     output_buffer: Any = None,
@@ -278,7 +368,8 @@ def run(
     *conn* must not be inside a transaction (Alembic would then treat it as
     the caller's and commit nothing per revision).  *before_step* runs before
     each revision's transaction begins; *on_apply* is Alembic's
-    ``on_version_apply`` (inside the revision's transaction).
+    ``on_version_apply`` (inside the revision's transaction); *on_plan* gets
+    Alembic's list of steps once, before the first one runs.
     """
     from alembic.runtime.environment import EnvironmentContext
 
@@ -295,6 +386,8 @@ def run(
             planned = script._downgrade_revs(destination, rev)
         else:
             planned = script._stamp_revs(destination, rev)
+        if on_plan is not None:
+            on_plan(planned)
         for step in planned:
             if before_step is not None:
                 before_step(step)

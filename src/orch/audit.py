@@ -1,11 +1,14 @@
 """orch's bookkeeping table in each database: the audit trail and the dirty marker.
 
-One row per step (a revision applied or undone, a stamp, a hook).  On
-MySQL/MariaDB, where DDL cannot roll back, the row of a revision is committed
-as ``running`` *before* its first statement, so a crash or failure half-way
-leaves evidence: the database is ``dirty`` until an operator repairs it and
-stamps.  On PostgreSQL and SQLite the row is written inside the revision's
-own transaction, so a killed run leaves nothing behind and is not dirty.
+One row per step (a revision applied or undone, a stamp, a hook).  The row
+of a revision is committed as ``running`` *before* its first statement (for
+all but the first revision of a run, inside the previous revision's
+transaction) and set to its outcome inside the revision's own transaction.
+``orch log`` thus shows a run live.  On MySQL/MariaDB, where DDL cannot roll
+back, the row is the evidence of a crash or failure half-way: the database is
+``dirty`` until an operator repairs it and stamps.  On PostgreSQL and SQLite a
+killed run's ``running`` row is closed as interrupted (rolled back) by the
+next run; the database is not dirty.
 """
 
 from __future__ import annotations
@@ -195,6 +198,11 @@ class AuditLog:
         if detail is not None:
             values["detail"] = redact(detail)[:8000]
         self.conn.execute(self.table.update().where(self.table.c.id == row_id).values(**values))
+
+    def discard(self, row_id: int) -> None:
+        """Delete a ``running`` row written ahead for a revision that never started."""
+        self._started.pop(row_id, None)
+        self.conn.execute(self.table.delete().where(self.table.c.id == row_id))
 
     def record(
         self,

@@ -1287,12 +1287,13 @@ def run() -> None:
     status = code if isinstance(code, int) else (0 if code is None else 1)
     if isinstance(code, str):
         print(code, file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (``orch status | head``): nothing to add
-            pass
     import atexit
+    import contextlib
+
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe (``orch status | head``) takes nothing more: not an error
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
 
     atexit._run_exitfuncs()
     os._exit(status)

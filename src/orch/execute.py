@@ -314,11 +314,16 @@ def _migrate(
 ) -> None:
     """Apply *resolved*'s path, one transaction per revision, recording each step.
 
-    Per revision: commit a ``running`` row (visible to ``orch log``; on MySQL
-    it is the dirty marker that must survive DDL that cannot roll back), run
-    the revision in its own transaction, set the row ``ok`` inside that
-    transaction.  A revision counts as applied only once the next one starts
-    (or the run ends): then its transaction has committed.
+    Every revision's ``running`` row is committed before its first statement
+    runs (visible to ``orch log``; on MySQL it is the dirty marker that must
+    survive DDL that cannot roll back).  The first revision's row gets a
+    transaction of its own; each later one is written inside the previous
+    revision's transaction, together with that revision's version update and
+    ``ok``: one commit per revision instead of two (a third fewer round trips
+    per revision on a server, one fsync fewer on SQLite).  A stop between two
+    revisions deletes the row written ahead for the one that will not start.
+    A revision counts as applied only once the next one starts (or the run
+    ends): then its transaction has committed.
     """
     from sqlalchemy import event
 
@@ -335,7 +340,11 @@ def _migrate(
         "t": 0.0,
         "unconfirmed": None,
         "writes": 0,
+        "revs": [],  # the revisions Alembic will run, in order
+        "i": -1,  # the index in "revs" of the revision in flight
+        "ahead": None,  # (revision, row id): the next revision's row, written ahead
     }
+    detail = task.purpose or None
 
     def count_writes(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
         """Statements of the revision that succeeded and may have changed something."""
@@ -355,25 +364,41 @@ def _migrate(
             state["unconfirmed"] = None
             state["row"] = None
 
+    def on_plan(planned: Sequence[Any]) -> None:
+        state["revs"] = [_step_revision(step) for step in planned]
+
     def before_step(step: Any) -> None:
         confirm()  # the previous revision's transaction has committed
         rev = _step_revision(step)
+        state["i"] += 1
         if stopping.requested():  # before the revision's transaction: nothing of it ran
             raise stopping.Interrupted(rev)
+        ahead, state["ahead"] = state["ahead"], None
         state["rev"] = rev
         state["t"] = time.monotonic()
-        if async_marker:
-            # The marker need not wait for its WAL flush: PostgreSQL rolls a failed
-            # revision back anyway, and the revision's own (synchronous) commit
-            # flushes everything before it.  Saves one fsync per revision.
-            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-        state["row"] = audit.start(rev, direction, detail=task.purpose or None)
-        conn.commit()  # also ends the autobegun transaction, so Alembic begins its own
+        if ahead is not None and ahead[0] == rev:
+            state["row"] = ahead[1]  # committed with the previous revision
+        else:
+            if ahead is not None:  # Alembic's order differs from the plan: not expected
+                audit.discard(ahead[1])
+            if async_marker:
+                # The marker need not wait for its WAL flush: PostgreSQL rolls a failed
+                # revision back anyway, and the revision's own (synchronous) commit
+                # flushes everything before it.  Saves one fsync.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            state["row"] = audit.start(rev, direction, detail=detail)
+            conn.commit()
+        if conn.in_transaction():  # Alembic must begin (and commit) the revision's own
+            conn.commit()
         state["writes"] = 0
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         audit.finish(state["row"], "ok")  # inside the revision's transaction
         state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
+        following = state["i"] + 1
+        if following < len(state["revs"]) and not stopping.requested():
+            rev = state["revs"][following]
+            state["ahead"] = (rev, audit.start(rev, direction, detail=detail))
 
     destination = _destination(resolved.target, resolved.label, direction)
     event.listen(conn, "after_cursor_execute", count_writes)
@@ -388,14 +413,21 @@ def _migrate(
                 destination,
                 before_step=before_step,
                 on_apply=on_apply,
+                on_plan=on_plan,
             )
         conn.commit()
         confirm()
+        if state["ahead"] is not None:  # Alembic stopped short of the plan: not expected
+            audit.discard(state["ahead"][1])
+            conn.commit()
         res.outcome = "done"
     except stopping.Interrupted as exc:
         # a clean stop between revisions: nothing to undo, no failed row (not dirty)
         with contextlib.suppress(Exception):
             conn.rollback()
+            if state["ahead"] is not None:  # written with the last revision; never started
+                audit.discard(state["ahead"][1])
+                conn.commit()
         left = len(resolved.path) - len(res.applied)
         at = res.applied[-1] if res.applied else ",".join(res.start or []) or "base"
         if not res.applied:  # stopped before its first revision (e.g. during its hook)
