@@ -242,6 +242,35 @@ def test_help_and_version_import_no_database_machinery(args: list[str], tmp_path
     assert json.loads(line[0][len("HEAVY=") :]) == []
 
 
+MAKO_PROBE = """
+import atexit, json, runpy, sys
+
+def report():
+    found = "pygments" in sys.modules
+    import mako.ext.pygmentplugin  # the hook removed itself: imports as usual again
+    sys.stderr.write("PYGMENTS=" + json.dumps([found, "pygments" in sys.modules]) + "\\n")
+    sys.stderr.flush()
+
+atexit.register(report)
+sys.argv = ["orch", "upgrade", "--all"]
+runpy.run_module("orch", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_migration_run_does_not_import_pygments_for_mako(tmp_path: Path) -> None:
+    """Mako (through Alembic) would import Pygments, 0.1 s of CPU for HTML error pages."""
+    pytest.importorskip("pygments")
+    p = sqlite_project(tmp_path, 2, 2)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    r = subprocess.run(
+        [sys.executable, "-c", MAKO_PROBE], cwd=p.root, env=env, capture_output=True, text=True
+    )
+    assert r.stdout.count("done") == 2, r.stdout + r.stderr
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("PYGMENTS=")]
+    assert line, r.stderr
+    assert json.loads(line[0][len("PYGMENTS=") :]) == [False, True]
+
+
 # ---------------------------------------------------------------- the benchmark itself
 
 
