@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import compileall
 import contextlib
 import json
 import os
@@ -453,7 +454,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg = Postgres(a.pg_url)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    # orch runs from src/ here; installed by pip it would be byte-compiled, as Alembic is:
+    # compile it the same way, so a PYTHONDONTWRITEBYTECODE environment does not make
+    # every orch process compile its own modules while Alembic's come precompiled
+    compileall.compile_dir(str(SRC / "orch"), quiet=1)
     print(f"machine: {machine()}", flush=True)
+    print(
+        "bytecode: orch and Alembic precompiled; the generated revision files "
+        + (
+            "are compiled by every process (PYTHONDONTWRITEBYTECODE is set)"
+            if os.environ.get("PYTHONDONTWRITEBYTECODE")
+            else "are cached by the first process that imports them"
+        ),
+        flush=True,
+    )
     print(f"load average at start: {_load()}", flush=True)
     if pg is not None:
         print(
