@@ -210,6 +210,22 @@ def test_fleet_failure_json_names_every_outcome(make_db: MakeDb, tmp_path: Path)
     assert "broken" in doc["error"] and "dependent" in doc["error"]
 
 
+@pytest.mark.parametrize("jobs", ["1", "4"])
+def test_a_skipped_database_still_says_where_it_stands(
+    make_db: MakeDb, tmp_path: Path, jobs: str
+) -> None:
+    """``upgrade --all`` plans without reading the databases; a skipped one is read after."""
+    p, urls = _fleet(tmp_path, make_db)
+    one = rev_id("dependent", 1)
+    assert p.orch("upgrade", f"dependent@{one}", "--ignore-deps").exit_code == 0
+    doc = p.orch("upgrade", "--all", "--jobs", jobs, "--json").json()
+    out = {d["name"]: d for d in doc["databases"]}
+    assert out["dependent"]["outcome"] == "skipped"
+    assert out["dependent"]["from"] == out["dependent"]["to"] == [one]
+    assert out["base"]["from"] == [] and out["base"]["to"] == [rev_id("base", 2)]
+    assert version_of(urls["dependent"]) == [one]
+
+
 def test_fail_fast_starts_nothing_after_the_first_failure(make_db: MakeDb, tmp_path: Path) -> None:
     urls = {n: make_db("postgresql") for n in ("first", "second")}
     p = make_project(

@@ -652,7 +652,13 @@ def upgrade(
     registry = state.registry()
     env = state.env_name()
     plan, targets, _live = _upgrade_plan(
-        registry, env, selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps
+        registry,
+        env,
+        selectors,
+        all_=all_,
+        with_deps=with_deps,
+        ignore_deps=ignore_deps,
+        read_live=registry.environment(env).protected and not yes,  # the plan is shown
     )
     _require_urls(targets, plan.names)
     notes = []
@@ -679,10 +685,18 @@ def _upgrade_plan(
     all_: bool,
     with_deps: bool,
     ignore_deps: bool,
+    read_live: bool = True,
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The upgrade plan from the live revisions: shared by ``upgrade`` and ``plan``.
 
     Returns (plan, targets by name, live reads: graphs, currents, statuses).
+    ``read_live=False`` (``upgrade --all`` with no plan to show) plans every
+    database to head without connecting: with ``--all`` the live revisions
+    change nothing in the plan (no dependency can be left behind), and the
+    executor reads each database again under its lock anyway.  That saves a
+    connection per database before the run starts (a server process each,
+    hundreds for a fleet).  The drivers are still imported here, once,
+    before the workers fork.
     """
     from orch.plan import parse_selectors, plan_upgrade
 
@@ -692,7 +706,19 @@ def _upgrade_plan(
     involved = (
         list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
     )
-    targets, live = _live_currents(registry, env, involved)
+    if all_ and not read_live:
+        from orch import status as st
+        from orch.db import preload_drivers
+
+        targets = {t.name: t for t in registry.targets(env)}
+        preload_drivers(targets[n].url for n in involved)
+        live: dict[str, Any] = {
+            "graphs": st.graphs_for(registry),
+            "currents": dict.fromkeys(involved),
+            "statuses": [],
+        }
+    else:
+        targets, live = _live_currents(registry, env, involved)
     plan = plan_upgrade(
         registry,
         sels,

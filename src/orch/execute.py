@@ -732,7 +732,39 @@ def execute(
             if stopping.CURRENT is not None:
                 stopping.CURRENT.worker_pids = list
             _FORKED_TASKS.clear()
+    _read_untouched(registry, targets, steps, results)
     return [results[n] for n in order]
+
+
+def _read_untouched(
+    registry: Registry,
+    targets: dict[str, Target],
+    steps: dict[str, PlanStep],
+    results: dict[str, DbResult],
+) -> None:
+    """Where skipped databases stand, when the plan was made without reading them.
+
+    ``upgrade --all`` plans without connecting (see the CLI's
+    ``_upgrade_plan``); a database skipped because a dependency failed (or
+    the run stopped) was then never read.  Its summary still says where it
+    is: read it now, only in that case.
+    """
+    unread = [
+        n
+        for n, r in results.items()
+        if r.outcome == "skipped" and r.start is None and steps[n].current is None
+    ]
+    if not unread:
+        return
+    from orch.status import collect
+
+    by_env: dict[str, list[str]] = {}
+    for n in unread:
+        by_env.setdefault(targets[n].env, []).append(n)
+    for env, names in by_env.items():
+        for s in collect(registry, env, names):
+            if s.current is not None:
+                results[s.name].start = results[s.name].end = list(s.current)
 
 
 # The tasks of the run in progress, set before the pool forks its workers: a
