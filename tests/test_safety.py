@@ -419,9 +419,11 @@ def test_sigkilled_sqlite_run_rolls_back_and_frees_its_lock_file(tmp_path: Path)
     )
     p = _slow_project(tmp_path, {"app": url}, slow)
     proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
+    slow_running = (rev_id("app", 2), "running")
     try:
         wait_for(lambda: state_of(p, "app")["state"] == "running")
-        wait_for(lambda: any(x["outcome"] == "running" for x in log_rows(url)))
+        # revision 2's row, not revision 1's: killed during 1, the rerun would redo 1
+        wait_for(lambda: slow_running in [(x["revision"], x["outcome"]) for x in log_rows(url)])
     finally:
         proc.kill()
         proc.wait()
@@ -501,9 +503,10 @@ def test_mysql_run_killed_half_way_leaves_the_database_dirty(
     url = make_db("mysql")
     p = _slow_project(tmp_path, {"app": url}, SLOW_MY)
     proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
+    slow_running = (rev_id("app", 2), "running")
     try:
-        wait_for(lambda: any(x["outcome"] == "running" for x in log_rows(url)))
-        time.sleep(0.3)
+        wait_for(lambda: slow_running in [(x["revision"], x["outcome"]) for x in log_rows(url)])
+        time.sleep(0.3)  # its first statement has started
     finally:
         proc.kill()
         proc.wait()
