@@ -220,12 +220,11 @@ def run_one(task: Task) -> DbResult:
                 res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
             elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
                 _migrate(task, conn, audit, resolved, res, say, transactional)
-                if res.outcome == "done":
-                    conn.rollback()
-                    _hook(task, conn, audit, f"after_{direction}", read_current(conn, db), res, say)
             conn.rollback()
             res.end = list(read_current(conn, db))
             conn.commit()
+            if res.outcome == "done":
+                _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
         finally:
             lock.release()
     except Exception as exc:  # a failure outside a revision (lock SQL, audit table, ...)
