@@ -667,27 +667,26 @@ def test_stop_after_the_next_row_was_written_ahead_deletes_that_row(
 
     The signal is delivered at the one instant this can happen: right after
     orch wrote core's second revision's ``running`` row inside the first
-    revision's transaction (the stop request is what the SIGTERM handler
-    makes).  The first revision stays applied, the second never starts, and
-    the log holds no ``running`` row that a later run would report as an
-    interrupted (or, on MySQL, dirty) revision.
+    revision's transaction, before that transaction commits (the stop
+    request is what the SIGTERM handler makes).  The first revision stays
+    applied, the second never starts, and the log holds no ``running`` row
+    that a later run would report as an interrupted (or, on MySQL, dirty)
+    revision.
     """
     from orch import audit, stopping
 
     p = backend_project
     urls = dev_urls(p)
-    written: list[str | None] = []
-    real_start = audit.AuditLog.start
+    real = audit.AuditLog.finish_and_start
 
-    def start(self: audit.AuditLog, revision: str | None, *a: Any, **kw: Any) -> int:
-        row = real_start(self, revision, *a, **kw)
-        written.append(revision)
-        if self.db == "core" and len(written) == 2:
+    def finish_and_start(self: audit.AuditLog, *a: Any, **kw: Any) -> int:
+        row = real(self, *a, **kw)  # the next revision's row, in this revision's transaction
+        if self.db == "core":
             assert stopping.CURRENT is not None
             stopping.CURRENT.request(signal.SIGTERM)
         return row
 
-    monkeypatch.setattr(audit.AuditLog, "start", start)
+    monkeypatch.setattr(audit.AuditLog, "finish_and_start", finish_and_start)
     r = p.orch("upgrade", "core", "--jobs", "1", "--json")
     assert r.exit_code == 143, r.stderr
     (core,) = r.json()["databases"]
@@ -697,6 +696,7 @@ def test_stop_after_the_next_row_was_written_ahead_deletes_that_row(
     rows = [(x["revision"], x["outcome"]) for x in log_rows(urls["core"])]
     assert rows == [(CORE_FIRST, "ok")]
     # nothing interrupted, nothing dirty: the next run simply goes on
+    monkeypatch.undo()
     r = p.orch("upgrade", "core")
     assert r.exit_code == 0, r.stderr
     assert "interrupted" not in r.stdout + r.stderr

@@ -62,6 +62,23 @@ def log_table(name: str, schema: str | None) -> Table:
     )
 
 
+# the columns :meth:`AuditLog.start` fills
+_START_COLUMNS = (
+    "run_id",
+    "db",
+    "env",
+    "revision",
+    "direction",
+    "started_at",
+    "outcome",
+    "os_user",
+    "host",
+    "orch_version",
+    "detail",
+    "git_commit",
+)
+
+
 def now() -> dt.datetime:
     """Naive UTC: portable across the three backends' DateTime columns."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -149,6 +166,7 @@ class AuditLog:
 
         t = self.table
         self._insert = t.insert()
+        self._chain: Any = None  # PostgreSQL's finish-and-start, built on first use
         self._finish = (
             t.update()
             .where(t.c.id == bindparam("row_id_"))
@@ -180,7 +198,18 @@ class AuditLog:
     def start(self, revision: str | None, direction: str, detail: str | None = None) -> int:
         """Insert a ``running`` row; returns its id for :meth:`finish`."""
         started = now()
-        values = {
+        values = self._row_values(revision, direction, started, detail)
+        result = self.conn.execute(self._insert, values)
+        pk = result.inserted_primary_key
+        row_id = int(pk[0]) if pk is not None else 0
+        self._started[row_id] = started
+        return row_id
+
+    def _row_values(
+        self, revision: str | None, direction: str, started: dt.datetime, detail: str | None
+    ) -> dict[str, Any]:
+        """The columns of a new ``running`` row (:data:`_START_COLUMNS`)."""
+        return {
             "run_id": self.run_id,
             "db": self.db,
             "env": self.env,
@@ -194,11 +223,6 @@ class AuditLog:
             "detail": redact(detail)[:8000] if detail else None,
             "git_commit": self.git_commit,
         }
-        result = self.conn.execute(self._insert, values)
-        pk = result.inserted_primary_key
-        row_id = int(pk[0]) if pk is not None else 0
-        self._started[row_id] = started
-        return row_id
 
     def finish(
         self, row_id: int, outcome: str, error: str | None = None, detail: str | None = None
@@ -221,6 +245,45 @@ class AuditLog:
         if detail is not None:
             values["detail"] = redact(detail)[:8000]
         self.conn.execute(self.table.update().where(self.table.c.id == row_id).values(**values))
+
+    def finish_and_start(
+        self, row_id: int, revision: str, direction: str, detail: str | None = None
+    ) -> int:
+        """``finish(row_id, "ok")`` then ``start(revision, ...)``; one statement on PostgreSQL.
+
+        Between two revisions of a run orch closes one row and opens the next
+        in the same transaction.  PostgreSQL takes both as one statement (a
+        data-modifying WITH), which saves a round trip and a statement per
+        revision; other backends run the two.
+        """
+        started = self._started.get(row_id)
+        if started is None or self.conn.dialect.name != "postgresql":
+            self.finish(row_id, "ok")
+            return self.start(revision, direction, detail)
+        if self._chain is None:
+            self._chain = self._chain_statement()
+        at = now()
+        values = self._row_values(revision, direction, at, detail)
+        values.update(
+            row_id_=row_id,
+            outcome_="ok",
+            finished_=at,
+            duration_=int((at - started).total_seconds() * 1000),
+        )
+        new_id = int(self.conn.execute(self._chain, values).scalar_one())
+        self._started[new_id] = at
+        return new_id
+
+    def _chain_statement(self) -> Any:
+        from sqlalchemy import text
+
+        name = self.conn.dialect.identifier_preparer.format_table(self.table)
+        return text(
+            f"WITH finished AS (UPDATE {name} SET outcome = :outcome_, finished_at = :finished_, "
+            f"duration_ms = :duration_ WHERE id = :row_id_) "
+            f"INSERT INTO {name} ({', '.join(_START_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in _START_COLUMNS)}) RETURNING id"
+        )
 
     def discard(self, row_id: int) -> None:
         """Delete a ``running`` row written ahead for a revision that never started."""

@@ -392,12 +392,14 @@ def _migrate(
         state["writes"] = 0
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        audit.finish(state["row"], "ok")  # inside the revision's transaction
-        state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
+        # inside the revision's transaction: its row is "ok", the next one's "running"
         following = state["i"] + 1
         if following < len(state["revs"]) and not stopping.requested():
             rev = state["revs"][following]
-            state["ahead"] = (rev, audit.start(rev, direction, detail=detail))
+            state["ahead"] = (rev, audit.finish_and_start(state["row"], rev, direction, detail))
+        else:
+            audit.finish(state["row"], "ok")
+        state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
 
     destination = _destination(resolved.target, resolved.label, direction)
     event.listen(conn, "after_cursor_execute", count_writes)
