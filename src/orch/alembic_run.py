@@ -5,8 +5,8 @@ database's directory, so ``head`` is that database's head and histories
 without branch labels work.  ``migrations/env.py`` receives everything it
 needs for the database being migrated through ``config.attributes["orch"]``
 (a :class:`Job`).  The ScriptDirectory of each database is built once per
-process: every ``alembic.command`` call would otherwise import every
-revision file again.
+process, from the revision headers: a revision module is imported only when
+it runs (every ``alembic.command`` call would import every revision file).
 """
 
 from __future__ import annotations
@@ -316,10 +316,12 @@ def preload(registry: Registry, dbs: Iterable[DatabaseSpec]) -> None:
     """Import what a migration run needs and build each database's ScriptDirectory, here.
 
     :func:`orch.execute.execute` calls this before it forks its workers, so
-    they inherit Alembic, Mako, every dialect's DDL implementation, env.py's
-    imports and the revision modules instead of each importing them on its
-    first database (about 0.1 s of CPU per worker: on a small machine more
-    than the migrations themselves).  A directory shared by many databases
+    they inherit Alembic, Mako, every dialect's DDL implementation and
+    env.py's imports instead of each importing them on its first database
+    (about 0.1 s of CPU per worker: on a small machine more than the
+    migrations themselves).  The revision maps come from the headers; each
+    worker imports the revision modules it runs (see
+    :func:`_lazy_revisions`).  A directory shared by many databases
     (tenants, shards) is read once for all of them.
     """
     import alembic.ddl  # noqa: F401  every dialect's DDL implementation
