@@ -57,6 +57,11 @@ def wait_for(what: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def wait_for_running(url: str, rev: str) -> None:
+    """Until *rev*'s audit row says ``running`` (the row of that revision, not an earlier one)."""
+    wait_for(lambda: (rev, "running") in [(x["revision"], x["outcome"]) for x in log_rows(url)])
+
+
 def state_of(p: Project, db: str) -> dict[str, Any]:
     doc = p.orch("status", db, "--json").json()
     return dict(doc["databases"][0])
@@ -419,11 +424,9 @@ def test_sigkilled_sqlite_run_rolls_back_and_frees_its_lock_file(tmp_path: Path)
     )
     p = _slow_project(tmp_path, {"app": url}, slow)
     proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
-    slow_running = (rev_id("app", 2), "running")
     try:
         wait_for(lambda: state_of(p, "app")["state"] == "running")
-        # revision 2's row, not revision 1's: killed during 1, the rerun would redo 1
-        wait_for(lambda: slow_running in [(x["revision"], x["outcome"]) for x in log_rows(url)])
+        wait_for_running(url, rev_id("app", 2))
     finally:
         proc.kill()
         proc.wait()
@@ -503,9 +506,8 @@ def test_mysql_run_killed_half_way_leaves_the_database_dirty(
     url = make_db("mysql")
     p = _slow_project(tmp_path, {"app": url}, SLOW_MY)
     proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
-    slow_running = (rev_id("app", 2), "running")
     try:
-        wait_for(lambda: slow_running in [(x["revision"], x["outcome"]) for x in log_rows(url)])
+        wait_for_running(url, rev_id("app", 2))
         time.sleep(0.3)  # its first statement has started
     finally:
         proc.kill()

@@ -62,23 +62,6 @@ def log_table(name: str, schema: str | None) -> Table:
     )
 
 
-# the columns :meth:`AuditLog.start` fills
-_START_COLUMNS = (
-    "run_id",
-    "db",
-    "env",
-    "revision",
-    "direction",
-    "started_at",
-    "outcome",
-    "os_user",
-    "host",
-    "orch_version",
-    "detail",
-    "git_commit",
-)
-
-
 def now() -> dt.datetime:
     """Naive UTC: portable across the three backends' DateTime columns."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -208,7 +191,7 @@ class AuditLog:
     def _row_values(
         self, revision: str | None, direction: str, started: dt.datetime, detail: str | None
     ) -> dict[str, Any]:
-        """The columns of a new ``running`` row (:data:`_START_COLUMNS`)."""
+        """The columns of a new ``running`` row."""
         return {
             "run_id": self.run_id,
             "db": self.db,
@@ -278,11 +261,12 @@ class AuditLog:
         from sqlalchemy import text
 
         name = self.conn.dialect.identifier_preparer.format_table(self.table)
+        columns = list(self._row_values(None, "", now(), None))
         return text(
             f"WITH finished AS (UPDATE {name} SET outcome = :outcome_, finished_at = :finished_, "
             f"duration_ms = :duration_ WHERE id = :row_id_) "
-            f"INSERT INTO {name} ({', '.join(_START_COLUMNS)}) "
-            f"VALUES ({', '.join(':' + c for c in _START_COLUMNS)}) RETURNING id"
+            f"INSERT INTO {name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(':' + c for c in columns)}) RETURNING id"
         )
 
     def discard(self, row_id: int) -> None:

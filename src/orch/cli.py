@@ -171,13 +171,22 @@ def cli() -> None:
 
 
 def _live_currents(
-    registry: Registry, env: str | None, names: Sequence[str]
+    registry: Registry, env: str | None, names: Sequence[str], *, read: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Targets of the environment and the live revisions of *names* (None if unreadable)."""
+    """Targets of the environment and the live revisions of *names* (None if unreadable).
+
+    ``read=False`` connects to nothing (every revision None) but still
+    imports the drivers here, once, before any worker forks.
+    """
     from orch import status as st
 
     targets = {t.name: t for t in registry.targets(env)}
     graphs = st.graphs_for(registry)
+    if not read:
+        from orch.db import preload_drivers
+
+        preload_drivers(targets[n].url for n in names)
+        return targets, {"graphs": graphs, "currents": dict.fromkeys(names), "statuses": []}
     statuses = st.collect(registry, env, list(names), graphs=graphs)
     currents: dict[str, Any] = {}
     for s in statuses:
@@ -706,19 +715,7 @@ def _upgrade_plan(
     involved = (
         list(registry.databases) if all_ else _with_dependencies(registry, [s.db for s in sels])
     )
-    if all_ and not read_live:
-        from orch import status as st
-        from orch.db import preload_drivers
-
-        targets = {t.name: t for t in registry.targets(env)}
-        preload_drivers(targets[n].url for n in involved)
-        live: dict[str, Any] = {
-            "graphs": st.graphs_for(registry),
-            "currents": dict.fromkeys(involved),
-            "statuses": [],
-        }
-    else:
-        targets, live = _live_currents(registry, env, involved)
+    targets, live = _live_currents(registry, env, involved, read=read_live or not all_)
     plan = plan_upgrade(
         registry,
         sels,
@@ -1307,14 +1304,11 @@ def run() -> None:
     sys.meta_path.insert(0, _MakoWithoutPygments())
     try:
         main()
-        code: int | str | None = 0
-    except SystemExit as exc:
-        code = exc.code
+        code = 0
+    except SystemExit as exc:  # main() always exits with an int
+        code = exc.code if isinstance(exc.code, int) else 1
     if threading.active_count() > 1:
         sys.exit(code)
-    status = code if isinstance(code, int) else (0 if code is None else 1)
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
     import atexit
 
     for stream in (sys.stdout, sys.stderr):
@@ -1323,7 +1317,7 @@ def run() -> None:
             stream.flush()
 
     atexit._run_exitfuncs()
-    os._exit(status)
+    os._exit(code)
 
 
 class _MakoWithoutPygments:

@@ -341,7 +341,7 @@ def _migrate(
         "writes": 0,
         "revs": [],  # the revisions Alembic will run, in order
         "i": -1,  # the index in "revs" of the revision in flight
-        "ahead": None,  # (revision, row id): the next revision's row, written ahead
+        "ahead": None,  # the row id of the next revision, written ahead
     }
     detail = task.purpose or None
 
@@ -372,23 +372,18 @@ def _migrate(
         state["i"] += 1
         if stopping.requested():  # before the revision's transaction: nothing of it ran
             raise stopping.Interrupted(rev)
-        ahead, state["ahead"] = state["ahead"], None
         state["rev"] = rev
         state["t"] = time.monotonic()
-        if ahead is not None and ahead[0] == rev:
-            state["row"] = ahead[1]  # committed with the previous revision
-        else:
-            if ahead is not None:  # Alembic's order differs from the plan: not expected
-                audit.discard(ahead[1])
+        if state["ahead"] is not None:  # committed with the previous revision
+            state["row"], state["ahead"] = state["ahead"], None
+        else:  # the run's first revision
             if async_marker:
                 # The marker need not wait for its WAL flush: PostgreSQL rolls a failed
                 # revision back anyway, and the revision's own (synchronous) commit
                 # flushes everything before it.  Saves one fsync.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             state["row"] = audit.start(rev, direction, detail=detail)
-            conn.commit()
-        if conn.in_transaction():  # Alembic must begin (and commit) the revision's own
-            conn.commit()
+        conn.commit()  # none open: Alembic begins (and commits) the revision's own
         state["writes"] = 0
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
@@ -396,7 +391,7 @@ def _migrate(
         following = state["i"] + 1
         if following < len(state["revs"]) and not stopping.requested():
             rev = state["revs"][following]
-            state["ahead"] = (rev, audit.finish_and_start(state["row"], rev, direction, detail))
+            state["ahead"] = audit.finish_and_start(state["row"], rev, direction, detail)
         else:
             audit.finish(state["row"], "ok")
         state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
@@ -418,16 +413,13 @@ def _migrate(
             )
         conn.commit()
         confirm()
-        if state["ahead"] is not None:  # Alembic stopped short of the plan: not expected
-            audit.discard(state["ahead"][1])
-            conn.commit()
         res.outcome = "done"
     except stopping.Interrupted as exc:
         # a clean stop between revisions: nothing to undo, no failed row (not dirty)
         with contextlib.suppress(Exception):
             conn.rollback()
             if state["ahead"] is not None:  # written with the last revision; never started
-                audit.discard(state["ahead"][1])
+                audit.discard(state["ahead"])
                 conn.commit()
         left = len(resolved.path) - len(res.applied)
         at = res.applied[-1] if res.applied else ",".join(res.start or []) or "base"
