@@ -276,3 +276,81 @@ def test_plan_with_an_unreachable_database_exits_1_with_a_json_error(project: Pr
     assert set(doc["unreadable"]) == {"core"}
     assert "Secret-pw-9" not in r.stdout + r.stderr
     assert not (project.root / "var").exists()  # read-only: analytics' file not created
+
+
+# ---------------------------------------------------------------- --json and -v from Click
+
+
+def add_environment_prev(p: Project) -> None:
+    data = p.registry()
+    data["environments"]["prev"] = {
+        "urls": {"core": "${ORCH_T_PREV_CORE}", "analytics": "${ORCH_T_PREV_ANALYTICS}"}
+    }
+    p.write_registry(data)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["-eprev", "status"], "unknown environment 'prev'"),
+        (["status", "-eprev"], "unknown environment 'prev'"),
+        (["--env", "-v", "status"], "unknown environment '-v'"),
+        (["-e", "-v", "status"], "unknown environment '-v'"),
+        (["--env=-v", "status"], "unknown environment '-v'"),
+        (["revision", "core", "-m", "-v", "--bogus"], "No such option '--bogus'"),
+    ],
+)
+def test_an_option_value_that_looks_like_v_is_not_verbose(
+    project: Project, args: list[str], needle: str
+) -> None:
+    """``-eprev`` is ``--env prev``, ``--env -v`` an environment named '-v': no traceback."""
+    r = project.orch(*args)
+    assert r.exit_code == 2, r
+    assert r.stdout == ""
+    assert r.stderr.startswith("orch: error: ") and needle in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_an_environment_named_prev_runs_without_verbose(project: Project) -> None:
+    """An existing environment 'prev' given as -eprev: its error is one line, no traceback."""
+    add_environment_prev(project)
+    r = project.orch("-eprev", "upgrade", "--all")
+    assert r.exit_code == 2, r
+    assert r.stderr.startswith("orch: error: ")
+    assert "environment variable ORCH_T_PREV_CORE is not set" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = project.orch("-eprev", "upgrade", "--all", "--json")
+    assert (r.exit_code, r.stderr) == (2, "")
+    assert "ORCH_T_PREV_CORE" in r.json()["error"]
+    r = project.orch("-eprev", "-v", "upgrade", "--all")  # a real -v still gives the traceback
+    assert r.exit_code == 2 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["status", "--json", "--bogus"], "No such option '--bogus'"),
+        (["--bogus", "status", "--json"], "No such option '--bogus'"),
+        (["upgarde", "--all", "--json"], "No such command 'upgarde'"),
+        (["upgrade", "--all", "--jobs", "0", "--json"], "Invalid value for '--jobs'"),
+        (["revision", "core", "--json"], "Missing option '--message'"),
+    ],
+)
+def test_a_usage_error_with_json_is_one_document(
+    project: Project, args: list[str], needle: str
+) -> None:
+    r = project.orch(*args)
+    assert (r.exit_code, r.stderr) == (2, ""), r
+    doc = r.json()
+    assert set(doc) == {"schema", "error", "exit_code"} and doc["exit_code"] == 2
+    assert needle in doc["error"]
+
+
+def test_a_usage_error_with_v_shows_the_traceback(project: Project) -> None:
+    r = project.orch("status", "-v", "--bogus")
+    assert r.exit_code == 2
+    assert r.stderr.startswith("orch: error: No such option '--bogus'")
+    assert "Traceback" in r.stderr
+    r = project.orch("revision", "core", "-m", "--json", "--bogus")  # --json is the message
+    assert r.exit_code == 2 and r.stdout == "" and "No such option" in r.stderr

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.exceptions import Exit  # commands leave with Click's own Exit(code)
 
 from orch import __version__
 from orch.errors import EXIT_FAILED, EXIT_USAGE, OrchError, RefusedError
@@ -137,14 +138,76 @@ def err(text: str) -> None:
     click.echo(redact(text), err=True)
 
 
-class Exit(Exception):
-    """Leave with *code* after output has been written."""
+def _output_options(
+    cmd: click.Command, ctx: click.Context, args: Sequence[str], *, interspersed: bool | None = None
+) -> None:
+    """Record ``--json`` and ``-v`` of arguments Click refused, as Click's own parser reads them.
 
-    def __init__(self, code: int) -> None:
-        self.code = code
+    A usage error stops Click before the option callbacks run, so the
+    :class:`State` does not know yet whether the error is wanted as JSON or
+    with a traceback.  The command's own parser, told to skip unknown
+    options, reads the same arguments again: ``-eprev`` stays ``--env prev``
+    and ``--env -v`` an environment named ``-v``, never a ``-v`` (a hand-made
+    scan of argv got both wrong).  For the group, the subcommand's arguments
+    are read by the subcommand's parser; after an unknown command name
+    (*interspersed*), only the global options can be known.
+    """
+    parser = cmd.make_parser(ctx)
+    parser.ignore_unknown_options = True
+    parser.allow_interspersed_args = (
+        cmd.allow_interspersed_args if interspersed is None else interspersed
+    )
+    try:
+        opts, rest, _order = parser.parse_args(list(args))
+    except click.UsageError:
+        return
+    state = ctx.find_root().ensure_object(State)
+    if opts.get("json_") is True:
+        state.json = True
+    count = opts.get("verbose")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        state.verbose = max(state.verbose, count)
+    if isinstance(cmd, click.Group) and interspersed is None:
+        for i, token in enumerate(rest):
+            sub = cmd.get_command(ctx, token)
+            if sub is not None:
+                _output_options(sub, ctx, rest[i + 1 :])
+                return
+
+
+class OrchCommand(click.Command):
+    """A subcommand: its usage errors still honour ``--json`` and ``-v`` (see
+    :func:`_output_options`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError:
+            _output_options(self, ctx, given)
+            raise
 
 
 class OrchGroup(click.Group):
+    command_class = OrchCommand
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError:
+            _output_options(self, ctx, given)
+            raise
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:  # an unknown command: its global options still count
+            _output_options(self, ctx, args[1:], interspersed=True)
+            raise
+
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_paragraph()
         formatter.write_text(
@@ -1232,52 +1295,38 @@ def init(directory: str, database: str, metadata: str | None) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def _argv_flag(args: Sequence[str], *flags: str) -> bool:
-    for a in args:
-        if a == "--":
-            break
-        if a in flags:
-            return True
-        if any(
-            f.startswith("-")
-            and not f.startswith("--")
-            and a.startswith("-")
-            and not a.startswith("--")
-            and f[1] in a[1:]
-            for f in flags
-        ):
-            return True
-    return False
-
-
 def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
-    """Console entry point: exactly one place turns errors into messages and exit codes."""
+    """Console entry point: exactly one place turns errors into messages and exit codes.
+
+    Whether an error is reported as JSON or with a traceback comes from
+    Click's parsing (the :class:`State` its option callbacks fill, or
+    :func:`_output_options` when parsing itself failed), never from argv.
+    """
     argv = list(sys.argv[1:] if args is None else args)
+    state = State()
     code = 0
     try:
-        cli.main(argv, prog_name=prog_name, standalone_mode=False)
-    except Exit as exc:
-        code = exc.code
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
+        # standalone_mode=False: Click returns the code of an Exit (ours or --help's)
+        rv = cli.main(argv, prog_name=prog_name, standalone_mode=False, obj=state)
+        code = rv if isinstance(rv, int) else 0
     except click.ClickException as exc:
         code = exc.exit_code if exc.exit_code else EXIT_USAGE
-        _report(argv, exc.format_message(), code, exc)
+        _report(state, exc.format_message(), code, exc)
     except click.exceptions.Abort:
-        _report(argv, "aborted", EXIT_USAGE, None)
+        _report(state, "aborted", EXIT_USAGE, None)
         code = EXIT_USAGE
     except OrchError as exc:
         code = exc.exit_code
-        _report(argv, str(exc), code, exc)
+        _report(state, str(exc), code, exc)
     except KeyboardInterrupt:
-        _report(argv, "interrupted", EXIT_FAILED, None)
+        _report(state, "interrupted", EXIT_FAILED, None)
         code = 130
     except Exception as exc:  # a bug: still one line unless -v
         from orch.db import describe_error
 
         code = EXIT_FAILED
         _report(
-            argv,
+            state,
             f"internal error: {type(exc).__name__}: {describe_error(exc)} "
             "(run with -v for the traceback)",
             code,
@@ -1341,18 +1390,16 @@ class _MakoWithoutPygments:
         return None
 
 
-def _report(argv: Sequence[str], message: str, code: int, exc: BaseException | None) -> None:
+def _report(state: State, message: str, code: int, exc: BaseException | None) -> None:
     from orch.redact import redact
 
-    want_json = _argv_flag(argv, "--json")
-    verbose = _argv_flag(argv, "-v", "--verbose")
-    if want_json:
+    if state.json:
         from orch.render import dumps
 
         click.echo(redact(dumps({"error": redact(message), "exit_code": code})))
     else:
         click.echo(redact(f"orch: error: {message}"), err=True)
-    if verbose and exc is not None:
+    if state.verbose and exc is not None:
         import traceback
 
         click.echo(redact("".join(traceback.format_exception(exc))), err=True)
