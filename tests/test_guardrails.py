@@ -506,12 +506,16 @@ def test_on_failure_rollback_returns_every_changed_database_to_its_start(
     assert doc["on_failure"] == "rollback"
     core, analytics = doc["databases"]
     # what happened stays what happened ...
-    assert core["outcome"] == "done" and core["to"] == [CORE_HEAD]
+    assert core["outcome"] == "done" and core["applied"] == ["23231312a907", CORE_HEAD]
     assert analytics["outcome"] == "failed" and analytics["revision"] == "badbadbad001"
     assert len(analytics["applied"]) == 4
-    # ... and the rollback is reported beside it
+    # ... the rollback is reported beside it (from where the run left each database) ...
     assert analytics["rollback"]["outcome"] == "done" and analytics["rollback"]["to"] == []
     assert core["rollback"]["outcome"] == "done" and core["rollback"]["to"] == ["d5d862ab0321"]
+    assert core["rollback"]["from"] == [CORE_HEAD]
+    assert analytics["rollback"]["from"] == [ANALYTICS_HEAD]
+    # ... and "to" is where each database is now
+    assert core["to"] == ["d5d862ab0321"] and analytics["to"] == []
     assert current(urls["core"]) == ["d5d862ab0321"]
     assert current(urls["analytics"]) == []
     assert "display_name" not in str(tables(urls["core"]))
@@ -566,6 +570,110 @@ def test_a_rollback_that_cannot_undo_is_reported(backend_project: Project) -> No
     assert states == {"core": ["c0c0c0c0c001"], "analytics": ["0e0e0e0e0001"]}
 
 
+IRREVERSIBLE = '    raise NotImplementedError("irreversible: data was merged")'
+
+
+def add_irreversible_pair(p: Project, first: str, second: str, down: str) -> None:
+    """core gets *first* (its downgrade raises) and *second* on it (an ordinary one)."""
+    add_revision(
+        p,
+        "core",
+        first,
+        down,
+        f'    op.create_table("t_{first}", sa.Column("id", sa.Integer, primary_key=True))',
+        IRREVERSIBLE,
+    )
+    add_revision(
+        p,
+        "core",
+        second,
+        first,
+        f'    op.create_table("t_{second}", sa.Column("id", sa.Integer, primary_key=True))',
+        f'    op.drop_table("t_{second}")',
+    )
+
+
+def test_a_rollback_that_fails_half_way_shows_where_the_database_is_and_why(
+    backend_project: Project,
+) -> None:
+    """core's rollback undoes one revision, then hits an irreversible one.
+
+    The row must claim neither that core is still at the head the upgrade
+    reached nor that it is back at its start: TO (``to``, and the rollback
+    entry's ``to``) is where the rollback stopped, and DETAIL names the
+    revision that stopped it and the error.
+    """
+    p = backend_project
+    urls = dev_urls(p)
+    assert p.orch("upgrade", "core").exit_code == 0
+    assert p.orch("upgrade", "analytics@a32a37093757").exit_code == 0
+    add_irreversible_pair(p, "c0c0c0c0c001", "c0c0c0c0c002", CORE_HEAD)
+    add_revision(p, "analytics", "badbadbad001", ANALYTICS_HEAD, FAIL_UPGRADE, "    pass")
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1, r.stderr
+    doc = r.json()
+    core, analytics = doc["databases"]
+    assert core["outcome"] == "done" and core["applied"] == ["c0c0c0c0c001", "c0c0c0c0c002"]
+    rb = core["rollback"]
+    assert rb["outcome"] == "failed" and rb["revision"] == "c0c0c0c0c001"
+    assert "irreversible" in rb["error"]
+    assert rb["applied"] == ["c0c0c0c0c002"]
+    assert rb["from"] == ["c0c0c0c0c002"]
+    assert rb["to"] == core["to"] == ["c0c0c0c0c001"]
+    assert current(urls["core"]) == ["c0c0c0c0c001"]
+    assert analytics["outcome"] == "failed" and analytics["rollback"]["outcome"] == "done"
+    assert analytics["to"] == analytics["rollback"]["to"] == ["a32a37093757"]
+    assert current(urls["analytics"]) == ["a32a37093757"]
+    assert "core rollback failed" in doc["error"]
+
+    # the table: core now starts at c0c0c0c0c001 and its rollback stops at c0c0c0c0c003
+    add_irreversible_pair(p, "c0c0c0c0c003", "c0c0c0c0c004", "c0c0c0c0c002")
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback")
+    assert r.exit_code == 1, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:6] == ["DATABASE", "OUTCOME", "FROM", "TO", "ROLLBACK", "STEPS"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["core"].split()[:6] == [
+        "core", "done", "c0c0c0c0c001", "c0c0c0c0c003", "failed", "3",
+    ]
+    assert "rollback failed at c0c0c0c0c003: " in rows["core"]
+    assert "irreversible: data was merged" in rows["core"]
+    assert rows["analytics"].split()[:5] == [
+        "analytics", "failed", "a32a37093757", "a32a37093757", "done",
+    ]
+    assert current(urls["core"]) == ["c0c0c0c0c003"]
+    assert "core: rollback failed at c0c0c0c0c003" in r.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_rollback_refused_before_it_runs_still_says_where_the_database_is(
+    backend_project: Project,
+) -> None:
+    """core started at two heads (no single downgrade target): refused, at the run's end."""
+    p = backend_project
+    for rev in ("b1b1b1b1b001", "b2b2b2b2b002"):
+        add_revision(p, "core", rev, CORE_HEAD, "    pass", "    pass")
+    assert p.orch("upgrade", "core").exit_code == 0
+    add_revision(p, "core", "b3b3b3b3b003", "b1b1b1b1b001", "    pass", "    pass")
+    add_revision(p, "analytics", "badbadbad001", ANALYTICS_HEAD, FAIL_UPGRADE, "    pass")
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1, r.stderr
+    core, analytics = r.json()["databases"]
+    rb = core["rollback"]
+    assert rb["outcome"] == "refused" and "several heads" in rb["error"]
+    assert sorted(rb["from"]) == sorted(rb["to"]) == sorted(core["to"])
+    assert sorted(core["to"]) == ["b2b2b2b2b002", "b3b3b3b3b003"]
+    assert analytics["rollback"]["outcome"] == "done" and analytics["to"] == []
+    add_revision(p, "core", "b4b4b4b4b004", "b2b2b2b2b002", "    pass", "    pass")
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback")
+    assert r.exit_code == 1, r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("core "))
+    assert sorted(row.split()[3].split(",")) == ["b3b3b3b3b003", "b4b4b4b4b004"]
+    assert row.split()[4] == "refused"
+    assert "rollback refused: it started at several heads" in row
+    assert "core: rollback refused: it started at several heads" in r.stderr
+
+
 def test_rollback_reports_a_dirty_database_and_leaves_its_dependencies(
     project: Project, make_db: Callable[..., str]
 ) -> None:
@@ -587,6 +695,9 @@ def test_rollback_reports_a_dirty_database_and_leaves_its_dependencies(
     )
     assert core["rollback"]["outcome"] == "skipped"
     assert current(urls["core"]) == [CORE_HEAD]
+    # where each one is now, whatever its rollback did
+    assert analytics["to"] == analytics["rollback"]["to"] == [ANALYTICS_HEAD]
+    assert core["to"] == core["rollback"]["to"] == [CORE_HEAD]
 
 
 # ---------------------------------------------------------------- graceful stop

@@ -467,7 +467,7 @@ def _roll_back(
     rb_plan, cannot = rollback.plan(registry, results)
     by_name = {r.name: r for r in results}
     for name, why in cannot.items():
-        by_name[name].rollback = {"outcome": "refused", "error": why}
+        by_name[name].rollback = rollback.refused(by_name[name], why)
     if not rb_plan.steps:
         return bool(cannot)
     if not state.json:
@@ -487,7 +487,9 @@ def _roll_back(
         run_id=run_id,
         purpose="rollback",
     ):
-        by_name[r.name].rollback = rollback.entry(r)
+        undone = by_name[r.name]
+        undone.rollback = rollback.entry(r, undone.end)
+        undone.end = undone.rollback["to"]  # TO is where the database is now
     return True
 
 
@@ -501,6 +503,7 @@ def _report_run(
     on_failure: str,
     rolled_back: bool,
 ) -> None:
+    from orch import rollback
     from orch.render import short, table
 
     interrupted = stop.name or None
@@ -517,6 +520,11 @@ def _report_run(
             bad = [
                 f"{r.name} {r.outcome}" for r in results if r.outcome not in ("done", "unchanged")
             ]
+            bad += [
+                f"{r.name} rollback {r.rollback['outcome']}"
+                for r in results
+                if r.rollback is not None and r.rollback["outcome"] not in ("done", "unchanged")
+            ]
             if interrupted:
                 bad.insert(0, stop.reason())
             doc["error"] = "; ".join(bad)
@@ -530,6 +538,9 @@ def _report_run(
         detail = ""
         if r.outcome not in ("done", "unchanged"):
             detail = (f"{r.revision}: " if r.revision else "") + (r.error or "")
+        undo = rollback.detail(r.rollback)
+        if undo:
+            detail = f"{detail}; {undo}" if detail else undo
         row = [
             r.name,
             r.outcome,
@@ -541,8 +552,8 @@ def _report_run(
         ]
         if rolled_back:
             row.insert(4, _rollback_cell(r))
-            if r.rollback is not None and r.rollback.get("outcome") not in ("done", "unchanged"):
-                err(f"{r.name}: rollback {r.rollback['outcome']}: {r.rollback.get('error')}")
+            if undo:
+                err(f"{r.name}: {undo}")
         rows.append(row)
     out(table(headers, rows))
     if interrupted:

@@ -17,7 +17,9 @@ meaning "this upgrade succeeded", and a rollback that did not work is
 impossible to miss: a dirty MySQL database is ``refused``, a revision whose
 downgrade raises is ``failed``, and databases it depends on are
 ``skipped`` (downgrading a dependency under a dependent that did not move
-back would break the dependent).
+back would break the dependent).  Positions are not left stale either: the
+database's ``end`` becomes where the rollback left it (see :func:`entry`),
+so a rollback that stopped half-way shows the revision it stopped at.
 """
 
 from __future__ import annotations
@@ -61,21 +63,55 @@ def plan(registry: Registry, results: Sequence[DbResult]) -> tuple[Plan, dict[st
             )
         else:
             targets[r.name] = r.start[0] if r.start else "base"
+    # where the run left each database: a rollback step that never starts reports it
+    left = {r.name: tuple(r.end) if r.end is not None else None for r in results}
     steps: list[PlanStep] = []
     for level, names in enumerate(levels(registry, targets, reverse=True)):
         for name in names:
-            steps.append(PlanStep(name, "downgrade", targets[name], level))
+            steps.append(PlanStep(name, "downgrade", targets[name], level, left[name]))
     return Plan("downgrade", tuple(steps)), cannot
 
 
-def entry(r: DbResult) -> dict[str, Any]:
-    """A rollback result as the ``rollback`` entry of the database it undoes."""
+def entry(r: DbResult, left_at: list[str] | None) -> dict[str, Any]:
+    """A rollback result as the ``rollback`` entry of the database it undoes.
+
+    ``from`` is where the run left the database, ``to`` where it is after
+    the rollback attempt: a rollback that failed half-way, was refused or
+    never started must not leave the reader believing the database is still
+    wherever the run put it, or already back at its start.  A rollback that
+    read nothing (locked, skipped, unreachable) changed nothing, so both are
+    *left_at*.  A rollback whose connection broke after it undid revisions
+    ends unknown (``None``), as any run does.
+    """
+    start = r.start if r.start is not None else left_at
+    end = r.end if r.end is not None or r.applied else start
     return {
         "outcome": r.outcome,
-        "from": r.start,
-        "to": r.end,
+        "from": start,
+        "to": end,
         "applied": r.applied,
         "revision": r.revision,
         "error": r.error,
         "duration": round(r.duration, 3),
     }
+
+
+def refused(r: DbResult, why: str) -> dict[str, Any]:
+    """The ``rollback`` entry of a database the rollback cannot return (nothing was run)."""
+    return {
+        "outcome": "refused",
+        "from": r.end,
+        "to": r.end,
+        "applied": [],
+        "revision": None,
+        "error": why,
+        "duration": 0.0,
+    }
+
+
+def detail(rb: dict[str, Any] | None) -> str:
+    """Why a rollback did not return its database (the summary's DETAIL); '' when it did."""
+    if rb is None or rb["outcome"] in ("done", "unchanged"):
+        return ""
+    at = f" at {rb['revision']}" if rb.get("revision") else ""
+    return f"rollback {rb['outcome']}{at}: {rb.get('error') or 'no detail'}"
