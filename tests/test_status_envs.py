@@ -123,11 +123,14 @@ def test_all_envs_json_matrix(fleet: tuple[Project, list[str]]) -> None:
     p, secrets = fleet
     # a subprocess: the real console script, and a hang guard (a greeting never comes)
     r = p.orch_proc("status", "--all-envs", "--json", timeout=60)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # cells could not be read
     for s in secrets:
         assert s not in r.stdout + r.stderr
     doc = json.loads(r.stdout)
-    assert doc["schema"] == 1
+    assert doc["schema"] == 1 and doc["exit_code"] == 1
+    for where in ("down/core", "silent/analytics", "prod/core", "prod/analytics"):
+        assert where in doc["error"]
+    assert "pg/" not in doc["error"] and "maria/" not in doc["error"]
     assert [e["environment"] for e in doc["environments"]] == [
         "dev", "pg", "maria", "down", "silent", "prod"
     ]
@@ -197,7 +200,7 @@ def test_all_envs_one_bad_url_is_one_unconfigured_cell(fleet: tuple[Project, lis
     r = p.orch(
         "status", "--all-envs", "--json", env={"ORCH_T_BAD_DRIVER": "mysql://u:pw@h/db"}
     )
-    assert r.exit_code == 0
+    assert r.exit_code == 1  # the unusable cell (and the other unreadable ones)
     cells = _cells(r.json())
     assert cells[("prod", "core")]["state"] == "unconfigured"
     assert "mysql+pymysql://" in cells[("prod", "core")]["error"]
@@ -211,7 +214,7 @@ def test_all_envs_one_bad_url_is_one_unconfigured_cell(fleet: tuple[Project, lis
 def test_status_of_one_environment_on_a_silent_host(fleet: tuple[Project, list[str]]) -> None:
     p, secrets = fleet
     r = p.orch_proc("status", "--env", "silent", timeout=60)
-    assert r.returncode == 0
+    assert r.returncode == 1
     assert r.stdout.count("unreachable") == 2
     assert secrets[5] not in r.stdout + r.stderr
 
@@ -241,7 +244,69 @@ def test_first_use_of_dialects_from_many_threads(project: Project) -> None:
     p.write_registry(data)
     for _ in range(5):
         r = p.orch_proc("status", "--all-envs", "--json", timeout=60)
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 1, r.stderr  # every cell unreachable
         errors = [d["error"] for e in json.loads(r.stdout)["environments"] for d in e["databases"]]
         assert len(errors) == 6
         assert all("refused" in (e or "").lower() for e in errors), errors
+
+
+# ---------------------------------------------------------------- status exit codes
+
+
+def _add_env(p: Project, name: str, urls: dict[str, str]) -> None:
+    data = p.registry()
+    data["environments"][name] = {"urls": urls}
+    p.write_registry(data)
+
+
+def test_status_exits_1_when_every_url_comes_from_an_unset_variable(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI case: ``orch --env ci status`` where no variable is set must not pass."""
+    for name in ("ORCH_T_CI_CORE", "ORCH_T_CI_AN"):
+        monkeypatch.delenv(name, raising=False)
+    _add_env(project, "ci", {"core": "${ORCH_T_CI_CORE}", "analytics": "${ORCH_T_CI_AN}"})
+    r = project.orch("--env", "ci", "status")
+    assert r.exit_code == 1, r
+    assert r.stdout.count("unconfigured") == 2
+    assert "ORCH_T_CI_CORE" in r.stdout and "ORCH_T_CI_AN" in r.stdout  # the cells say why
+    assert r.stderr.startswith("orch: could not read core unconfigured")
+    assert "ORCH_T_CI_CORE" in r.stderr
+    r = project.orch("--env", "ci", "status", "--json")
+    assert (r.exit_code, r.stderr) == (1, "")
+    doc = r.json()
+    assert doc["exit_code"] == 1
+    assert "ORCH_T_CI_CORE" in doc["error"] and "ORCH_T_CI_AN" in doc["error"]
+    assert [d["state"] for d in doc["databases"]] == ["unconfigured", "unconfigured"]
+    assert "ORCH_T_CI_AN" in doc["databases"][1]["error"]
+    assert project.orch("--env", "ci", "status", "--check").exit_code == 1
+    # the same databases, once the variables are set: read, so exit 0 (behind is no failure)
+    sqlite = {
+        "ORCH_T_CI_CORE": f"sqlite:///{project.root}/ci_core.db",
+        "ORCH_T_CI_AN": f"sqlite:///{project.root}/ci_an.db",
+    }
+    r = project.orch("--env", "ci", "status", "--json", env=sqlite)
+    assert r.exit_code == 0, r
+    assert "error" not in r.json() and "exit_code" not in r.json()
+    r = project.orch("--env", "ci", "status", "--check", "--json", env=sqlite)
+    assert r.exit_code == 1
+    assert r.json()["error"] == "not up to date: core behind, analytics behind"
+
+
+def test_status_exits_1_when_one_database_is_unreachable(project: Project) -> None:
+    urls = project.registry()["environments"]["dev"]["urls"]
+    port = closed_port()
+    _add_env(
+        project,
+        "half",
+        {**urls, "analytics": f"postgresql+psycopg://app:Pw-half-1@127.0.0.1:{port}/an"},
+    )
+    r = project.orch("--env", "half", "status", "--json")
+    assert r.exit_code == 1
+    doc = r.json()
+    assert [d["state"] for d in doc["databases"]] == ["behind", "unreachable"]
+    assert doc["exit_code"] == 1 and doc["error"].startswith("could not read analytics unreachable")
+    assert "Pw-half-1" not in r.stdout + r.stderr
+    r = project.orch("status", "--all-envs", "--json")  # staging and prod: variables unset
+    assert r.exit_code == 1 and "half/analytics unreachable" in r.json()["error"]
+    assert "dev/" not in r.json()["error"]

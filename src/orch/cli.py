@@ -212,9 +212,9 @@ class OrchGroup(click.Group):
         formatter.write_paragraph()
         formatter.write_text(
             "Exit codes: 0 ok; 1 ran and something failed (a database failed or is dirty, "
-            "or a check found work/drift); 2 could not start (usage, registry, refusal); "
-            "3 only a lock timed out; 130/143 stopped by SIGINT/SIGTERM after the "
-            "revisions in flight."
+            "or a check found work/drift, or status could not read a database); 2 could "
+            "not start (usage, registry, refusal); 3 only a lock timed out; 130/143 "
+            "stopped by SIGINT/SIGTERM after the revisions in flight."
         )
 
 
@@ -880,7 +880,9 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
 
 @cli.command()
 @click.argument("databases", nargs=-1, metavar="[DB]...")
-@click.option("--check", is_flag=True, help="Exit 1 unless every database is up_to_date (CI gate).")
+@click.option(
+    "--check", is_flag=True, help="Exit 1 also when any database is not up_to_date (CI gate)."
+)
 @click.option(
     "--all-envs",
     is_flag=True,
@@ -888,7 +890,12 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
 )
 @global_options
 def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
-    """Current revision, head, pending count and state of each database."""
+    """Current revision, head, pending count and state of each database.
+
+    Exit 0 when every database was read; 1 when any could not be read
+    (unreachable, or unconfigured: a missing variable), its cell saying why,
+    or with --check when any is not up_to_date; 2 when it could not start.
+    """
     from orch import status as st
     from orch.render import short, table
 
@@ -901,8 +908,8 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     if all_envs:
         matrix = dict(st.collect_all(registry, names, graphs=graphs))
         envs = list(matrix)
-        all_states = [s.state for rows in matrix.values() for s in rows]
-        code = 1 if check and any(s != "up_to_date" for s in all_states) else 0
+        cells = [(f"{e}/{s.name}", s) for e, rows in matrix.items() for s in rows]
+        code, problem = _status_exit(cells, check)
         if state.json:
             doc: dict[str, Any] = {
                 "environments": [
@@ -911,7 +918,7 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
                 ]
             }
             if code:
-                doc["exit_code"] = code
+                doc["error"], doc["exit_code"] = problem, code
             emit_json(doc)
         else:
             dbs = names or list(registry.databases)
@@ -933,14 +940,16 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
             if notes:
                 out()
                 out(table(["WHERE", "WHY"], notes))
+            if code:
+                err(f"orch: {problem}")
         raise Exit(code)
     env = registry.environment(state.env_name()).name
     rows_ = st.collect(registry, env, names, graphs=graphs)
-    code = 1 if check and any(s.state != "up_to_date" for s in rows_) else 0
+    code, problem = _status_exit([(s.name, s) for s in rows_], check)
     if state.json:
         doc = {"environment": env, "databases": [s.as_json() for s in rows_]}
         if code:
-            doc["exit_code"] = code
+            doc["error"], doc["exit_code"] = problem, code
         emit_json(doc)
     else:
         rows = [
@@ -956,7 +965,31 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
         ]
         out(f"environment: {env}")
         out(table(["DATABASE", "STATE", "CURRENT", "HEAD", "PENDING", "URL / ERROR"], rows))
+        if code:
+            err(f"orch: {problem}")
     raise Exit(code)
+
+
+# states of a database whose revision could not be read: status exits 1
+UNREAD = ("unreachable", "unconfigured")
+
+
+def _status_exit(cells: Sequence[tuple[str, Any]], check: bool) -> tuple[int, str]:
+    """Exit code of ``status`` and, when it is 1, the one line that says why.
+
+    0 only when every database was read: a status of nothing but unreachable
+    or unconfigured databases (a missing variable in CI) must not pass a
+    pipeline as if all were well.  With ``--check``, anything not
+    ``up_to_date`` fails too.  Each cell is (where, DbStatus).
+    """
+    problems = []
+    unread = [f"{where} {s.state} ({s.error})" for where, s in cells if s.state in UNREAD]
+    if unread:
+        problems.append("could not read " + "; ".join(unread))
+    late = [f"{where} {s.state}" for where, s in cells if s.state not in ("up_to_date", *UNREAD)]
+    if check and late:
+        problems.append("not up to date: " + ", ".join(late))
+    return (EXIT_FAILED if problems else 0), "; ".join(problems)
 
 
 @cli.command()
