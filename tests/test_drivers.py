@@ -44,7 +44,7 @@ def _has_problem(tmp_path: Path, text: str) -> bool:
 def test_supported_urls_pass(tmp_path: Path) -> None:
     for url in (
         "sqlite:///var/core.db",
-        "sqlite+pysqlite:///:memory:",
+        "sqlite+pysqlite:///var/core.db",
         "postgresql+psycopg://u:pw@db.example:5432/core",
         "mysql+pymysql://u:pw@db.example/core",
         "mariadb+pymysql://u@db.example:3307/core?charset=utf8mb4",

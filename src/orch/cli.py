@@ -582,9 +582,39 @@ _jobs_opt = click.option(
         "2 per CPU, at most 8); 1 runs them one by one in this process."
     ),
 )
+if TYPE_CHECKING:
+    _FloatParam = click.ParamType[float, Any]
+else:  # click < 8.2: ParamType is not generic at run time
+    _FloatParam = click.ParamType
+
+
+class _Seconds(_FloatParam):
+    """A finite number of seconds within the registry's bounds (``nan`` and ``inf`` refused).
+
+    ``click.FloatRange`` lets NaN through (every comparison with it is false),
+    and a NaN deadline is never reached: the lock wait spun forever.
+    """
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        from orch.registry import seconds_problem
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        problem = seconds_problem(number)
+        if problem:
+            self.fail(problem, param, ctx)
+        return number
+
+
 _lock_opt = click.option(
     "--lock-timeout",
-    type=click.FloatRange(min=0),
+    type=_Seconds(),
     default=None,
     metavar="SECONDS",
     help="Wait this long for each database's migration lock (default: registry setting).",

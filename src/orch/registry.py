@@ -27,6 +27,15 @@ from orch.redact import REDACTOR, redact_url
 
 CONFIG_NAME = "databases.yaml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Table and schema names orch creates: plain identifiers, the same on every backend
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENT_RULE = "letters, digits and '_', not starting with a digit"
+#: The longest identifier each server takes (PostgreSQL: NAMEDATALEN - 1 bytes; it
+#: would silently truncate a longer one; MySQL/MariaDB: 64 characters)
+MAX_IDENTIFIER = {"postgresql": 63, "mysql": 64}
+#: The longest URL or path orch takes (PATH_MAX): a longer one is a mistake, and
+#: resolving a path of 100,000 components takes minutes
+MAX_URL = 4096
 VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 HOOK_NAMES = ("before_upgrade", "after_upgrade", "before_downgrade", "after_downgrade")
 
@@ -278,20 +287,160 @@ def load_registry(
 def _yaml_load(path: Path) -> Any:
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigNotFound(f"{path}: cannot read registry: {exc.strerror}") from exc
-    # libyaml's loader when PyYAML has it: ~10x faster on a fleet's registry
+    text = _read_text(path)
+    # libyaml's parser when PyYAML has it: ~10x faster on a fleet's registry
     # (hundreds of databases), same documents, same error marks
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506  a safe loader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems = _node_problems(node, str(path))
+        if problems:
+            raise RegistryError(problems)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RegistryError([Problem(where, "", f"malformed YAML: {problem}")]) from exc
+    except RecursionError as exc:
+        raise RegistryError([Problem(str(path), "", "YAML nested too deeply")]) from exc
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    """The registry's text: UTF-8 (a BOM allowed), or UTF-16 when it starts with its BOM.
+
+    YAML parsers must accept UTF-16 with a byte order mark (YAML 1.1 and 1.2,
+    section 5.2), and Windows PowerShell 5's ``>`` and ``Out-File`` write
+    exactly that: the encoding is unambiguous, so orch reads it rather than
+    refuse a valid YAML file.  Anything else must be UTF-8; a file that is not
+    gets one line naming the line and the first bad byte.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigNotFound(f"{path}: cannot read registry: {exc.strerror}") from exc
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise RegistryError(
+                [Problem(str(path), "", "starts with a UTF-16 byte order mark but is not UTF-16")]
+            ) from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RegistryError(
+            [
+                Problem(
+                    f"{path}:{line}",
+                    "",
+                    f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8",
+                )
+            ]
+        ) from exc
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise RegistryError(
+            [
+                Problem(
+                    f"{path}:{line}",
+                    "",
+                    "contains NUL bytes (UTF-16 without a byte order mark?); save it as UTF-8",
+                )
+            ]
+        )
+    return text
+
+
+#: How many values the registry may hold once every alias is expanded.  A fleet
+#: of thousands of databases stays far below it; an "alias bomb" (each anchor
+#: repeating the previous one nine times: a few lines, 10**9 values) stops here
+#: before anything expands it.
+MAX_YAML_VALUES = 1_000_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _node_problems(root: Any, file: str) -> list[Problem]:
+    """Duplicate keys, self-referencing aliases and alias bombs, found on the YAML nodes.
+
+    YAML keeps the last of two equal keys without a word: a second ``core:``
+    would silently replace the first, and a duplicated environment could drop
+    its ``protected: true``.  Aliases make shared nodes, so the size of the
+    expanded document is computed once per node (linear in the file's size)
+    and checked before anything is built from it.  Keys merged with ``<<`` may
+    be overridden: that is what merge keys are for.
+    """
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    problems: list[Problem] = []
+    sizes: dict[int, int] = {}  # expanded size of each node seen (aliases share nodes)
+    visiting: set[int] = set()
+
+    def children(node: Any, path: str) -> list[tuple[Any, str]]:
+        if isinstance(node, SequenceNode):
+            return [(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
+        if not isinstance(node, MappingNode):
+            return []
+        out: list[tuple[Any, str]] = []
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            label = str(k.value) if isinstance(k, ScalarNode) else "?"
+            child = f"{path}.{label}" if path else label
+            line = k.start_mark.line + 1
+            if isinstance(k, ScalarNode) and k.tag != _MERGE_TAG:
+                if label in seen:
+                    problems.append(
+                        Problem(
+                            f"{file}:{line}",
+                            child,
+                            f"duplicate key (first on line {seen[label]}); YAML would silently "
+                            "keep only the last one",
+                        )
+                    )
+                else:
+                    seen[label] = line
+            out += [(k, child), (v, child)]
+        return out
+
+    # iterative depth-first walk: (node, key path, its children once expanded)
+    stack: list[tuple[Any, str, list[tuple[Any, str]] | None]] = [(root, "", None)]
+    while stack:
+        node, path, kids = stack.pop()
+        key = id(node)
+        if kids is not None:  # every child done: the node's expanded size
+            visiting.discard(key)
+            size = 1 + sum(sizes[id(c)] for c, _ in kids)
+            sizes[key] = size
+            if size > MAX_YAML_VALUES:
+                return [
+                    Problem(
+                        f"{file}:{node.start_mark.line + 1}",
+                        path,
+                        f"expands to more than {MAX_YAML_VALUES:,} values through aliases; "
+                        "refused (an alias bomb?)",
+                    )
+                ]
+            continue
+        if key in sizes:
+            continue
+        if key in visiting:
+            return [
+                Problem(
+                    f"{file}:{node.start_mark.line + 1}",
+                    path,
+                    "a YAML alias refers to a node that contains it (a recursive structure)",
+                )
+            ]
+        visiting.add(key)
+        kids = children(node, path)
+        stack.append((node, path, kids))
+        stack.extend((c, cpath, None) for c, cpath in reversed(kids) if id(c) not in sizes)
+    return problems
 
 
 class _Collector:
@@ -338,10 +487,42 @@ class _Collector:
     def number(self, value: Any, key: str, default: float) -> float:
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            self.add(key, "must be a non-negative number of seconds")
+        problem = seconds_problem(value)
+        if problem:
+            self.add(key, problem)
             return default
         return float(value)
+
+
+#: The longest timeout orch accepts, in seconds (one week).  Every server and driver
+#: takes it (PostgreSQL's lock_timeout counts milliseconds in 32 bits: 24 days);
+#: NaN and infinity are refused: a NaN deadline is never reached (a lock wait
+#: spins forever) and drivers crash on both.
+MAX_SECONDS = 7 * 24 * 3600
+
+
+def seconds_problem(value: Any) -> str | None:
+    """Why *value* is not a usable number of seconds (None when it is)."""
+    import math
+
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok:
+        try:
+            ok = math.isfinite(float(value)) and 0 <= value <= MAX_SECONDS
+        except OverflowError:  # an int too large for a float
+            ok = False
+    if ok:
+        return None
+    return f"must be a number of seconds from 0 to {MAX_SECONDS} (one week), got {value!r:.40}"
+
+
+def _yaml_type(value: Any) -> str:
+    """The YAML name of a value's type, for messages."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {"list": "list", "dict": "mapping"}.get(type(value).__name__, type(value).__name__)
 
 
 def _close(word: str, options: set[str]) -> str | None:
@@ -371,8 +552,8 @@ def parse_registry(path: Path) -> Registry:
     raw_settings = c.mapping(data.get("settings"), "settings")
     c.unknown_keys(raw_settings, SETTINGS_KEYS, "settings")
     log_table = raw_settings.get("log_table", "orch_log")
-    if not isinstance(log_table, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", log_table):
-        c.add("settings.log_table", "must be a plain table name")
+    if not isinstance(log_table, str) or not IDENT_RE.match(log_table):
+        c.add("settings.log_table", f"must be a plain table name ({IDENT_RULE})")
         log_table = "orch_log"
     ddl = raw_settings.get("ddl_lock_timeout")
     jobs = raw_settings.get("jobs")
@@ -392,10 +573,11 @@ def parse_registry(path: Path) -> Registry:
         jobs=jobs,
     )
 
-    prepend = tuple(
-        (root / p).resolve()
-        for p in c.str_list(data.get("prepend_sys_path", ["."]), "prepend_sys_path")
-    )
+    prepend_raw = c.str_list(data.get("prepend_sys_path", ["."]), "prepend_sys_path")
+    for i, p in enumerate(prepend_raw):
+        if len(p) > MAX_URL:
+            c.add(f"prepend_sys_path[{i}]", f"is {len(p):,} characters long; at most {MAX_URL}")
+    prepend = tuple((root / p).resolve() for p in prepend_raw if len(p) <= MAX_URL)
 
     script_location = _script_location(root)
 
@@ -411,8 +593,8 @@ def parse_registry(path: Path) -> Registry:
         c.unknown_keys(raw, DB_KEYS, key)
         versions_raw = raw.get("versions")
         explicit = versions_raw is not None
-        if explicit and not isinstance(versions_raw, str):
-            c.add(f"{key}.versions", "must be a directory path")
+        if explicit and (not isinstance(versions_raw, str) or len(versions_raw) > MAX_URL):
+            c.add(f"{key}.versions", f"must be a directory path (at most {MAX_URL} characters)")
             versions_raw = None
             explicit = False
         if explicit:
@@ -430,12 +612,12 @@ def parse_registry(path: Path) -> Registry:
             c.add(f"{key}.metadata", "must be 'module:attribute'")
             metadata = None
         vt = raw.get("version_table", "alembic_version")
-        if not isinstance(vt, str) or not vt:
-            c.add(f"{key}.version_table", "must be a table name")
+        if not isinstance(vt, str) or not IDENT_RE.match(vt):
+            c.add(f"{key}.version_table", f"must be a plain table name ({IDENT_RULE})")
             vt = "alembic_version"
         vts = raw.get("version_table_schema")
-        if vts is not None and not isinstance(vts, str):
-            c.add(f"{key}.version_table_schema", "must be a schema name")
+        if vts is not None and (not isinstance(vts, str) or not IDENT_RE.match(vts)):
+            c.add(f"{key}.version_table_schema", f"must be a plain schema name ({IDENT_RULE})")
             vts = None
         databases[name] = DatabaseSpec(
             name=name,
@@ -501,6 +683,9 @@ def parse_registry(path: Path) -> Registry:
             if not isinstance(url, str) or not url.strip():
                 c.add(ukey, "must be a URL string")
                 continue
+            if len(url) > MAX_URL:
+                c.add(ukey, f"is {len(url):,} characters long; orch takes at most {MAX_URL}")
+                continue
             urls[dbname] = url.strip()
             REDACTOR.add_url(url)
         protected = raw.get("protected", False)
@@ -531,7 +716,10 @@ def parse_registry(path: Path) -> Registry:
         environments[ename] = EnvironmentSpec(ename, urls, protected, hooks)
 
     default_env = data.get("default_env")
-    if default_env is not None and default_env not in environments:
+    if default_env is not None and not isinstance(default_env, str):
+        c.add("default_env", f"must be an environment name, got a {_yaml_type(default_env)}")
+        default_env = None
+    elif default_env is not None and default_env not in environments:
         c.add("default_env", f"unknown environment {default_env!r}")
         default_env = None
 
@@ -598,6 +786,11 @@ def resolve_url(raw: str, root: Path, key: str) -> str:
     """Substitute variables, make relative SQLite paths relative to *root*, note the password."""
     url = substitute(raw, key)
     REDACTOR.add_url(url)
+    if len(url) > MAX_URL:
+        raise UsageError(
+            f"{key}: the URL is {len(url):,} characters long once its variables are "
+            f"substituted; orch takes at most {MAX_URL}"
+        )
     return absolutize_sqlite(url, root)
 
 
@@ -727,6 +920,54 @@ def _identity(url: str, schema: str | None, table: str) -> tuple[str, ...]:
     return (family, f"{host}:{port}", database, schema or "", table)
 
 
+def _memory_problem(url: str) -> str | None:
+    """In-memory SQLite: every connection gets its own empty database.
+
+    orch connects several times per database (lock, migration, audit), so a
+    migration into memory reports ``done`` and keeps nothing.  Covers
+    ``sqlite://``, ``sqlite:///:memory:`` and the URI forms
+    (``file::memory:``, ``file:NAME?mode=memory``).
+    """
+    m = re.match(r"^sqlite(?:\+\w+)?://(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$", url, re.S)
+    if not m:
+        return None
+    path, query = m["path"] or "", m["query"] or ""
+    memory = (
+        path in ("", ":memory:")
+        or (path.startswith("file:") and path[5:].split("?")[0] in ("", ":memory:"))
+        or re.search(r"(?:^|&)mode=memory(?:&|$)", query) is not None
+    )
+    if not memory:
+        return None
+    return (
+        "an in-memory SQLite database: each connection orch opens gets a new, empty one, "
+        "so nothing would be kept; give a file path (sqlite:///path/to/file.db)"
+    )
+
+
+def _name_problem(registry: Registry, t: Target) -> str | None:
+    """A version/log table or schema name longer than this URL's server accepts."""
+    assert t.url is not None
+    limit = MAX_IDENTIFIER.get(_family(t.url.split("://", 1)[0]))
+    if limit is None:
+        return None
+    server = "PostgreSQL" if limit == 63 else "MySQL/MariaDB"
+    # Alembic names the version table's primary key "<table>_pkc": 4 characters more
+    names = [
+        (f"databases.{t.name}.version_table", t.db.version_table, limit - 4,
+         f"; Alembic names its primary key '<table>_pkc', and {server} takes identifiers of "
+         f"at most {limit}"),
+        (f"databases.{t.name}.version_table_schema", t.db.version_table_schema or "", limit,
+         f"; {server} takes identifiers of at most {limit}"),
+        ("settings.log_table", registry.settings.log_table, limit,
+         f"; {server} takes identifiers of at most {limit}"),
+    ]
+    for key, name, most, why in names:
+        if len(name.encode()) > most:
+            return f"{key} {name!r} is {len(name.encode())} characters long (at most {most}){why}"
+    return None
+
+
 def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list[Problem]:
     """Driver check and 'two entries point at the same database and version table'."""
     problems: list[Problem] = []
@@ -734,7 +975,7 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
     for t in targets:
         if t.url is None:
             continue
-        reason = driver_problem(t.url)
+        reason = driver_problem(t.url) or _memory_problem(t.url) or _name_problem(registry, t)
         if reason:
             problems.append(
                 Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason)

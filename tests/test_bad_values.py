@@ -1,0 +1,366 @@
+"""Registry and command-line values that used to crash or hang: one line, exit 2, nothing lost.
+
+Each case gets the one line (file and key path for the registry), exit 2, no
+traceback, and leaves every database as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, Result
+from orch.errors import RegistryError
+from orch.registry import MAX_SECONDS, MAX_YAML_VALUES, parse_registry
+
+MINIMAL = """
+version: 1
+default_env: dev
+databases:
+  core: {}
+environments:
+  dev:
+    urls:
+      core: sqlite:///var/core.db
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "databases.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    """Every problem the registry at *path* has, as the one-line strings orch prints."""
+    with pytest.raises(RegistryError) as info:
+        parse_registry(path)
+    return [str(p) for p in info.value.problems]
+
+
+def one_line_exit_2(r: Result, *needles: str) -> None:
+    assert (r.exit_code, r.stdout) == (2, ""), r
+    assert r.stderr.startswith("orch: error: "), r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- timeouts
+
+
+@pytest.mark.parametrize("key", ["lock_timeout", "connect_timeout", "ddl_lock_timeout",
+                                 "hook_timeout"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "-1", str(MAX_SECONDS + 1), "1e999"])
+def test_timeouts_must_be_finite_and_bounded(tmp_path: Path, key: str, value: str) -> None:
+    path = write(tmp_path, MINIMAL + f"settings: {{{key}: {value}}}\n")
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}: settings.{key}: must be a number of seconds from 0 to "
+                              f"{MAX_SECONDS} (one week), got ")
+
+
+def test_timeouts_in_range_are_taken(tmp_path: Path) -> None:
+    text = MINIMAL + f"settings: {{lock_timeout: {MAX_SECONDS}, connect_timeout: 0.5}}"
+    reg = parse_registry(write(tmp_path, text))
+    assert (reg.settings.lock_timeout, reg.settings.connect_timeout) == (MAX_SECONDS, 0.5)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "-1", str(MAX_SECONDS + 1)])
+@pytest.mark.parametrize("command", [["upgrade", "--all"], ["downgrade", "core@base"],
+                                     ["stamp", "core@base"]])
+def test_lock_timeout_option_must_be_finite(
+    project: Project, command: list[str], value: str
+) -> None:
+    """``--lock-timeout nan`` used to spin a CPU forever waiting for a busy lock."""
+    r = project.orch(*command, "--lock-timeout", value)
+    one_line_exit_2(r, "--lock-timeout", f"from 0 to {MAX_SECONDS}")
+    assert not (project.root / "var").exists()
+
+
+def test_nan_lock_timeout_in_the_registry_stops_before_any_work(project: Project) -> None:
+    text = project.registry_path.read_text().replace("lock_timeout: 60", "lock_timeout: .nan")
+    project.registry_path.write_text(text)
+    r = project.orch("upgrade", "--all")
+    one_line_exit_2(r, "databases.yaml: settings.lock_timeout: must be a number of seconds")
+    assert not (project.root / "var").exists()
+
+
+# ---------------------------------------------------------------- wrong types
+
+
+@pytest.mark.parametrize(("value", "kind"), [("[dev]", "list"), ("{dev: 1}", "mapping"),
+                                             ("3", "number")])
+def test_default_env_of_the_wrong_type(tmp_path: Path, value: str, kind: str) -> None:
+    path = write(tmp_path, MINIMAL.replace("default_env: dev", f"default_env: {value}"))
+    assert problems_of(path) == [f"{path}: default_env: must be an environment name, got a {kind}"]
+
+
+# ---------------------------------------------------------------- YAML itself
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
+    """A second ``core:`` URL used to win silently; a second ``prod:`` dropped ``protected``."""
+    path = write(
+        tmp_path,
+        """\
+        databases:
+          core: {}
+        environments:
+          prod:
+            protected: true
+            urls:
+              core: sqlite:///var/core.db
+              core: sqlite:///var/other.db
+          prod:
+            urls: {core: sqlite:///var/core.db}
+        """,
+    )
+    assert problems_of(path) == [
+        f"{path}:9: environments.prod: duplicate key (first on line 4); "
+        "YAML would silently keep only the last one",
+        f"{path}:8: environments.prod.urls.core: duplicate key (first on line 7); "
+        "YAML would silently keep only the last one",
+    ]
+
+
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    reg = parse_registry(
+        write(
+            tmp_path,
+            """\
+            databases:
+              core: &defaults {version_table: core_version, branch: core}
+              analytics: {<<: *defaults, branch: analytics}
+            environments:
+              dev:
+                urls: {core: sqlite:///var/core.db, analytics: sqlite:///var/a.db}
+            """,
+        )
+    )
+    assert reg.databases["analytics"].branch == "analytics"
+    assert reg.databases["analytics"].version_table == "core_version"
+
+
+def alias_bomb(levels: int) -> str:
+    """Each anchor repeats the previous one nine times: 9**levels strings from a few lines."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines).replace(f"a{levels - 1}: ", "prepend_sys_path: ", 1) + "\n"
+
+
+def test_an_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + alias_bomb(12))  # 9**12: 282 billion strings
+    started = time.perf_counter()
+    (problem,) = problems_of(path)
+    elapsed = time.perf_counter() - started
+    assert f"expands to more than {MAX_YAML_VALUES:,} values through aliases" in problem
+    assert problem.startswith(f"{path}:")
+    assert elapsed < 5, elapsed  # measured: ~0.01 s; generous for a loaded machine
+
+
+def test_aliases_within_the_budget_are_fine(tmp_path: Path) -> None:
+    """300 databases sharing one anchored list of 1,000 patterns: 300,000 values, well in."""
+    patterns = ", ".join(f"tmp_{i}_*" for i in range(1000))
+    dbs = "\n".join(f"  db{i}: {{exclude_tables: *ex}}" for i in range(1, 300))
+    text = f"databases:\n  db0: {{exclude_tables: &ex [{patterns}]}}\n{dbs}\n"
+    reg = parse_registry(write(tmp_path, text))
+    assert len(reg.databases) == 300
+    assert len(reg.databases["db299"].exclude_tables) == 1000
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "prepend_sys_path: &p [*p]\n")
+    (problem,) = problems_of(path)
+    assert problem == (
+        f"{path}:10: prepend_sys_path[0]: a YAML alias refers to a node that contains it "
+        "(a recursive structure)"
+    )
+
+
+def test_utf16_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """What Windows PowerShell's ``>`` writes; YAML parsers must accept it."""
+    path = tmp_path / "databases.yaml"
+    for encoding in ("utf-16", "utf-16-be", "utf-8-sig"):
+        data = textwrap.dedent(MINIMAL).replace("core: {}", "core: {branch: café}")
+        bom = "\ufeff" if encoding == "utf-16-be" else ""
+        path.write_bytes((bom + data).encode(encoding))
+        assert parse_registry(path).databases["core"].branch == "café", encoding
+
+
+def test_a_file_that_is_not_utf8_is_one_line_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "databases.yaml"
+    path.write_bytes((textwrap.dedent(MINIMAL) + "# café\n").encode("latin-1"))
+    assert problems_of(path) == [f"{path}:10: not UTF-8 text (byte 0xe9); save the file as UTF-8"]
+    path.write_bytes(textwrap.dedent(MINIMAL).lstrip().encode("utf-16-le"))  # no BOM
+    assert problems_of(path) == [
+        f"{path}:1: contains NUL bytes (UTF-16 without a byte order mark?); save it as UTF-8"
+    ]
+
+
+def test_registry_encoding_errors_on_the_command_line(project: Project) -> None:
+    project.registry_path.write_bytes(
+        project.registry_path.read_bytes() + "# café\n".encode("latin-1")
+    )
+    r = project.orch("upgrade", "--all")
+    one_line_exit_2(r, "databases.yaml:", "not UTF-8 text (byte 0xe9)")
+    assert not (project.root / "var").exists()
+
+
+# ---------------------------------------------------------------- URLs and paths
+
+
+def test_a_huge_sqlite_path_is_refused_at_once(tmp_path: Path) -> None:
+    """300 kB of path used to take minutes to resolve."""
+    url = "sqlite:///" + "a/" * 150_000 + "core.db"
+    path = write(tmp_path, MINIMAL.replace("sqlite:///var/core.db", url))
+    started = time.perf_counter()
+    assert problems_of(path) == [
+        f"{path}: environments.dev.urls.core: is {len(url):,} characters long; "
+        "orch takes at most 4096"
+    ]
+    assert time.perf_counter() - started < 5
+
+
+def test_a_huge_url_from_a_variable_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orch.errors import UsageError
+
+    monkeypatch.setenv("ORCH_T_HUGE", "sqlite:///" + "a/" * 150_000 + "core.db")
+    text = MINIMAL.replace("sqlite:///var/core.db", "${ORCH_T_HUGE}")
+    reg = parse_registry(write(tmp_path, text))
+    with pytest.raises(UsageError, match=r"^environments\.dev\.urls\.core: the URL is 300,017 "):
+        reg.targets("dev")
+
+
+@pytest.mark.parametrize("key", ["prepend_sys_path", "databases.core.versions"])
+def test_huge_paths_are_refused(tmp_path: Path, key: str) -> None:
+    long = "a/" * 3000
+    text = (
+        MINIMAL + f"prepend_sys_path: [{long}]\n"
+        if key == "prepend_sys_path"
+        else MINIMAL.replace("core: {}", f"core: {{versions: {long}}}")
+    )
+    (problem,) = problems_of(write(tmp_path, text))
+    assert f": {key}" in problem and "4096" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite+pysqlite:///:memory:",
+        "sqlite:///:memory:?cache=shared",
+        "sqlite:///file::memory:?cache=shared&uri=true",
+        "sqlite:///file:core?mode=memory&cache=shared&uri=true",
+    ],
+)
+def test_in_memory_sqlite_is_refused(tmp_path: Path, url: str) -> None:
+    """Every connection gets a new empty database: a migration 'done' that keeps nothing."""
+    path = write(tmp_path, MINIMAL.replace("sqlite:///var/core.db", f"'{url}'"))
+    (problem,) = problems_of(path)
+    assert problem.startswith(
+        f"{path}: environments.dev.urls.core: an in-memory SQLite database: each connection "
+    )
+
+
+def test_in_memory_sqlite_from_a_variable_is_refused_on_use(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STAGING_CORE_URL", "sqlite:///:memory:")
+    monkeypatch.setenv("STAGING_ANALYTICS_URL", "sqlite:///var/a.db")
+    r = project.orch("upgrade", "--all", "--env", "staging")
+    one_line_exit_2(r, "environments.staging.urls.core: an in-memory SQLite database")
+    assert not (project.root / "var").exists()
+
+
+def test_sqlite_file_uris_are_still_taken(tmp_path: Path) -> None:
+    url = f"sqlite:///file:{tmp_path}/core.db?mode=rwc&uri=true"
+    reg = parse_registry(write(tmp_path, MINIMAL.replace("sqlite:///var/core.db", f"'{url}'")))
+    assert reg.targets("dev")[0].url == url
+
+
+# ---------------------------------------------------------------- table names
+
+
+@pytest.mark.parametrize("key", ["version_table", "version_table_schema"])
+@pytest.mark.parametrize("name", ["my-versions", "1st", "a b", "x;drop", ""])
+def test_table_names_must_be_plain_identifiers(tmp_path: Path, key: str, name: str) -> None:
+    path = write(tmp_path, MINIMAL.replace("core: {}", f"core: {{{key}: '{name}'}}"))
+    assert problems_of(path) == [
+        f"{path}: databases.core.{key}: must be a plain "
+        f"{'table' if key == 'version_table' else 'schema'} name "
+        "(letters, digits and '_', not starting with a digit)"
+    ]
+
+
+def test_long_names_are_fine_on_sqlite(tmp_path: Path) -> None:
+    name = "v" * 200
+    text = MINIMAL.replace("core: {}", f"core: {{version_table: {name}}}")
+    reg = parse_registry(write(tmp_path, text + f"settings: {{log_table: {name}}}\n"))
+    assert reg.databases["core"].version_table == name
+
+
+def _registry_with_names(
+    project: Project, url: str, *, version_table: str, log_table: str = "orch_log"
+) -> None:
+    data = project.registry()
+    data["databases"]["core"]["version_table"] = version_table
+    data["settings"]["log_table"] = log_table
+    data["environments"]["dev"]["urls"]["core"] = url
+    project.write_registry(data)
+
+
+LIMITS = {"postgresql": (63, "PostgreSQL"), "mysql": (64, "MySQL/MariaDB")}
+
+
+@pytest.mark.parametrize("which", ["version_table", "log_table"])
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])  # SQLite: no limit (see above)
+def test_names_longer_than_the_server_takes_are_a_registry_error(
+    project: Project, backend: str, make_db: Callable[..., str], which: str
+) -> None:
+    limit, server = LIMITS[backend]
+    url = make_db(backend)
+    # the version table's primary key is named <table>_pkc: 4 characters fewer for the table
+    most = limit - 4 if which == "version_table" else limit
+    long = "t" * (most + 1)
+    if which == "version_table":
+        _registry_with_names(project, url, version_table=long)
+    else:
+        _registry_with_names(project, url, version_table="alembic_version", log_table=long)
+    r = project.orch("upgrade", "core")
+    key = "databases.core.version_table" if which == "version_table" else "settings.log_table"
+    one_line_exit_2(
+        r,
+        "databases.yaml: environments.dev.urls.core: ",
+        f"{key} '{long}' is {most + 1} characters long (at most {most})",
+        f"{server} takes identifiers of at most {limit}",
+    )
+    r = project.orch("status", "--json")
+    assert r.exit_code == 2 and "at most" in json.loads(r.stdout)["error"]
+    assert project.tables("core") == set()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_names_at_the_server_limit_work(
+    project: Project, backend: str, make_db: Callable[..., str]
+) -> None:
+    """The limits are the server's own: names of exactly that length migrate and read back."""
+    limit, _server = LIMITS[backend]
+    url = make_db(backend)
+    version_table, log_table = "v" * (limit - 4), "l" * limit
+    _registry_with_names(project, url, version_table=version_table, log_table=log_table)
+    r = project.orch("upgrade", "core")
+    assert r.exit_code == 0, r.stderr
+    assert project.versions("core", table=version_table) != []
+    assert log_table in project.tables("core")
+    log = project.orch("log", "core", "--json")
+    assert log.exit_code == 0 and len(log.json()["entries"]) == 4
