@@ -224,6 +224,22 @@ def test_protected_on_a_terminal_asks_for_the_environment_name(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+def test_protected_plan_says_what_on_failure_rollback_will_do(
+    project: Project, prod: dict[str, str]
+) -> None:
+    r = project.orch("--env", "prod", "upgrade", "--all", "--on-failure", "rollback")
+    assert r.exit_code == 2
+    assert "on failure: every database this run changed goes back to where it started" in r.stderr
+    assert project.orch("--env", "prod", "upgrade", "--all", "--yes").exit_code == 0
+    r = project.orch("--env", "prod", "downgrade", "analytics@base", "--on-failure", "rollback")
+    assert r.exit_code == 2
+    assert "goes back up to where it started" in r.stderr
+    r = project.orch("--env", "prod", "downgrade", "analytics@base")
+    assert r.exit_code == 2 and "on failure" not in r.stderr
+    assert current(prod["analytics"]) == [ANALYTICS_HEAD]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_unprotected_environment_does_not_ask(project: Project, prod: dict[str, str]) -> None:
     data = project.registry()
     data["environments"]["prod"]["protected"] = False
@@ -698,6 +714,131 @@ def test_rollback_reports_a_dirty_database_and_leaves_its_dependencies(
     # where each one is now, whatever its rollback did
     assert analytics["to"] == analytics["rollback"]["to"] == [ANALYTICS_HEAD]
     assert core["to"] == core["rollback"]["to"] == [CORE_HEAD]
+
+
+# ---------------------------------------------------------------- downgrade --on-failure rollback
+
+
+@pytest.mark.parametrize("on_failure", ["stop", "rollback"])
+def test_a_downgrade_that_fails_half_way_is_rolled_back_up_to_where_it_started(
+    backend_project: Project, on_failure: str
+) -> None:
+    """analytics goes to base; core undoes one revision, then hits an irreversible one.
+
+    Revision by revision, each undone revision committed: without a
+    rollback both stay where they stopped (analytics at base, core at the
+    irreversible revision).  With ``--on-failure rollback`` both go back
+    up to their start, dependencies first, in the same audit run.
+    """
+    p = backend_project
+    urls = dev_urls(p)
+    add_irreversible_pair(p, "c0c0c0c0c001", "c0c0c0c0c002", CORE_HEAD)
+    assert p.orch("upgrade", "--all").exit_code == 0
+    r = p.orch(
+        "downgrade", "analytics@base", "core@d5d862ab0321", "--on-failure", on_failure, "--json"
+    )
+    assert r.exit_code == 1, r.stderr
+    doc = r.json()
+    assert doc["command"] == "downgrade" and doc["on_failure"] == on_failure
+    analytics, core = doc["databases"]
+    assert analytics["outcome"] == "done" and len(analytics["applied"]) == 4
+    assert core["outcome"] == "failed" and core["revision"] == "c0c0c0c0c001"
+    assert core["applied"] == ["c0c0c0c0c002"] and "irreversible" in core["error"]
+    if on_failure == "stop":
+        assert core["rollback"] is None and analytics["rollback"] is None
+        assert core["to"] == ["c0c0c0c0c001"] and analytics["to"] == []
+        assert current(urls["core"]) == ["c0c0c0c0c001"] and current(urls["analytics"]) == []
+        assert "t_c0c0c0c0c002" not in tables(urls["core"])
+        return
+    assert core["rollback"]["outcome"] == "done"
+    assert core["rollback"]["from"] == ["c0c0c0c0c001"]
+    assert core["rollback"]["applied"] == ["c0c0c0c0c002"]
+    assert core["to"] == core["rollback"]["to"] == ["c0c0c0c0c002"]
+    assert analytics["rollback"]["outcome"] == "done"
+    assert analytics["rollback"]["from"] == []
+    assert analytics["to"] == analytics["rollback"]["to"] == [ANALYTICS_HEAD]
+    assert current(urls["core"]) == ["c0c0c0c0c002"]
+    assert current(urls["analytics"]) == [ANALYTICS_HEAD]
+    assert "t_c0c0c0c0c002" in tables(urls["core"])
+    assert {"events", "daily_rollups"} <= set(tables(urls["analytics"]))
+    # one audit run: the downgrade and the upgrade that undid it, marked "rollback"
+    rows = [x for x in log_rows(urls["core"]) if x["direction"] != "hook"]
+    run = [x for x in rows if x["run_id"] == rows[-1]["run_id"]]
+    assert [(x["direction"], x["revision"], x["outcome"]) for x in run] == [
+        ("downgrade", "c0c0c0c0c002", "ok"),
+        ("downgrade", "c0c0c0c0c001", "failed"),
+        ("upgrade", "c0c0c0c0c002", "ok"),
+    ]
+    assert ["rollback" in (x["detail"] or "") for x in run] == [False, False, True]
+    rows = log_rows(urls["analytics"])
+    assert [
+        (x["direction"], "rollback" in (x["detail"] or ""))
+        for x in rows
+        if x["run_id"] == run[0]["run_id"]
+    ] == [("downgrade", False)] * 4 + [("upgrade", True)] * 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_downgrade_rollback_goes_dependencies_first_and_back_to_several_heads(
+    backend_project: Project,
+) -> None:
+    """analytics started at two heads: the rollback returns it to both, after core.
+
+    The first run: core's rollback works, and analytics goes back up to
+    exactly its two heads.  The second: core's rollback fails, so
+    analytics, which depends on it, is not upgraded over it (``skipped``),
+    and each row says where the database is and why.
+    """
+    p = backend_project
+    urls = dev_urls(p)
+    add_irreversible_pair(p, "c0c0c0c0c001", "c0c0c0c0c002", CORE_HEAD)
+    for rev in ("a1a1a1a1a001", "a2a2a2a2a002"):
+        add_revision(
+            p,
+            "analytics",
+            rev,
+            ANALYTICS_HEAD,
+            f'    op.create_table("t_{rev}", sa.Column("id", sa.Integer, primary_key=True))',
+            f'    op.drop_table("t_{rev}")',
+        )
+    assert p.orch("upgrade", "--all").exit_code == 0
+    heads = ["a1a1a1a1a001", "a2a2a2a2a002"]
+    assert current(urls["analytics"]) == heads
+    args = ("downgrade", "analytics@3ac111ed6cf1", "core@d5d862ab0321", "--force")
+    r = p.orch(*args, "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1, r.stderr
+    analytics, core = r.json()["databases"]
+    assert analytics["outcome"] == "done" and len(analytics["applied"]) == 3
+    assert core["outcome"] == "failed" and core["rollback"]["outcome"] == "done"
+    assert analytics["rollback"]["outcome"] == "done"
+    assert sorted(analytics["to"]) == sorted(analytics["rollback"]["to"]) == heads
+    assert current(urls["analytics"]) == heads
+    assert {"t_a1a1a1a1a001", "t_a2a2a2a2a002"} <= set(tables(urls["analytics"]))
+    assert current(urls["core"]) == ["c0c0c0c0c002"]
+
+    # now core's way back up fails: its top revision cannot be applied again
+    add_revision(
+        p,
+        "core",
+        "c0c0c0c0c002",
+        "c0c0c0c0c001",
+        '    raise RuntimeError("boom: cannot redo")',
+        '    op.drop_table("t_c0c0c0c0c002")',
+    )
+    r = p.orch(*args, "--on-failure", "rollback")
+    assert r.exit_code == 1, r.stderr
+    assert "ROLLBACK" in r.stdout.splitlines()[0]
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
+    assert rows["core"].split()[:5] == [
+        "core", "failed", "c0c0c0c0c002", "c0c0c0c0c001", "failed",
+    ]
+    assert "rollback failed at c0c0c0c0c002: " in rows["core"] and "cannot redo" in rows["core"]
+    assert rows["analytics"].split()[:5] == [
+        "analytics", "done", "a1a1a1a1a001,a2a2a2a2a002", "3ac111ed6cf1", "skipped",
+    ]
+    assert "rollback skipped: core failed" in rows["analytics"]
+    assert current(urls["core"]) == ["c0c0c0c0c001"]
+    assert current(urls["analytics"]) == ["3ac111ed6cf1"]
 
 
 # ---------------------------------------------------------------- graceful stop

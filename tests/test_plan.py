@@ -369,3 +369,16 @@ def test_resolve_target_is_pure_and_repeatable() -> None:
     again = resolve_target(g, ("c2",), "+1", "upgrade")  # relative to the live revision
     assert again.path == ("c3",)
     assert resolve_target(g, ("c3",), "-2", "downgrade").target == ("c1",)
+
+
+def test_upgrade_to_several_revisions_ends_at_exactly_those_heads() -> None:
+    """How ``downgrade --on-failure rollback`` returns a database to a start with two heads."""
+    g = Graph(
+        [Rev("a"), Rev("b", ("a",)), Rev("c1", ("b",)), Rev("c2", ("b",)), Rev("d1", ("c1",))]
+    )
+    back = resolve_target(g, ("a",), "c1,c2", "upgrade")
+    assert back.target == ("c1", "c2") and back.label == "c1,c2"
+    assert back.path[0] == "b" and sorted(back.path[1:]) == ["c1", "c2"]  # not d1: not a head
+    assert resolve_target(g, ("c1",), "c1,c2", "upgrade").path == ("c2",)
+    with pytest.raises(UsageError, match="b is below the current revision"):
+        resolve_target(g, ("c1",), "b,c2", "upgrade")

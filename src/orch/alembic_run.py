@@ -383,7 +383,9 @@ def run(
     def steps(rev: Any, context: Any) -> Iterator[Any]:
         planned: list[Any]
         if direction == "upgrade":
-            planned = script._upgrade_revs(destination, rev)
+            # "A,B": up to each of these revisions (a start with several heads)
+            several: Any = tuple(destination.split(",")) if "," in destination else destination
+            planned = script._upgrade_revs(several, rev)
         elif direction == "downgrade":
             planned = script._downgrade_revs(destination, rev)
         else:

@@ -440,7 +440,16 @@ def _run_and_report(
         )
         if on_failure == "rollback" and rollback.wanted(results, stop.requested()):
             rolled_back = _roll_back(
-                state, registry, results, targets, stop, jobs, lock_timeout, run_id, on_result
+                state,
+                registry,
+                plan.direction,
+                results,
+                targets,
+                stop,
+                jobs,
+                lock_timeout,
+                run_id,
+                on_result,
             )
     code = exit_code(results)
     if stop.exit_code is not None:
@@ -452,6 +461,7 @@ def _run_and_report(
 def _roll_back(
     state: State,
     registry: Registry,
+    direction: str,
     results: list[DbResult],
     targets: dict[str, Any],
     stop: Any,
@@ -460,11 +470,12 @@ def _roll_back(
     run_id: str,
     on_result: Callable[[DbResult], None],
 ) -> bool:
-    """Run the rollback of a failed upgrade; attach each outcome to its database's result."""
+    """Undo a failed *direction* run (see :mod:`orch.rollback`); attach each outcome to its
+    database's result."""
     from orch import rollback
     from orch.execute import execute
 
-    rb_plan, cannot = rollback.plan(registry, results)
+    rb_plan, cannot = rollback.plan(registry, results, direction)
     by_name = {r.name: r for r in results}
     for name, why in cannot.items():
         by_name[name].rollback = rollback.refused(by_name[name], why)
@@ -845,6 +856,15 @@ def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
 @click.argument("selectors", nargs=-1, metavar="DB@TARGET...")
 @click.option("--force", is_flag=True, help="Downgrade even if dependents are not at base.")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@click.option(
+    "--on-failure",
+    type=click.Choice(["stop", "rollback"]),
+    default="stop",
+    show_default=True,
+    help="stop: each database stays at its last good revision. rollback: when anything "
+    "fails (or the run is interrupted), upgrade every database this run changed back "
+    "to exactly the revisions it started at, dependencies first.",
+)
 @_jobs_opt
 @_lock_opt
 @_yes_opt
@@ -854,6 +874,7 @@ def downgrade(
     selectors: tuple[str, ...],
     force: bool,
     fail_fast: bool,
+    on_failure: str,
     jobs: int | None,
     lock_timeout: float | None,
     yes: bool,
@@ -878,9 +899,21 @@ def downgrade(
         registry, sels, graphs=live["graphs"], currents=live["currents"], force=force
     )
     _require_urls(targets, plan.names)
-    _confirm_protected(state, registry, env, yes, plan)
+    notes = []
+    if on_failure == "rollback":
+        notes.append(
+            "on failure: every database this run changed goes back up to where it started"
+        )
+    _confirm_protected(state, registry, env, yes, plan, notes=notes)
     _run_and_report(
-        state, registry, plan, targets, jobs=jobs, lock_timeout=lock_timeout, fail_fast=fail_fast
+        state,
+        registry,
+        plan,
+        targets,
+        jobs=jobs,
+        lock_timeout=lock_timeout,
+        fail_fast=fail_fast,
+        on_failure=on_failure,
     )
 
 

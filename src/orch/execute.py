@@ -105,6 +105,8 @@ def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -
         return "base"
     if len(resolved_target) == 1:
         return resolved_target[0]
+    if direction == "upgrade" and "," in label:  # these revisions exactly, not every head
+        return label
     return "heads" if direction != "downgrade" else resolved_target[0]
 
 

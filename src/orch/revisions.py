@@ -383,6 +383,8 @@ def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction:
             return Resolved(new, tuple(path), path[-1])
         if spec == "base" or spec.startswith("-"):
             raise UsageError(f"{graph.name}@{spec}: that is a downgrade target, not an upgrade")
+        if "," in spec:
+            return _upgrade_to_each(graph, current, spec)
         rev = graph.resolve(spec)
         have = graph.ancestors(current)
         if rev in have:
@@ -431,6 +433,26 @@ def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction:
         rev = graph.resolve(spec)
         return Resolved((rev,), (), rev)
     raise ValueError(direction)  # pragma: no cover
+
+
+def _upgrade_to_each(graph: Graph, current: tuple[str, ...], spec: str) -> Resolved:
+    """Upgrade to every revision of ``A,B``: the database ends with exactly those heads.
+
+    How ``downgrade --on-failure rollback`` returns a database that started
+    at several heads (a downgrade that went below their branch point) to
+    all of them; Alembic takes the tuple as one destination.  A named
+    revision below the current ones is refused, as for a single revision.
+    """
+    revs = tuple(dict.fromkeys(graph.resolve(s.strip()) for s in spec.split(",")))
+    have = graph.ancestors(current)
+    below = [r for r in revs if r in have and r not in current]
+    if below:
+        raise UsageError(
+            f"{graph.name}@{spec}: {', '.join(below)} is below the current revision "
+            f"({', '.join(current)}); use 'orch downgrade'"
+        )
+    path = graph.upgrade_path(current, revs)
+    return Resolved(graph.heads_of(have | set(path)), tuple(path), ",".join(revs))
 
 
 def load_graph(directory: Path, name: str = "") -> Graph:

@@ -1,4 +1,4 @@
-"""``upgrade --on-failure rollback``: undo what a failed run changed, dependents first.
+"""``--on-failure rollback``: undo what a failed run changed, in reverse order.
 
 Databases that belong together are often only consistent at matching
 revisions (analytics' new columns read core's new table).  When one of them
@@ -6,20 +6,30 @@ fails, the default (``stop``) leaves each database at its last good
 revision: safe per database, but the set may be mixed.  ``rollback``
 returns every database this run changed (applied at least one revision:
 ``done`` ones, and ``failed`` ones that got part of the way) to the
-revision it started from, in reverse dependency order, under the same
-locks, hooks and audit rules as any downgrade, in the same audit run.
+revisions it started from, in the reverse of the run's order, under the
+same locks, hooks and audit rules as any run, in the same audit run:
+
+- a failed ``upgrade`` is undone by a downgrade, dependents first, to the
+  revision each database started at;
+- a failed ``downgrade`` is undone by an upgrade, dependencies first, to
+  exactly the revisions each database had (several heads included).  An
+  incident downgrade commits revision by revision, so one that fails
+  half-way leaves databases at their last good revision, not where they
+  were; this brings them back.
 
 Outcomes are not rewritten.  A database's run outcome stays what happened
 (``done``, ``failed``, ...) and the rollback is reported beside it, in a
 ``rollback`` entry with the same vocabulary (``done``, ``unchanged``,
 ``failed``, ``skipped``, ``locked``, ``refused``).  So ``done`` keeps
-meaning "this upgrade succeeded", and a rollback that did not work is
+meaning "this run's step succeeded", and a rollback that did not work is
 impossible to miss: a dirty MySQL database is ``refused``, a revision whose
-downgrade raises is ``failed``, and databases it depends on are
-``skipped`` (downgrading a dependency under a dependent that did not move
-back would break the dependent).  Positions are not left stale either: the
-database's ``end`` becomes where the rollback left it (see :func:`entry`),
-so a rollback that stopped half-way shows the revision it stopped at.
+downgrade raises is ``failed``, and the databases after it in the
+rollback's order are ``skipped`` (downgrading a dependency under a
+dependent that did not move back would break the dependent; upgrading a
+dependent over a dependency that did not would too).  Positions are not
+left stale either: the database's ``end`` becomes where the rollback left
+it (see :func:`entry`), so a rollback that stopped half-way shows the
+revision it stopped at.
 """
 
 from __future__ import annotations
@@ -44,18 +54,26 @@ def changed(results: Sequence[DbResult]) -> list[DbResult]:
     return [r for r in results if r.applied]
 
 
-def plan(registry: Registry, results: Sequence[DbResult]) -> tuple[Plan, dict[str, str]]:
-    """The downgrade plan back to each changed database's start, and the ones it cannot undo.
+def plan(
+    registry: Registry, results: Sequence[DbResult], direction: str = "upgrade"
+) -> tuple[Plan, dict[str, str]]:
+    """The plan back to each changed database's start, and the ones it cannot return.
 
-    A database that started at several heads has no single downgrade
-    target; one whose start is unknown cannot be returned to it.  Both are
-    reported, not guessed.
+    *direction* is the failed run's: an upgrade is undone by a downgrade
+    (dependents first), a downgrade by an upgrade (dependencies first).  A
+    database that started at several heads has no single downgrade target,
+    but an upgrade can go back up to all of them (the target names each,
+    comma-separated).  One whose start is unknown cannot be returned to it.
+    What cannot be undone is reported, not guessed.
     """
+    undo = "upgrade" if direction == "downgrade" else "downgrade"
     targets: dict[str, str] = {}
     cannot: dict[str, str] = {}
     for r in changed(results):
         if r.start is None:
             cannot[r.name] = "its starting revision is unknown; roll it back by hand"
+        elif undo == "upgrade":
+            targets[r.name] = ",".join(r.start)  # changed: it started above base
         elif len(r.start) > 1:
             cannot[r.name] = (
                 f"it started at several heads ({', '.join(r.start)}); "
@@ -66,10 +84,10 @@ def plan(registry: Registry, results: Sequence[DbResult]) -> tuple[Plan, dict[st
     # where the run left each database: a rollback step that never starts reports it
     left = {r.name: tuple(r.end) if r.end is not None else None for r in results}
     steps: list[PlanStep] = []
-    for level, names in enumerate(levels(registry, targets, reverse=True)):
+    for level, names in enumerate(levels(registry, targets, reverse=undo == "downgrade")):
         for name in names:
-            steps.append(PlanStep(name, "downgrade", targets[name], level, left[name]))
-    return Plan("downgrade", tuple(steps)), cannot
+            steps.append(PlanStep(name, undo, targets[name], level, left[name]))
+    return Plan(undo, tuple(steps)), cannot
 
 
 def entry(r: DbResult, left_at: list[str] | None) -> dict[str, Any]:
