@@ -122,14 +122,17 @@ def emit_json(doc: dict[str, Any]) -> None:
     """
     from orch.redact import redact, redact_data
     from orch.render import dumps
+    from orch.streams import result
 
-    click.echo(redact(dumps(redact_data(doc))))
+    click.echo(redact(dumps(redact_data(doc))), file=result())
 
 
 def out(text: str = "") -> None:
+    """A line of the command's result: the real stdout (see :mod:`orch.streams`)."""
     from orch.redact import redact
+    from orch.streams import result
 
-    click.echo(redact(text))
+    click.echo(redact(text), file=result())
 
 
 def err(text: str) -> None:
@@ -177,7 +180,20 @@ def _output_options(
 
 class OrchCommand(click.Command):
     """A subcommand: its usage errors still honour ``--json`` and ``-v`` (see
-    :func:`_output_options`)."""
+    :func:`_output_options`), and while it runs, stdout is its result only.
+
+    Revision code, env.py and the modules they import run inside commands
+    and may print; :func:`orch.streams.result_to_private_stdout` sends that
+    to stderr (descriptor 1 too, so worker processes inherit it) and keeps
+    the real stdout for :func:`out` and :func:`emit_json`.  Help, version
+    and usage errors come before it and are unaffected.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from orch.streams import result_to_private_stdout
+
+        with result_to_private_stdout():
+            return super().invoke(ctx)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(args)

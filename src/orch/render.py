@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import IO, Any
+
+from orch.streams import result
 
 SCHEMA = 1
 
@@ -43,7 +44,7 @@ def use_colour(stream: IO[str]) -> bool:
 
 
 def colour(word: str, stream: IO[str] | None = None) -> str:
-    stream = stream or sys.stdout
+    stream = stream or result()
     name = _COLOURS.get(word)
     if name is None or not use_colour(stream):
         return word
@@ -54,7 +55,7 @@ def table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], stream: IO[str] | None = None
 ) -> str:
     """An aligned plain-text table; cells coloured by value on a TTY."""
-    stream = stream or sys.stdout
+    stream = stream or result()
     text_rows = [["" if c is None else str(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in text_rows:
