@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,16 @@ def test_inline_print_in_process_goes_to_stderr(tmp_path: Path) -> None:
     assert "PRINT-solo" in r.stderr
     r = p.orch("downgrade", "solo@base", "--sql")
     assert "PRINT" not in r.stdout
+
+
+def test_no_stdout_at_all_is_no_error(project: Project) -> None:
+    """``orch status >&-``: no result stream, nothing to protect; no traceback at exit."""
+    r = subprocess.run(
+        ["sh", "-c", f'"{sys.executable}" -m orch status >&-'],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "environment: dev" not in r.stderr

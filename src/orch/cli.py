@@ -1484,8 +1484,9 @@ def run() -> None:
     import atexit
 
     for stream in (sys.stdout, sys.stderr):
-        # a closed pipe (``orch status | head``) takes nothing more: not an error
-        with contextlib.suppress(OSError, ValueError):
+        # a closed pipe (``orch status | head``) takes nothing more: not an error;
+        # a descriptor closed from the start (``orch status >&-``) is no stream at all
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
 
     atexit._run_exitfuncs()

@@ -49,7 +49,7 @@ def result_to_private_stdout() -> Iterator[None]:
     Only :func:`result` still reaches the real stdout.  Nested use is a no-op.
     """
     global _RESULT
-    if _RESULT is not None:
+    if _RESULT is not None or sys.stdout is None:  # nested; or no stdout at all (fd 1 closed)
         yield
         return
     original = sys.stdout
