@@ -14,9 +14,9 @@ import contextvars
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from orch.errors import DatabaseError
@@ -25,6 +25,8 @@ from orch.registry import DatabaseSpec, sqlite_path
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
 
 
 def backend(url: str) -> str:
@@ -47,10 +49,19 @@ class NoDatabase(Exception):
 
 
 def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
-    """An engine for one database; read-only engines never create a SQLite file."""
+    """An engine for one database; read-only engines never create a SQLite file.
+
+    Always synchronous: an async driver's URL gets the sync driver of the same
+    server (:func:`orch.aio.sync_url`); migrations through the async driver
+    itself go through :func:`run_on_connection`.
+    """
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
+    from orch.aio import sync_url
+
+    shown = url  # errors name the URL as the user wrote it
+    url = sync_url(url)
     kind = backend(url)
     connect_args: dict[str, Any] = {}
     timeout = max(1, int(round(connect_timeout))) if connect_timeout else None
@@ -81,7 +92,7 @@ def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = Fals
     try:
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except Exception as exc:  # bad URL, missing driver
-        raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
+        raise DatabaseError(f"cannot use URL {redact(shown)}: {redact(str(exc))}") from exc
     if kind == "sqlite":
         _sqlite_transactional(engine)
     elif kind == "mysql" and timeout and _is_pymysql(engine):
@@ -132,18 +143,22 @@ def preload_drivers(urls: Iterable[str | None]) -> None:
     Callers that fan out over threads call this first.  Unusable URLs are
     left for the threads to report.
     """
+    from orch.aio import is_async, sync_url
+
     seen: set[str] = set()
     for url in urls:
         if not url:
             continue
-        scheme = url.split("://", 1)[0]
-        if scheme in seen or scheme.startswith("sqlite"):  # status reads SQLite without SQLAlchemy
-            continue
-        from sqlalchemy.engine import make_url
+        # an async URL: its driver migrates, its sync twin reads (see orch.aio)
+        for one in (url, sync_url(url)) if is_async(url) else (url,):
+            scheme = one.split("://", 1)[0]
+            if scheme in seen or scheme == "sqlite":  # status reads SQLite without SQLAlchemy
+                continue
+            from sqlalchemy.engine import make_url
 
-        seen.add(scheme)
-        with contextlib.suppress(Exception):  # reported, redacted, by whoever connects
-            make_url(url).get_dialect().import_dbapi()
+            seen.add(scheme)
+            with contextlib.suppress(Exception):  # reported, redacted, by whoever connects
+                make_url(one).get_dialect().import_dbapi()
 
 
 def _sqlite_transactional(engine: Engine) -> None:
@@ -168,7 +183,9 @@ def connect(
     server and login, see :func:`_shared_pg_engine`.
     """
     if shared and backend(url) == "postgresql":
-        engine, database = _shared_pg_engine(url, connect_timeout)
+        from orch.aio import sync_url
+
+        engine, database = _shared_pg_engine(sync_url(url), connect_timeout)
         token = _PG_DATABASE.set((database,))
         try:
             return engine.connect()
@@ -181,6 +198,30 @@ def connect(
         return engine.connect()
     except Exception as exc:
         raise DatabaseError(describe_error(exc)) from exc
+
+
+def run_on_connection(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
+    """Open the migration connection of *url*, run ``work(connection)``, close it.
+
+    The one entry point of the code that migrates: a sync driver's URL gets
+    a :func:`connect` connection; an async driver's (``postgresql+asyncpg``,
+    ``sqlite+aiosqlite``, ``mysql+aiomysql``, ``mysql+asyncmy``) runs the same
+    *work* through that driver, on the sync facade of ``run_sync`` (see
+    :mod:`orch.aio`).  A failed connect is a redacted :class:`DatabaseError`
+    either way; what *work* raises propagates.
+    """
+    from orch.aio import is_async
+
+    if is_async(url):
+        from orch import aio
+
+        return aio.run(url, connect_timeout, work)
+    conn = connect(url, connect_timeout)
+    try:
+        return work(conn)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 _SHARED_ENGINES: dict[str, Engine] = {}

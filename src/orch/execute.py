@@ -123,9 +123,9 @@ def run_one(task: Task) -> DbResult:
     from orch.audit import AuditLog, dirty_revision
     from orch.db import (
         check_version_schema,
-        connect,
         describe_error,
         read_current,
+        run_on_connection,
         transactional_ddl,
     )
     from orch.errors import DatabaseError
@@ -150,93 +150,93 @@ def run_one(task: Task) -> DbResult:
     def say(line: str) -> None:
         res.lines.append(redact(line))
 
-    try:
-        conn = connect(url, task.registry.settings.connect_timeout)
-    except DatabaseError as exc:
-        res.error = f"unreachable: {exc}"
-        res.duration = time.monotonic() - t0
-        return res
-    try:
-        _session_setup(conn, url, task.registry)
-        check_version_schema(conn, db)
-        conn.rollback()
-        lock = MigrationLock(
-            conn, db, url, task.lock_timeout, on_wait=say, cancelled=stopping.requested
-        )
+    def on_connection(conn: Any) -> None:
+        """Everything done on the migration connection (the same for sync and async drivers)."""
         try:
-            lock.acquire()
-        except LockTimeout as exc:
-            res.outcome, res.error = "locked", str(exc)
-            return res
-        except LockCancelled:
-            res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
-            return res
-        try:
-            # -- everything below runs under the lock: nobody else migrates db now
-            audit = AuditLog(
-                conn,
-                task.registry.settings.log_table,
-                db.version_table_schema,
-                task.run_id,
-                db.name,
-                task.target.env,
-                git_commit=task.git_commit,
-            )
-            audit.ensure()
-            interrupted = audit.close_interrupted(transactional)
-            conn.commit()
-            if interrupted:
-                say(
-                    f"{db.name}: an earlier run was interrupted during {', '.join(interrupted)} "
-                    + ("(rolled back)" if transactional else "(may be half-applied)")
-                )
-            current = read_current(conn, db)
-            res.start = res.end = list(current)
-            dirty = None
-            if not transactional:
-                dirty = dirty_revision(
-                    conn, task.registry.settings.log_table, db.version_table_schema, db.name
-                )
-            conn.commit()
-            if dirty is not None and direction != "stamp":
-                rev, why = dirty
-                res.outcome, res.revision, res.dirty = "refused", rev, True
-                res.error = (
-                    f"dirty: revision {rev} failed or was interrupted half-way"
-                    + (f" ({why})" if why else "")
-                    + f" and this backend cannot roll DDL back; {repair_hint(db.name, rev)}"
-                )
-                return res
-            graph = load_graph(db.versions, db.name)
-            try:
-                resolved = resolve_target(graph, current, task.step.target, direction)
-            except OrchError as exc:
-                res.outcome, res.error = "refused", str(exc)
-                return res
-            if direction == "stamp":
-                _stamp(task, conn, audit, resolved.target, resolved.label, res, say, dirty)
-            elif not resolved.path:
-                res.outcome = "unchanged"
-                say(f"{db.name}: already at {', '.join(current) or 'base'}")
-            elif stopping.requested():
-                res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
-            elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
-                _migrate(task, conn, audit, resolved, res, say, transactional)
+            _session_setup(conn, url, task.registry)
+            check_version_schema(conn, db)
             conn.rollback()
-            res.end = list(read_current(conn, db))
-            conn.commit()
-            if res.outcome == "done":
-                _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
-        finally:
-            lock.release()
-    except Exception as exc:  # a failure outside a revision (lock SQL, audit table, ...)
-        res.outcome = "failed"
-        res.error = res.error or describe_error(exc)
-        if res.applied:  # revisions went in, then the connection broke: where it ended is unknown
-            res.end = None
+            lock = MigrationLock(
+                conn, db, url, task.lock_timeout, on_wait=say, cancelled=stopping.requested
+            )
+            try:
+                lock.acquire()
+            except LockTimeout as exc:
+                res.outcome, res.error = "locked", str(exc)
+                return
+            except LockCancelled:
+                res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+                return
+            try:
+                # -- everything below runs under the lock: nobody else migrates db now
+                audit = AuditLog(
+                    conn,
+                    task.registry.settings.log_table,
+                    db.version_table_schema,
+                    task.run_id,
+                    db.name,
+                    task.target.env,
+                    git_commit=task.git_commit,
+                )
+                audit.ensure()
+                interrupted = audit.close_interrupted(transactional)
+                conn.commit()
+                if interrupted:
+                    say(
+                        f"{db.name}: an earlier run was interrupted during "
+                        f"{', '.join(interrupted)} "
+                        + ("(rolled back)" if transactional else "(may be half-applied)")
+                    )
+                current = read_current(conn, db)
+                res.start = res.end = list(current)
+                dirty = None
+                if not transactional:
+                    dirty = dirty_revision(
+                        conn, task.registry.settings.log_table, db.version_table_schema, db.name
+                    )
+                conn.commit()
+                if dirty is not None and direction != "stamp":
+                    rev, why = dirty
+                    res.outcome, res.revision, res.dirty = "refused", rev, True
+                    res.error = (
+                        f"dirty: revision {rev} failed or was interrupted half-way"
+                        + (f" ({why})" if why else "")
+                        + f" and this backend cannot roll DDL back; {repair_hint(db.name, rev)}"
+                    )
+                    return
+                graph = load_graph(db.versions, db.name)
+                try:
+                    resolved = resolve_target(graph, current, task.step.target, direction)
+                except OrchError as exc:
+                    res.outcome, res.error = "refused", str(exc)
+                    return
+                if direction == "stamp":
+                    _stamp(task, conn, audit, resolved.target, resolved.label, res, say, dirty)
+                elif not resolved.path:
+                    res.outcome = "unchanged"
+                    say(f"{db.name}: already at {', '.join(current) or 'base'}")
+                elif stopping.requested():
+                    res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+                elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
+                    _migrate(task, conn, audit, resolved, res, say, transactional)
+                conn.rollback()
+                res.end = list(read_current(conn, db))
+                conn.commit()
+                if res.outcome == "done":
+                    _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
+            finally:
+                lock.release()
+        except Exception as exc:  # a failure outside a revision (lock SQL, audit table, ...)
+            res.outcome = "failed"
+            res.error = res.error or describe_error(exc)
+            if res.applied:  # revisions went in, then the connection broke: end unknown
+                res.end = None
+
+    try:
+        run_on_connection(url, task.registry.settings.connect_timeout, on_connection)
+    except DatabaseError as exc:  # the connection could not be opened
+        res.error = f"unreachable: {exc}"
     finally:
-        with contextlib.suppress(Exception):
-            conn.close()
         res.duration = time.monotonic() - t0
     return res
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.aio import ASYNC_DRIVERS
 from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
 from orch.hooks import PLACEHOLDERS, unknown_placeholders
 from orch.redact import REDACTOR, redact_url
@@ -73,7 +74,10 @@ _DRIVERS: dict[str, tuple[str | None, str | None]] = {
     "mysql+mysqldb": ("MySQLdb", "mysql+pymysql"),
     "mariadb": ("MySQLdb", "mariadb+pymysql"),
     "mariadb+mysqldb": ("MySQLdb", "mariadb+pymysql"),
+    # async drivers (see orch.aio): migrations run through them, reads through the sync twin
+    **{scheme: (module, None) for scheme, (module, _) in ASYNC_DRIVERS.items()},
 }
+_ASYNC_MODULES = {module for module, _ in ASYNC_DRIVERS.values()}
 
 
 @dataclass(frozen=True)
@@ -844,11 +848,13 @@ def _installed(module: str) -> bool:
 def driver_problem(url: str) -> str | None:
     """Why orch cannot use the URL's driver, with the fix; None when it is fine.
 
-    orch supports SQLite, PostgreSQL and MySQL/MariaDB through drivers that
-    take ``connect_timeout`` and are synchronous: it needs a migration lock on
-    each backend, and Alembic runs synchronously.  Other drivers of those
-    databases get the supported driver as the fix; ``mysql://`` means MySQLdb
-    and ``postgresql://`` means psycopg2, which are usually not installed.
+    orch supports SQLite, PostgreSQL and MySQL/MariaDB through drivers it has
+    a migration lock and a connect timeout for: pysqlite, psycopg 3 and PyMySQL,
+    and the async drivers applications use (asyncpg, aiosqlite, aiomysql,
+    asyncmy; see :mod:`orch.aio`), which need the optional ``async`` extra.
+    Other drivers of those databases get the supported driver as the fix;
+    ``mysql://`` means MySQLdb and ``postgresql://`` means psycopg2, which are
+    usually not installed.
     """
     m = re.match(r"^([A-Za-z][A-Za-z0-9+._\-]*)://", url)
     if not m:
@@ -859,9 +865,18 @@ def driver_problem(url: str) -> str | None:
         if module is None and fix is None:
             return None
         if module is not None and _installed(module):
+            if module in _ASYNC_MODULES and not _installed("greenlet"):
+                # SQLAlchemy's asyncio support needs greenlet (orch's "async" extra has it)
+                return f"{scheme}:// needs greenlet, which is not installed; pip install greenlet"
             return _port_problem(url)
         if module is None:
             return f"{scheme}:// is not a SQLAlchemy URL scheme; use {fix}:// instead"
+        if fix is None:  # a supported driver, not installed here
+            extra = " (or 'orch[async]' for every async driver)" if module in _ASYNC_MODULES else ""
+            return (
+                f"{scheme}:// needs driver {module}, which is not installed; "
+                f"pip install {module}{extra}"
+            )
         return (
             f"{scheme}:// needs driver {module}, which is not installed; "
             f"use {fix}:// instead"
@@ -869,13 +884,20 @@ def driver_problem(url: str) -> str | None:
     family, _, driver = scheme.partition("+")
     if family in _FIX:
         return (
-            f"driver {driver!r} of {scheme}:// is not supported by orch (it needs a synchronous "
-            f"driver it can set a connect timeout on); use {_FIX[family]}:// instead"
+            f"driver {driver!r} of {scheme}:// is not supported by orch (it needs a driver it "
+            f"can lock with and set a connect timeout on); use {_FIX[family]}:// instead"
+            + _async_alternative(family)
         )
     return (
         f"unknown or unsupported database URL scheme {scheme!r}; orch supports sqlite://, "
         "postgresql+psycopg:// and mysql+pymysql:// (or mariadb+pymysql://)"
     )
+
+
+def _async_alternative(family: str) -> str:
+    """`` (async: postgresql+asyncpg://)`` for a family that has supported async drivers."""
+    schemes = [s for s in ASYNC_DRIVERS if s.split("+")[0] == family]
+    return f" (async: {' or '.join(s + '://' for s in schemes)})" if schemes else ""
 
 
 def _port_problem(url: str) -> str | None:

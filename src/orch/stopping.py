@@ -38,6 +38,8 @@ ABORT_SIGNAL = signal.SIGUSR1
 CURRENT: Stop | None = None
 #: True while a revision runs in this process: only then may a second signal abort
 _ABORTABLE = False
+#: set while an async driver's event loop runs the migration (see orch.aio): aborts there
+_LOOP_ABORT: Callable[[], bool] | None = None
 
 
 class Interrupted(Exception):
@@ -97,7 +99,7 @@ class Stop:
                 with contextlib.suppress(OSError):
                     os.kill(pid, ABORT_SIGNAL)
             if _ABORTABLE:
-                raise KeyboardInterrupt
+                _abort()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Stop]:
@@ -135,13 +137,47 @@ def reason() -> str:
 
 @contextlib.contextmanager
 def abortable() -> Iterator[None]:
-    """Mark a revision as running: a second signal may abort it (KeyboardInterrupt)."""
+    """Mark a revision as running: a second signal may abort it (KeyboardInterrupt).
+
+    Under an async driver the abort arrives as the event loop's cancellation
+    of the statement in flight (see :func:`set_loop_abort`); it leaves here as
+    the same KeyboardInterrupt.
+    """
     global _ABORTABLE
     _ABORTABLE = True
     try:
         yield
+    except BaseException as exc:
+        if _LOOP_ABORT is not None:
+            import asyncio  # loaded already: a loop is running
+
+            if isinstance(exc, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # delivered: the loop goes on for the cleanup
+                raise KeyboardInterrupt from exc
+        raise
     finally:
         _ABORTABLE = False
+
+
+def set_loop_abort(abort: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """Install how to abort a revision awaiting an event loop; returns the previous one.
+
+    *abort* is called from the signal handler instead of raising
+    KeyboardInterrupt; it returns False when the signal landed outside the
+    loop's wait (then KeyboardInterrupt is raised as usual).
+    """
+    global _LOOP_ABORT
+    previous, _LOOP_ABORT = _LOOP_ABORT, abort
+    return previous
+
+
+def _abort() -> None:
+    """Abort the revision in flight (called from a signal handler while it runs)."""
+    if _LOOP_ABORT is not None and _LOOP_ABORT():
+        return
+    raise KeyboardInterrupt
 
 
 def worker_signals() -> None:
@@ -149,7 +185,7 @@ def worker_signals() -> None:
 
     def abort(_signum: int, _frame: FrameType | None) -> None:
         if _ABORTABLE:
-            raise KeyboardInterrupt
+            _abort()
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
