@@ -1,8 +1,9 @@
 """Registry checks that need to know the drivers and what a URL points at.
 
 orch can only migrate through drivers it can lock with and time out
-(psycopg 3 / psycopg2 for PostgreSQL, PyMySQL / MySQLdb for MySQL/MariaDB,
-sqlite3); every other URL names its fix.  Two entries of one environment on
+(psycopg 3 / psycopg2 / asyncpg for PostgreSQL, PyMySQL / MySQLdb / aiomysql /
+asyncmy for MySQL/MariaDB, sqlite3 / aiosqlite; the async ones are tested in
+test_async_drivers.py); every other URL names its fix.  Two entries of one environment on
 one version table would share one history: refused before anything runs.
 """
 
@@ -78,12 +79,10 @@ def test_default_drivers_that_are_not_installed_name_the_fix(
     ("url", "fix"),
     [
         ("postgres://u@h/db", "postgresql+psycopg://"),
-        ("postgresql+asyncpg://u@h/db", "postgresql+psycopg://"),
         ("postgresql+psycopg_async://u@h/db", "postgresql+psycopg://"),
         ("postgresql+pg8000://u@h/db", "postgresql+psycopg://"),
-        ("mysql+aiomysql://u@h/db", "mysql+pymysql://"),
         ("mysql+mysqlconnector://u@h/db", "mysql+pymysql://"),
-        ("sqlite+aiosqlite:///x.db", "sqlite://"),
+        ("sqlite+pysqlcipher:///x.db", "sqlite://"),
     ],
 )
 def test_unsupported_drivers_name_the_supported_one(tmp_path: Path, url: str, fix: str) -> None:
