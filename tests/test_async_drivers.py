@@ -412,3 +412,52 @@ def test_sync_url_keeps_the_server_and_login() -> None:
     )
     assert sync_url("sqlite+aiosqlite:///var/x.db") == "sqlite:///var/x.db"
     assert sync_url("mysql+pymysql://u@h/db") == "mysql+pymysql://u@h/db"
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_sigkilled_asyncpg_run_leaves_no_lock(make_db: Callable[..., str], tmp_path: Path) -> None:
+    """The async session gets client_connection_check_interval too: a killed run's lock dies."""
+    from minproj import rev_id, version_of
+    from test_safety import SLOW_PG, _slow_project, pg_backends_running, popen, wait_for
+
+    url = make_db("postgresql")
+    p = _slow_project(tmp_path, {"app": as_async(url, "asyncpg")}, SLOW_PG)
+    proc = popen(p, "upgrade", "--all", env={"ORCH_TEST_SLOW": "1"}, capture=False)
+    try:
+        wait_for(lambda: pg_backends_running(url, "pg_sleep") == 1)
+    finally:
+        proc.kill()
+        proc.wait()
+    # pg_sleep(30) is still running on the server unless it noticed the dead client
+    r = p.orch("upgrade", "--all", "--lock-timeout", "5")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "interrupted" in r.stderr
+    assert version_of(url) == [rev_id("app", 2)]
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=["asyncpg", "aiomysql"], indirect=True)
+def test_ddl_lock_timeout_applies_to_the_async_session(case: Case) -> None:
+    """settings.ddl_lock_timeout: the ALTER behind a reader's transaction fails fast, not hangs."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    p = case.project
+    data = p.registry()
+    data["settings"]["ddl_lock_timeout"] = 1
+    p.write_registry(data)
+    assert p.orch("upgrade", "core@d5d862ab0321").exit_code == 0
+    holder = create_engine(case.sync["core"], poolclass=NullPool).connect()
+    try:
+        holder.execute(text("SELECT * FROM users"))  # an open transaction that read users
+        r = p.orch_proc("upgrade", "core", "--json", timeout=60)
+        assert r.returncode == 1, r.stderr
+        core = json.loads(r.stdout)["databases"][0]
+        assert core["outcome"] == "failed" and core["revision"] == "23231312a907"
+        assert "lock" in core["error"].lower()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert current(case.sync["core"]) == ["d5d862ab0321"]
+    assert p.orch("upgrade", "--all").exit_code == 0

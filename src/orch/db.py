@@ -150,6 +150,10 @@ def preload_drivers(urls: Iterable[str | None]) -> None:
         if not url:
             continue
         # an async URL: its driver migrates, its sync twin reads (see orch.aio)
+        if is_async(url) and "async" not in seen:
+            seen.add("async")
+            with contextlib.suppress(Exception):  # greenlet missing: reported on connect
+                import sqlalchemy.ext.asyncio  # noqa: F401
         for one in (url, sync_url(url)) if is_async(url) else (url,):
             scheme = one.split("://", 1)[0]
             if scheme in seen or scheme == "sqlite":  # status reads SQLite without SQLAlchemy
