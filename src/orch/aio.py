@@ -207,10 +207,16 @@ def _abort_by_cancelling() -> Any:
     task = asyncio.current_task()
     outer = getcurrent()  # the loop's greenlet; run_sync's work runs in a child of it
 
+    def cancel() -> None:
+        # the task may have run on between the signal and this callback: cancel
+        # only a revision still in flight (a finished one is past aborting)
+        if task is not None and stopping.revision_running():
+            task.cancel()
+
     def abort() -> bool:
         if task is None or getcurrent() is not outer:
             return False  # in the sync work: raise KeyboardInterrupt there
-        loop.call_soon_threadsafe(task.cancel)  # wakes the loop out of its select
+        loop.call_soon_threadsafe(cancel)  # also wakes the loop out of its select
         return True
 
     previous = stopping.set_loop_abort(abort)

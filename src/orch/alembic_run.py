@@ -87,7 +87,13 @@ class Job:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Connection]:
-        """The migration connection: orch's (lock held) or, under plain alembic, a new one."""
+        """The migration connection: orch's (lock held) or, under plain alembic, a new one.
+
+        Under plain alembic an async URL connects through the sync driver of
+        the same server (see :mod:`orch.aio`): this context manager has no
+        event loop to run the async driver in.  orch itself migrates through
+        the async driver.
+        """
         if self.connection is not None:
             yield self.connection
             return

@@ -161,6 +161,11 @@ def abortable() -> Iterator[None]:
         _ABORTABLE = False
 
 
+def revision_running() -> bool:
+    """Whether a revision runs in this process now (a second signal would abort it)."""
+    return _ABORTABLE
+
+
 def set_loop_abort(abort: Callable[[], bool] | None) -> Callable[[], bool] | None:
     """Install how to abort a revision awaiting an event loop; returns the previous one.
 
