@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -364,3 +364,309 @@ def test_names_at_the_server_limit_work(
     assert log_table in project.tables("core")
     log = project.orch("log", "core", "--json")
     assert log.exit_code == 0 and len(log.json()["entries"]) == 4
+
+
+# ---------------------------------------------------------------- alembic.ini and migrations/
+
+
+def remove_migrations(p: Project) -> None:
+    import shutil
+
+    shutil.rmtree(p.root / "migrations")
+
+
+def ini_without_section(p: Project) -> None:
+    (p.root / "alembic.ini").write_text("garbage\n[alembic]\nscript_location = migrations\n")
+
+
+def ini_bad_interpolation(p: Project) -> None:
+    ini = p.root / "alembic.ini"
+    ini.write_text(ini.read_text().replace("prepend_sys_path = .", "prepend_sys_path = %(nope)s"))
+
+
+def ini_option_twice(p: Project) -> None:
+    ini = p.root / "alembic.ini"
+    ini.write_text(ini.read_text().replace("path_separator = os", "path_separator = os\n"
+                                           "path_separator = space"))
+
+
+def ini_not_utf8(p: Project) -> None:
+    ini = p.root / "alembic.ini"
+    ini.write_bytes(ini.read_bytes().replace(b"[alembic]", "[alembic]\n# café".encode("latin-1")))
+
+
+BROKEN_PROJECT = [
+    (remove_migrations, "migrations: the migrations directory (script_location of alembic.ini) "
+     "does not exist; run 'orch init' to create it, or fix script_location"),
+    (ini_without_section, "alembic.ini:1: cannot read alembic.ini: 'garbage' comes before any "
+     "[section] header"),
+    (ini_bad_interpolation, "alembic.ini: cannot read alembic.ini: Bad value substitution: option "
+     "'prepend_sys_path' in section 'alembic' contains an interpolation key 'nope'"),
+    (ini_option_twice, "cannot read alembic.ini: option 'path_separator' is given "
+     "twice in [alembic]"),
+    (ini_not_utf8, "alembic.ini: cannot read alembic.ini: not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize(("breaker", "message"), BROKEN_PROJECT,
+                         ids=[b.__name__ for b, _m in BROKEN_PROJECT])
+@pytest.mark.parametrize(
+    "command",
+    [["upgrade", "--all"], ["upgrade", "--all", "--sql"], ["downgrade", "core@base"],
+     ["stamp", "core@base"], ["revision", "core", "-m", "x"]],
+    ids=["upgrade", "sql", "downgrade", "stamp", "revision"],
+)
+def test_a_broken_project_is_one_line_and_exit_2(
+    project: Project, breaker: Callable[[Project], None], message: str, command: list[str]
+) -> None:
+    """These were internal errors (Alembic's CommandError, configparser's traceback)."""
+    before = sorted(str(p.relative_to(project.root)) for p in project.root.rglob("*"))
+    breaker(project)
+    r = project.orch(*command)
+    one_line_exit_2(r, message)
+    assert not (project.root / "var").exists()
+    if breaker is not remove_migrations:  # nothing created, not even migrations/core
+        after = sorted(str(p.relative_to(project.root)) for p in project.root.rglob("*"))
+        assert after == before
+    else:
+        assert not (project.root / "migrations").exists()
+
+
+def test_a_broken_project_stops_stamp_before_the_database(
+    backend_project: Project,
+) -> None:
+    """Inline runs (stamp uses one job) used to fail per database with exit 1 after connecting."""
+    assert backend_project.orch("upgrade", "--all").exit_code == 0
+    ini_without_section(backend_project)
+    r = backend_project.orch("stamp", "core@base", "--json")
+    assert (r.exit_code, r.stderr) == (2, "")
+    assert "alembic.ini:1: cannot read alembic.ini" in r.json()["error"]
+    assert backend_project.versions("core") == ["bd61b77cf8aa"]
+
+
+# ---------------------------------------------------------------- revision ids
+
+
+@pytest.mark.parametrize("rev_id", ["head", "heads", "base", "current", "HEAD", "Base"])
+@pytest.mark.parametrize("command", ["revision", "merge"])
+def test_reserved_rev_ids_are_refused(project: Project, rev_id: str, command: str) -> None:
+    """``--rev-id head`` was accepted; every later upgrade to head then meant the symbol."""
+    args = [command, "core", "-m", "x", "--rev-id", rev_id]
+    r = project.orch(*args)
+    one_line_exit_2(
+        r, f"--rev-id {rev_id!r}: base, current, head, heads are Alembic's symbols for "
+        "revisions, not ids; choose another id"
+    )
+    assert not list((project.root / "migrations" / "core").glob(f"{rev_id}*"))
+
+
+@pytest.mark.parametrize("rev_id", ["a-b", "a@b", "+1", "-1", "a:b", "a b", "../x", "x" * 33, ""])
+def test_rev_ids_alembic_refuses_are_refused(project: Project, rev_id: str) -> None:
+    r = project.orch("revision", "core", "-m", "x", "--rev-id", rev_id)
+    one_line_exit_2(r, f"--rev-id {rev_id!r}: use letters, digits and '_' (at most 32 characters)")
+
+
+def test_a_branch_label_as_rev_id_is_refused(project: Project) -> None:
+    r = project.orch("revision", "core", "-m", "x", "--rev-id", "analytics")
+    one_line_exit_2(r, "--rev-id 'analytics' is a branch label; choose another id")
+
+
+def test_a_plain_rev_id_is_still_taken(project: Project) -> None:
+    r = project.orch("revision", "core", "-m", "x", "--rev-id", "head_0001")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip().endswith("head_0001_x.py")
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("bd61-b77cf8aa", "contains '-'; Alembic refuses '@', '-', '+', ':' in revision ids"),
+        ("bd61@b77cf8aa", "contains '@'; Alembic refuses"),
+        ("head", "is one of Alembic's symbols (base, current, head, heads); it could never be "
+         "named: rename it"),
+    ],
+)
+@pytest.mark.parametrize(
+    "command",
+    [["upgrade", "--all"], ["status"], ["plan"], ["history", "core"], ["upgrade", "--all", "--sql"],
+     ["revision", "core", "-m", "x"]],
+    ids=["upgrade", "status", "plan", "history", "sql", "revision"],
+)
+def test_a_revision_file_with_an_id_alembic_refuses_is_named(
+    project: Project, bad: str, why: str, command: list[str]
+) -> None:
+    """Alembic's RevisionError named no file: an internal error."""
+    path = project.root / "migrations" / "core" / "bd61b77cf8aa_backfill_users_display_name.py"
+    path.write_text(path.read_text().replace("'bd61b77cf8aa'", f"'{bad}'"))
+    r = project.orch(*command)
+    one_line_exit_2(r, f"{path}: revision id '{bad}' {why}")
+    assert not (project.root / "var").exists()
+
+
+# ---------------------------------------------------------------- command-line values
+
+
+def test_log_limit_is_bounded(project: Project) -> None:
+    """``log --limit 10**30`` overflowed the SQL LIMIT (an internal error)."""
+    r = project.orch("log", "--limit", str(10**30))
+    one_line_exit_2(r, "Invalid value for '--limit'", "is not in the range 0<=x<=1000000")
+    r = project.orch("log", "--limit", "1000000")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_sql_out_into_a_file_is_refused_before_rendering(project: Project) -> None:
+    blocker = project.root / "blocker"
+    blocker.write_text("not a directory\n")
+    r = project.orch("upgrade", "--all", "--sql", "--out", str(blocker / "sql"))
+    one_line_exit_2(r, f"--out {blocker / 'sql'}: {blocker} is not a directory")
+    assert not (project.root / "var").exists()
+
+
+def run_unprivileged(project: Project, *args: str) -> Result:
+    """Run orch in a subprocess that file permissions apply to, even when the tests run as root.
+
+    Root ignores permission bits; ``setpriv`` drops the capabilities that let it
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a mode-0555 directory is read-only
+    to it as to anyone else.  Other users need nothing.
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "orch", *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a directory read-only")
+        cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+    proc = subprocess.run(cmd, cwd=project.root, capture_output=True, text=True)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    made: list[Path] = []
+
+    def make(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o555)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        path.chmod(0o755)
+
+
+def test_sql_out_into_a_read_only_directory_is_one_line(
+    project: Project, read_only_dir: Callable[[Path], Path]
+) -> None:
+    locked = read_only_dir(project.root / "locked")
+    r = run_unprivileged(project, "upgrade", "--all", "--sql", "--out", "locked/sql")
+    assert (r.exit_code, r.stdout) == (2, ""), r
+    assert r.stderr == f"orch: error: --out locked/sql: {locked} is not writable by this user\n"
+    assert list(locked.iterdir()) == []
+
+
+def test_a_read_only_sqlite_directory_says_so(
+    project: Project, read_only_dir: Callable[[Path], Path]
+) -> None:
+    """It was reported as 'Permission denied (MySQL error 13)'."""
+    assert project.orch("upgrade", "--all").exit_code == 0
+    dev = project.root / "var" / "dev"
+    for lock in dev.glob("*.orch-lock"):
+        lock.unlink()
+    read_only_dir(dev)
+    r = run_unprivileged(project, "downgrade", "core@-1", "--force")
+    assert r.exit_code == 1, r
+    assert "MySQL" not in r.stderr + r.stdout
+    assert (
+        f"core: failed: cannot create the migration lock file {dev / 'core.db.orch-lock'}: "
+        "Permission denied; its directory must be writable by this user"
+    ) in r.stderr
+    assert project.versions("core") == ["bd61b77cf8aa"]
+
+
+def test_a_read_only_sqlite_file_says_so(
+    project: Project, read_only_dir: Callable[[Path], Path]
+) -> None:
+    assert project.orch("upgrade", "--all").exit_code == 0
+    dev = project.root / "var" / "dev"
+    (dev / "core.db").chmod(0o444)
+    try:
+        r = run_unprivileged(project, "downgrade", "core@-1", "--force")
+    finally:
+        (dev / "core.db").chmod(0o644)
+    assert r.exit_code == 1, r
+    assert (
+        "core: failed: attempt to write a readonly database (the SQLite file, or the directory "
+        "it is in, is not writable by this user)"
+    ) in r.stderr
+    assert project.versions("core") == ["bd61b77cf8aa"]
+
+
+def test_a_missing_sqlite_directory_that_cannot_be_created_says_so(
+    project: Project, read_only_dir: Callable[[Path], Path]
+) -> None:
+    read_only_dir(project.root / "var")
+    r = run_unprivileged(project, "upgrade", "core")
+    assert r.exit_code == 1, r
+    dev = project.root / "var" / "dev"
+    assert (
+        f"core: failed: unreachable: cannot create the directory of the SQLite file "
+        f"{dev / 'core.db'}: Permission denied: {dev}\n"
+    ) in r.stderr
+
+
+def test_os_errors_are_not_called_mysql_errors() -> None:
+    import errno
+
+    from orch.db import describe_error
+
+    exc = PermissionError(errno.EACCES, "Permission denied", "/srv/app/var/core.db.orch-lock")
+    assert describe_error(exc) == "Permission denied: /srv/app/var/core.db.orch-lock"
+    assert describe_error(FileNotFoundError(errno.ENOENT, "No such file or directory")) == (
+        "No such file or directory"
+    )
+
+
+# ---------------------------------------------------------------- --jobs
+
+
+def test_jobs_are_capped_at_the_databases_and_at_the_maximum(project: Project) -> None:
+    from orch.execute import MAX_JOBS, effective_jobs
+    from orch.registry import load_registry
+
+    reg = load_registry(project.registry_path)
+    assert effective_jobs(reg, 8, 3) == (3, None)
+    assert effective_jobs(reg, 1, 150) == (1, None)
+    jobs, note = effective_jobs(reg, 10_000, 150)
+    assert jobs == MAX_JOBS == 32
+    assert note == (
+        "--jobs 10000 capped at 32: each database running holds its own server connections"
+    )
+    assert effective_jobs(reg, 10_000, 3)[0] == 3
+
+
+def test_jobs_over_the_maximum_say_so_and_run(
+    project: Project, make_db: Callable[..., str]
+) -> None:
+    """On PostgreSQL, a few databases: the cap and its note (150 databases are not needed)."""
+    urls = {name: make_db("postgresql") for name in ("core", "analytics")}
+    project.set_urls("dev", urls)
+    r = project.orch("upgrade", "--all", "--jobs", "10000")
+    assert r.exit_code == 0, r.stderr
+    assert (
+        "orch: note: --jobs 10000 capped at 32: each database running holds its own server "
+        "connections\n"
+    ) in r.stderr
+    assert project.versions("core") == ["bd61b77cf8aa"]
+    assert project.versions("analytics") == ["ce37b359c1da"]
+    data = project.registry()
+    data["settings"]["jobs"] = 500
+    project.write_registry(data)
+    r = project.orch("downgrade", "analytics@base", "core@base", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "orch: note: settings.jobs 500 capped at 32" in r.stderr
+    assert [d["outcome"] for d in r.json()["databases"]] == ["done", "done"]

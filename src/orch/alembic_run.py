@@ -147,12 +147,65 @@ def add_sys_path(registry: Registry) -> None:
             sys.path.insert(0, s)
 
 
+def check_project(registry: Registry) -> None:
+    """Refuse (exit 2, one line) what Alembic would stop on with an internal error.
+
+    A missing migrations directory (``script_location``) and an alembic.ini
+    that configparser cannot read surfaced as Alembic's CommandError or a
+    configparser traceback naming neither the file nor the fix.  The ini is
+    read the way Alembic reads it (``%(here)s`` defined, interpolation on),
+    and every option of ``[alembic]`` is interpolated once, since Alembic
+    only does so when it first needs each one.
+    """
+    import configparser
+
+    ini = registry.root / "alembic.ini"
+    if ini.is_file():
+        parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
+        try:
+            parser.read(ini, encoding="utf-8")
+            if parser.has_section("alembic"):
+                for key in parser.options("alembic"):
+                    parser.get("alembic", key)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise UsageError(_ini_problem(ini, exc)) from exc
+    location = registry.script_location
+    if not location.is_dir():
+        raise UsageError(
+            f"{location}: the migrations directory (script_location of alembic.ini) does not "
+            "exist; run 'orch init' to create it, or fix script_location"
+        )
+
+
+def _ini_problem(ini: Path, exc: Exception) -> str:
+    """One line for what configparser found wrong in alembic.ini, with its line number."""
+    import configparser
+
+    line = getattr(exc, "lineno", None)
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        what = f"{exc.line.strip()!r} comes before any [section] header"
+    elif isinstance(exc, configparser.DuplicateOptionError):
+        what = f"option {exc.option!r} is given twice in [{exc.section}]"
+    elif isinstance(exc, configparser.DuplicateSectionError):
+        what = f"section [{exc.section}] is given twice"
+    elif isinstance(exc, configparser.ParsingError) and exc.errors:
+        line, text = exc.errors[0]
+        what = f"cannot parse {text}"  # configparser gives the line as a repr
+    elif isinstance(exc, UnicodeDecodeError):
+        what = "not UTF-8 text"
+    else:
+        what = " ".join(str(exc).split())
+    where = f"{ini}:{line}" if line else str(ini)
+    return f"{where}: cannot read alembic.ini: {what}"
+
+
 def make_config(registry: Registry, db: DatabaseSpec, stdout: Any = None) -> Config:
     """A Config for *db* alone: alembic.ini's settings, only *db*'s version directory."""
     import argparse
 
     from alembic.config import Config
 
+    check_project(registry)
     ini = registry.root / "alembic.ini"
     # quiet: Alembic's "Generating ... done" lines would land on orch's stdout
     kwargs: dict[str, Any] = {"cmd_opts": argparse.Namespace(quiet=True)}

@@ -49,12 +49,30 @@ class Written:
         }
 
 
-def _check_rev_id(rev_id: str | None) -> None:
+def _check_rev_id(rev_id: str | None, registry: Registry) -> None:
+    """Refuse an id Alembic would refuse, cannot store, or would read as something else.
+
+    ``head``, ``base`` and the other symbols were accepted, and every later
+    ``upgrade core@head`` then meant the symbol: a false ``done``.  A branch
+    label as an id is just as ambiguous in a target.
+    """
+    from orch.revisions import RESERVED_REV_IDS
+
+    if rev_id is None:
+        return
     # alembic_version.version_num is VARCHAR(32)
-    if rev_id is not None and not _REV_ID.match(rev_id):
+    if not _REV_ID.match(rev_id):
         raise UsageError(
             f"--rev-id {rev_id!r}: use letters, digits and '_' (at most 32 characters)"
         )
+    if rev_id.lower() in RESERVED_REV_IDS:
+        raise UsageError(
+            f"--rev-id {rev_id!r}: {', '.join(sorted(RESERVED_REV_IDS))} are Alembic's symbols "
+            "for revisions, not ids; choose another id"
+        )
+    labels = {db.branch for db in registry.databases.values()}
+    if rev_id in labels:
+        raise UsageError(f"--rev-id {rev_id!r} is a branch label; choose another id")
 
 
 def new_revision(
@@ -74,7 +92,8 @@ def new_revision(
     from orch.revisions import load_graph
 
     db = registry.database(name)
-    _check_rev_id(rev_id)
+    _check_rev_id(rev_id, registry)
+    alembic_run.check_project(registry)  # before any directory is created
     if allow_empty and not autogenerate:
         raise UsageError("--allow-empty only makes sense with --autogenerate")
     graph = load_graph(db.versions, db.name)
@@ -160,7 +179,7 @@ def merge_heads(
     from orch.revisions import load_graph
 
     db = registry.database(name)
-    _check_rev_id(rev_id)
+    _check_rev_id(rev_id, registry)
     graph = load_graph(db.versions, db.name)
     if len(graph.heads) < 2:
         return Written(

@@ -429,8 +429,14 @@ def _run_and_report(
     import uuid
 
     from orch import rollback
-    from orch.execute import execute, exit_code
+    from orch.alembic_run import check_project
+    from orch.execute import effective_jobs, execute, exit_code
     from orch.stopping import Stop
+
+    check_project(registry)  # a broken alembic.ini: exit 2 before any database is touched
+    jobs, note = effective_jobs(registry, jobs, len(plan.steps))
+    if note:
+        err(f"orch: note: {note}")
 
     def on_result(r: DbResult) -> None:
         if state.json:
@@ -701,6 +707,8 @@ def _sql_preview(
     from orch import offline
 
     registry = state.registry()
+    if out_dir:
+        offline.check_out_dir(Path(out_dir))  # before anything is read or rendered
     preview = offline.build(
         registry, state.env_name(), direction, selectors, froms=from_, **plan_options
     )
@@ -1132,10 +1140,10 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
 @click.option(
     "--limit",
     "-n",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=1_000_000),  # bounded: 10**30 overflowed the SQL LIMIT
     default=50,
     show_default=True,
-    help="At most N entries, newest first (0: all).",
+    help="At most N entries, newest first (0: all; at most 1000000).",
 )
 @global_options
 def log_(databases: tuple[str, ...], limit: int) -> None:

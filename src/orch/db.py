@@ -87,7 +87,13 @@ def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = Fals
             _sqlite_transactional(engine)
             return engine
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)  # writers only
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)  # writers only
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the directory of the SQLite file {path}: "
+                    f"{exc.strerror}: {exc.filename}"
+                ) from exc
         connect_args["timeout"] = max(connect_timeout or 5.0, 5.0)
     try:
         engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
@@ -272,16 +278,39 @@ def _pick_pg_database(_dialect: Any, _rec: Any, _cargs: Any, cparams: dict[str, 
         cparams["dbname"] = database
 
 
+# SQLite's own words for "this user may not write here" say neither what nor where
+_SQLITE_HINTS = {
+    "attempt to write a readonly database": (
+        " (the SQLite file, or the directory it is in, is not writable by this user)"
+    ),
+    "unable to open database file": (
+        " (the SQLite file cannot be opened or created: its directory must exist and be "
+        "writable by this user)"
+    ),
+}
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a driver error, without SQL parameters or passwords."""
     orig = getattr(exc, "orig", None)
     err = orig if orig is not None else exc
     args: tuple[Any, ...] = tuple(getattr(err, "args", ()))
-    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+    module = type(err).__module__.split(".")[0]
+    if (
+        module in ("pymysql", "MySQLdb")
+        and len(args) == 2
+        and isinstance(args[0], int)
+        and isinstance(args[1], str)
+    ):
         # PyMySQL errors are (code, message) tuples: print them as a sentence
         msg = f"{args[1]} (MySQL error {args[0]})"
+    elif isinstance(err, OSError) and err.strerror:
+        # an OSError is (errno, strerror) too: not a MySQL error; name the file
+        msg = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
     else:
         msg = str(err).strip()
+        if module == "sqlite3":
+            msg += _SQLITE_HINTS.get(msg, "")
     msg = msg.split("\n(Background on this error")[0]
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
     text = " ".join(lines[:3]) if lines else type(exc).__name__

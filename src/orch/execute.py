@@ -595,6 +595,30 @@ def start_method() -> str:
     return "fork" if threading.active_count() == 1 else "spawn"
 
 
+#: The most databases migrated at once, whatever ``--jobs`` or ``settings.jobs`` say.
+#: Each one running holds its own server connections: ``--jobs 10000`` over 150
+#: PostgreSQL databases opened 150 at once and 40 failed with "too many clients"
+#: (PostgreSQL's default max_connections is 100, MySQL's 151).
+MAX_JOBS = 32
+
+
+def effective_jobs(registry: Registry, jobs: int | None, n: int) -> tuple[int, str | None]:
+    """How many databases of a run of *n* migrate at once, and a note when that was capped.
+
+    No more workers than databases, never more than :data:`MAX_JOBS`; the note
+    (for stderr) says so when the asked number was above it.
+    """
+    wanted = jobs or default_jobs(registry, n)
+    note = None
+    if wanted > MAX_JOBS:
+        source = "--jobs" if jobs else "settings.jobs"
+        note = (
+            f"{source} {wanted} capped at {MAX_JOBS}: each database running holds its own "
+            "server connections"
+        )
+    return max(1, min(wanted, MAX_JOBS, n)), note
+
+
 def default_jobs(registry: Registry, n: int) -> int:
     if registry.settings.jobs:
         return registry.settings.jobs
@@ -634,7 +658,7 @@ def execute(
         name: Task(registry, targets[name], step, run_id, timeout, secrets, commit, stamp, purpose)
         for name, step in steps.items()
     }
-    n_jobs = jobs or default_jobs(registry, len(tasks))
+    n_jobs, _note = effective_jobs(registry, jobs, len(tasks))
     results: dict[str, DbResult] = {}
     order = [s.db for s in plan.steps]
     stop = False

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orch.db import backend, lock_path
+from orch.errors import DatabaseError
 from orch.registry import DatabaseSpec, sqlite_path
 
 if TYPE_CHECKING:
@@ -178,8 +179,14 @@ class MigrationLock:
         if path is None:  # in-memory: private to this process
             return
         lp = lock_path(path)
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lp.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the migration lock file {lp}: {exc.strerror}; its directory "
+                "must be writable by this user"
+            ) from exc
         fd = self._fd
 
         def attempt() -> bool:

@@ -17,6 +17,7 @@ orch's runs, not to the migrations.
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -303,7 +304,31 @@ def preview(
     ]
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse (exit 2) an ``--out`` directory that cannot be written, creating nothing.
+
+    Checked before any database is read, so an unwritable place costs no
+    rendering; the nearest existing ancestor must be a writable directory.
+    """
+    probe = out_dir.absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {out_dir}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out_dir}: {probe} is not writable by this user")
+
+
 def write_files(sections: Sequence[Section], out_dir: Path, registry: Registry) -> list[Path]:
+    """One file per database with work; an OSError (disk full, permissions) is exit 2."""
+    try:
+        return _write_files(sections, out_dir, registry)
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise UsageError(f"--out {out_dir}: cannot write {where}: {exc.strerror}") from exc
+
+
+def _write_files(sections: Sequence[Section], out_dir: Path, registry: Registry) -> list[Path]:
     """One file per database with work, ``NN_<db>.sql`` numbered in execution order.
 
     Files of the same pattern left by an earlier preview are removed first, so
@@ -356,10 +381,12 @@ def build(
 ) -> Preview:
     """Plan like ``upgrade``/``downgrade`` would, from the live (or ``--from``) revisions,
     and render the SQL of every step.  Reads, never writes."""
+    from orch.alembic_run import check_project
     from orch.plan import parse_selectors, plan_downgrade, plan_upgrade
     from orch.status import graphs_for
 
     environment = registry.environment(env).name
+    check_project(registry)
     if direction == "upgrade":
         sels = parse_selectors(registry, selector_texts, command="upgrade")
         if all_ and sels:

@@ -758,7 +758,7 @@ def _script_location(root: Path) -> Path:
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read(ini, encoding="utf-8")
-        except configparser.Error:
+        except (configparser.Error, UnicodeDecodeError):  # reported when Alembic needs it
             return (root / "migrations").resolve()
         loc = parser.get("alembic", "script_location", fallback=None)
         if loc and ":" not in loc.replace("%(here)s", ""):

@@ -32,6 +32,12 @@ _NAMES = ("revision", "down_revision", "branch_labels", "depends_on")
 _ASSIGN = re.compile(r"\s*(?::[^=\n]*)?=\s*")  # what follows a header name: annotation, =
 
 
+#: Alembic's own symbols: a revision with one of these ids could never be named
+RESERVED_REV_IDS = frozenset({"head", "heads", "base", "current"})
+#: characters Alembic refuses in a revision id (alembic.script.revision)
+ILLEGAL_REV_CHARS = "@-+:"
+
+
 class GraphError(UsageError):
     """A version directory that cannot be read as one history."""
 
@@ -129,6 +135,17 @@ def parse_header(path: str | os.PathLike[str], text: str | None = None) -> Rev |
     rev = values["revision"]
     if not isinstance(rev, str) or not rev:
         raise GraphError(f"{path}: 'revision' must be a non-empty string")
+    bad = [c for c in ILLEGAL_REV_CHARS if c in rev]
+    if bad:  # Alembic would stop with a message that names no file
+        raise GraphError(
+            f"{path}: revision id {rev!r} contains {' '.join(repr(c) for c in bad)}; "
+            f"Alembic refuses {', '.join(repr(c) for c in ILLEGAL_REV_CHARS)} in revision ids"
+        )
+    if rev in RESERVED_REV_IDS:
+        raise GraphError(
+            f"{path}: revision id {rev!r} is one of Alembic's symbols "
+            f"({', '.join(sorted(RESERVED_REV_IDS))}); it could never be named: rename it"
+        )
     try:
         return Rev(
             revision=rev,
