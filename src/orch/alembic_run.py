@@ -301,13 +301,33 @@ def _lazy_revisions(directory: Path) -> Iterator[Any]:
     means: when it runs.  Alembic builds the same graph from the same four
     values, so the order of the steps is the one it would compute.
     """
-    from alembic.script import Script
-
     from orch.revisions import scan_directory
 
-    for rev in scan_directory(directory).values():
-        path = Path(rev.path).resolve()
+    return _scripts(scan_directory(directory).values())
+
+
+def _scripts(revs: Iterable[Any]) -> Iterator[Any]:
+    """Alembic Script objects for orch's revision headers (modules imported on first use)."""
+    from alembic.script import Script
+
+    for rev in revs:
+        path = Path(rev.path).resolve() if rev.path else Path(rev.revision + ".py")
         yield Script(_LazyRevision(rev, path), rev.revision, path)  # type: ignore[arg-type]
+
+
+def detached_script(revs: Iterable[Any]) -> ScriptDirectory:
+    """A ScriptDirectory over revision headers that are not (or need not be) files.
+
+    For graphs made from literal headers (tests, tools): the same Alembic
+    resolution as :func:`script_directory`, with no Config and no file read.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionMap
+
+    headers = list(revs)
+    script = ScriptDirectory(os.path.dirname(__file__))  # must exist; nothing of it is read
+    script.revision_map = RevisionMap(lambda: _scripts(headers))
+    return script
 
 
 class _LazyRevision:
@@ -368,7 +388,32 @@ class _LazyRevision:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):  # copy, pickle, ... probing
             raise AttributeError(name)
+        if name in ("upgrade", "downgrade") and self._module is None:
+            # Alembic's steps take these functions when they are made, which is
+            # also when orch plans: import the module only when one is called
+            # (:func:`run` loads every module of its steps before the first runs)
+            return _deferred(self, name)
         return getattr(self._load(), name)
+
+
+def _deferred(lazy: _LazyRevision, name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kw: Any) -> Any:
+        return getattr(lazy._load(), name)(*args, **kw)
+
+    call.__name__ = call.__qualname__ = name  # Alembic names the step after it
+    return call
+
+
+def _load_modules(steps: Sequence[Any]) -> None:
+    """Import the revision modules of *steps* now, before the first step runs.
+
+    A module whose header reads differently from its code (see
+    :class:`_LazyRevision`) then stops the run before anything changed.
+    """
+    for step in steps:
+        module = getattr(getattr(step, "revision", None), "module", None)
+        if isinstance(module, _LazyRevision):
+            module._load()
 
 
 def preload(registry: Registry, dbs: Iterable[DatabaseSpec]) -> None:
@@ -408,6 +453,75 @@ def forget_scripts() -> None:
 StepHook = Callable[[Any], None]
 
 
+class StepsDiffer(Exception):
+    """Alembic's steps at run time are not the ones announced: nothing was run."""
+
+    def __init__(self, announced: Sequence[str], alembic: Sequence[str]) -> None:
+        self.announced = list(announced)
+        self.alembic = list(alembic)
+        super().__init__(
+            f"announced {', '.join(announced) or 'nothing'}, but Alembic would run "
+            f"{', '.join(alembic) or 'nothing'}; nothing was run"
+        )
+
+
+def alembic_steps(
+    script: ScriptDirectory, direction: str, destination: str, current: Sequence[str]
+) -> list[Any]:
+    """Alembic's own migration steps from *current* to *destination*.
+
+    These are the calls ``alembic upgrade``/``downgrade`` make (and
+    :func:`run` makes, with the heads Alembic reads itself): planning, the
+    ``--sql`` header, the protected prompt and the run all take their steps
+    from here, so what orch announces is what Alembic runs.
+    """
+    heads: Any = tuple(current)  # Alembic's annotations say str; it takes the heads tuple
+    if direction == "upgrade":
+        # "A,B": up to each of these revisions (a start with several heads); Alembic
+        # takes the tuple as one destination
+        several: Any = tuple(destination.split(",")) if "," in destination else destination
+        return list(script._upgrade_revs(several, heads))
+    if direction == "downgrade":
+        return list(script._downgrade_revs(destination, heads))
+    return list(script._stamp_revs(destination, heads))
+
+
+def step_revision(step: Any) -> str:
+    """The revision id a migration step applies or undoes."""
+    rev = getattr(step, "revision", None)
+    if rev is not None and hasattr(rev, "revision"):
+        return str(rev.revision)
+    to = getattr(step, "to_", ()) or ()
+    return ",".join(to) or "base"
+
+
+def heads_after(current: Sequence[str], steps: Sequence[Any]) -> tuple[str, ...]:
+    """The version rows Alembic leaves after *steps*, by Alembic's own bookkeeping.
+
+    :class:`HeadMaintainer` decides per step whether a row is inserted,
+    deleted or updated (branches, merges, unmerges); here it runs on a set
+    instead of the version table, so the "to" of a plan is what Alembic
+    would write.
+    """
+    from alembic.runtime.migration import HeadMaintainer
+
+    class _Rows(HeadMaintainer):
+        def _insert_version(self, version: str) -> None:
+            self.heads.add(version)
+
+        def _delete_version(self, version: str) -> None:
+            self.heads.remove(version)
+
+        def _update_version(self, from_: str, to_: str) -> None:
+            self.heads.remove(from_)
+            self.heads.add(to_)
+
+    rows = _Rows(None, current)  # type: ignore[arg-type]  # no context: no version table
+    for step in steps:
+        rows.update_to_step(step)
+    return tuple(sorted(rows.heads))
+
+
 def run(
     registry: Registry,
     db: DatabaseSpec,
@@ -423,6 +537,7 @@ def run(
     starting_rev: str | None = None,
     output_buffer: Any = None,
     stdout: Any = None,
+    expect: Sequence[str] | None = None,
 ) -> None:
     """Run Alembic for *db* in *direction* ('upgrade', 'downgrade', 'stamp') to *destination*.
 
@@ -430,7 +545,10 @@ def run(
     the caller's and commit nothing per revision).  *before_step* runs before
     each revision's transaction begins; *on_apply* is Alembic's
     ``on_version_apply`` (inside the revision's transaction); *on_plan* gets
-    Alembic's list of steps once, before the first one runs.
+    Alembic's list of steps once, before the first one runs.  With *expect*
+    (the revisions announced, in order), Alembic's steps are compared with
+    it before the first one runs; if they differ, :class:`StepsDiffer` is
+    raised and nothing runs.
     """
     from alembic.runtime.environment import EnvironmentContext
 
@@ -440,15 +558,12 @@ def run(
     cfg = make_config(registry, db, stdout=stdout)
 
     def steps(rev: Any, context: Any) -> Iterator[Any]:
-        planned: list[Any]
-        if direction == "upgrade":
-            # "A,B": up to each of these revisions (a start with several heads)
-            several: Any = tuple(destination.split(",")) if "," in destination else destination
-            planned = script._upgrade_revs(several, rev)
-        elif direction == "downgrade":
-            planned = script._downgrade_revs(destination, rev)
-        else:
-            planned = script._stamp_revs(destination, rev)
+        planned = alembic_steps(script, direction, destination, _as_heads(rev))
+        if expect is not None:
+            got = [step_revision(step) for step in planned]
+            if got != list(expect):
+                raise StepsDiffer(expect, got)
+        _load_modules(planned)
         if on_plan is not None:
             on_plan(planned)
         for step in planned:
@@ -474,3 +589,12 @@ def run(
         env_kwargs["dont_mutate"] = False
     with EnvironmentContext(cfg, script, **env_kwargs):
         script.run_env()
+
+
+def _as_heads(rev: Any) -> tuple[str, ...]:
+    """Alembic hands the steps function its current heads as a tuple, a string or None."""
+    if rev is None:
+        return ()
+    if isinstance(rev, str):
+        return (rev,)
+    return tuple(rev)

@@ -291,8 +291,11 @@ def _confirm_protected(
     *,
     currents: dict[str, Any] | None = None,
     notes: Sequence[str] = (),
-) -> None:
+) -> bool:
     """In a protected environment, show the plan and make the operator type the env's name.
+
+    True when the plan was shown and confirmed: the run must then be that
+    plan (see :meth:`orch.plan.Plan.announced`).
 
     Typing the name (not just "y") is the point: it is the moment an operator
     notices they are about to touch prod.  Without a terminal on stdin and
@@ -302,7 +305,7 @@ def _confirm_protected(
     """
     environment = registry.environment(env)
     if not environment.protected or yes:
-        return
+        return False
     name = environment.name
     direction = plan.direction
     rows = _confirm_rows(plan, currents)
@@ -353,6 +356,7 @@ def _confirm_protected(
         click.echo(err=True)
     if answer.strip() != name:
         raise RefusedError(f"not confirmed; nothing was changed in {name!r}")
+    return True
 
 
 def _confirm_rows(plan: Any, currents: dict[str, Any] | None) -> list[list[str]]:
@@ -812,7 +816,8 @@ def upgrade(
     notes = []
     if on_failure == "rollback":
         notes.append("on failure: every database this run changed goes back to where it started")
-    _confirm_protected(state, registry, env, yes, plan, notes=notes)
+    if _confirm_protected(state, registry, env, yes, plan, notes=notes):
+        plan = plan.announced()
     _run_and_report(
         state,
         registry,
@@ -928,7 +933,8 @@ def downgrade(
         notes.append(
             "on failure: every database this run changed goes back up to where it started"
         )
-    _confirm_protected(state, registry, env, yes, plan, notes=notes)
+    if _confirm_protected(state, registry, env, yes, plan, notes=notes):
+        plan = plan.announced()
     _run_and_report(
         state,
         registry,

@@ -45,6 +45,7 @@ from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
 from orch.plan import Plan, PlanStep, edges
 from orch.redact import REDACTOR, redact
 from orch.registry import Registry, Target
+from orch.revisions import Resolved
 
 OUTCOMES = ("done", "unchanged", "failed", "skipped", "locked", "refused")
 BAD = ("failed", "locked", "refused", "skipped")
@@ -101,12 +102,11 @@ class Task:
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
+    """A stamp's destination (upgrades and downgrades use Alembic's, see ``_resolve``)."""
     if not resolved_target:
         return "base"
     if len(resolved_target) == 1:
         return resolved_target[0]
-    if direction == "upgrade" and "," in label:  # these revisions exactly, not every head
-        return label
     return "heads" if direction != "downgrade" else resolved_target[0]
 
 
@@ -130,7 +130,6 @@ def run_one(task: Task) -> DbResult:
     )
     from orch.errors import DatabaseError
     from orch.locks import LockCancelled, LockTimeout, MigrationLock
-    from orch.revisions import load_graph, resolve_target
 
     for s in task.secrets:
         REDACTOR.add(s)
@@ -204,9 +203,8 @@ def run_one(task: Task) -> DbResult:
                         + f" and this backend cannot roll DDL back; {repair_hint(db.name, rev)}"
                     )
                     return
-                graph = load_graph(db.versions, db.name)
                 try:
-                    resolved = resolve_target(graph, current, task.step.target, direction)
+                    resolved = _resolve(task, current)
                 except OrchError as exc:
                     res.outcome, res.error = "refused", str(exc)
                     return
@@ -239,6 +237,35 @@ def run_one(task: Task) -> DbResult:
     finally:
         res.duration = time.monotonic() - t0
     return res
+
+
+def _resolve(task: Task, current: tuple[str, ...]) -> Resolved:
+    """The target resolved under the lock by Alembic's ScriptDirectory that will run it.
+
+    A plan that was announced (the protected prompt showed its revisions)
+    must still hold: if Alembic's steps from the revision read now differ
+    from the announced ones, the database runs nothing (``refused``, naming
+    both).  A plan made without reading the database (``upgrade --all``) is
+    resolved here.
+    """
+    from orch import alembic_run
+    from orch.errors import RefusedError
+    from orch.revisions import load_graph, resolve_target
+
+    db = task.target.db
+    step = task.step
+    graph = load_graph(db.versions, db.name)
+    graph.bind_script(lambda: alembic_run.script_directory(task.registry, db))
+    resolved = resolve_target(graph, current, step.target, step.direction)
+    announced = step.resolved
+    if step.announced and announced is not None and resolved.path != announced.path:
+        raise RefusedError(
+            f"announced {', '.join(announced.path) or 'nothing'} from "
+            f"{', '.join(step.current or ()) or 'base'}, but from "
+            f"{', '.join(current) or 'base'} now Alembic would run "
+            f"{', '.join(resolved.path) or 'nothing'}; nothing was run"
+        )
+    return resolved
 
 
 def _hook(
@@ -398,7 +425,6 @@ def _migrate(
             audit.finish(state["row"], "ok")
         state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
 
-    destination = _destination(resolved.target, resolved.label, direction)
     event.listen(conn, "after_cursor_execute", count_writes)
     try:
         with stopping.abortable():
@@ -408,14 +434,20 @@ def _migrate(
                 task.target.url or "",
                 conn,
                 direction,
-                destination,
+                resolved.destination,
                 before_step=before_step,
                 on_apply=on_apply,
                 on_plan=on_plan,
+                expect=resolved.path,
             )
         conn.commit()
         confirm()
         res.outcome = "done"
+    except alembic_run.StepsDiffer as exc:  # raised before Alembic's first step: nothing ran
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        res.outcome, res.error = "refused", str(exc)
+        say(f"  {db.name} refused: {exc}")
     except stopping.Interrupted as exc:
         # a clean stop between revisions: nothing to undo, no failed row (not dirty)
         with contextlib.suppress(Exception):

@@ -165,14 +165,6 @@ def read_starts(
     return starts
 
 
-def _destination(target: tuple[str, ...], direction: str) -> str:
-    if not target:
-        return "base"
-    if len(target) == 1:
-        return target[0]
-    return "heads" if direction == "upgrade" else target[0]
-
-
 def get_bind_line(path: str | None) -> int | None:
     """Line of the first ``get_bind()`` call in a revision file (code, not comments), or None."""
     import ast
@@ -260,13 +252,14 @@ def render(
             url,
             None,
             step.direction,
-            _destination(resolved.target, step.direction),
+            resolved.destination,
             before_step=before_step,
             on_apply=on_apply,
             as_sql=True,
             starting_rev=start,
             output_buffer=buf,
             stdout=io.StringIO(),
+            expect=resolved.path,  # the header's revisions are the ones rendered, or none
         )
     except Exception as exc:
         rev = state["rev"]

@@ -8,6 +8,7 @@ target again after it has taken the database's lock.
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ class PlanStep:
     level: int
     current: tuple[str, ...] | None = None  # None: not read (unreachable, offline)
     resolved: Resolved | None = None
+    # shown to the operator before the run (protected prompt): the run must match it
+    announced: bool = False
 
     @property
     def revisions(self) -> tuple[str, ...]:
@@ -121,6 +124,14 @@ class Plan:
     @property
     def names(self) -> list[str]:
         return [s.db for s in self.steps]
+
+    def announced(self) -> Plan:
+        """This plan, its resolved steps marked as shown: the executor then runs them or
+        nothing (``refused``) for a database whose steps changed in between."""
+        steps = tuple(
+            dataclasses.replace(s, announced=s.resolved is not None) for s in self.steps
+        )
+        return Plan(self.direction, steps)
 
     def levels(self) -> list[list[PlanStep]]:
         out: dict[int, list[PlanStep]] = {}

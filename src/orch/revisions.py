@@ -7,8 +7,11 @@ run time on long histories, so the headers are read with a regex and
 ``ast`` parse and, failing that, to importing it.  Migrations that *run* still
 go through Alembic as usual.
 
-The graph logic (heads, paths, relative targets) is pure and works on any
-mapping of :class:`Rev`, so the planner and its tests need no files.
+The graph logic (heads, ancestors, order) is pure and works on any mapping
+of :class:`Rev`.  Which revisions an upgrade or downgrade runs is not
+decided here: :func:`resolve_target` asks Alembic's ``RevisionMap`` of the
+ScriptDirectory that runs the migration (see :meth:`Graph.bind_script`), so
+plan, ``--sql``, the protected prompt and the run cannot disagree.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import ast
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orch.errors import UsageError
 
@@ -279,6 +283,33 @@ class Graph:
         for r in self.revs.values():
             for label in r.branch_labels:
                 self._labels[label] = r.revision
+        self._script_factory: Callable[[], Any] | None = None
+        self._detached: Any = None
+
+    def bind_script(self, factory: Callable[[], Any]) -> None:
+        """Resolve targets with the ScriptDirectory *factory* returns: the one that runs.
+
+        The factory (:func:`orch.alembic_run.script_directory`) is cached per
+        process and per state of the files, so planning and running share one
+        ``RevisionMap``; it is built from the same headers without importing
+        a revision module.
+        """
+        self._script_factory = factory
+
+    def script(self) -> Any:
+        """The Alembic ScriptDirectory whose ``RevisionMap`` resolves targets for this graph.
+
+        A graph made from literal :class:`Rev` values (tests, tools) gets a
+        ScriptDirectory over a ``RevisionMap`` of those values: still
+        Alembic's resolution, with no files.
+        """
+        if self._script_factory is not None:
+            return self._script_factory()
+        if self._detached is None:
+            from orch.alembic_run import detached_script
+
+            self._detached = detached_script(self.revs.values())
+        return self._detached
 
     def _topo(self) -> list[str]:
         import graphlib
@@ -341,15 +372,6 @@ class Graph:
         have = self.ancestors(current)
         return self.ordered(set(self.revs) - have)
 
-    def upgrade_path(self, current: Iterable[str], target: Iterable[str]) -> list[str]:
-        have = self.ancestors(current)
-        return self.ordered(self.ancestors(target) - have)
-
-    def downgrade_path(self, current: Iterable[str], target: Iterable[str]) -> list[str]:
-        """Revisions to undo, newest first, to go from *current* down to *target*."""
-        keep = self.ancestors(target)
-        return list(reversed(self.ordered(self.ancestors(current) - keep)))
-
     def heads_of(self, revs: Iterable[str]) -> tuple[str, ...]:
         """The heads of the set *revs* (revisions no other member descends from)."""
         revs = set(revs)
@@ -361,19 +383,30 @@ class Graph:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A target resolved against the live current revisions."""
+    """A target resolved against the live current revisions, by Alembic."""
 
     target: tuple[str, ...]  # heads after the operation ((): base)
     path: tuple[str, ...]  # revisions to apply (upgrade) or undo (downgrade), in order
     label: str  # what to show: a revision id, 'head' or 'base'
+    destination: str = ""  # what is given to Alembic as the destination of the run
+
+
+def _relative(spec: str, sign: str) -> bool:
+    return spec[:1] == sign and spec[1:].isdigit()
 
 
 def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction: str) -> Resolved:
-    """Resolve ``head``/``+N``/``-N``/``base``/rev against *current* for *direction*.
+    """Resolve ``head``/``+N``/``-N``/``base``/rev/label against *current* for *direction*.
 
-    Raises UsageError for a target on the wrong side of the current revision,
-    past head or base, or unknown.  Pure: the executor calls it again after
-    the lock is taken.
+    The steps are Alembic's: the same ``_upgrade_revs``/``_downgrade_revs``
+    calls on the same ScriptDirectory that ``alembic upgrade``/``downgrade``
+    (and orch's run) make, from the same current heads.  So ``+1`` from one
+    side of a merge counts as Alembic counts it (the merge needs the other
+    side first: two revisions), and ``-1`` below a merge is refused where
+    Alembic's walk is ambiguous.  orch adds its refusals (exit 2): a target
+    on the wrong side of the current revision, past head or base, unknown.
+    Pure apart from reading the ScriptDirectory: the executor calls it again
+    after the lock is taken and compares.
     """
     unknown = graph.unknown(current)
     if unknown:
@@ -381,67 +414,8 @@ def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction:
             f"{graph.name}: the database is at {', '.join(unknown)}, which no revision file "
             "declares; fix the files or 'orch stamp' it"
         )
-    if direction == "upgrade":
-        if spec in ("head", "heads"):
-            path = graph.upgrade_path(current, graph.heads)
-            return Resolved(graph.heads, tuple(path), "head")
-        if spec.startswith("+") and spec[1:].isdigit():
-            n = int(spec[1:])
-            pending = graph.pending(current)
-            if n == 0:
-                raise UsageError(f"{graph.name}@{spec}: a relative target needs N >= 1")
-            if n > len(pending):
-                raise UsageError(
-                    f"{graph.name}@{spec}: only {len(pending)} revision(s) pending; "
-                    f"{spec} goes past head"
-                )
-            path = pending[:n]
-            new = graph.heads_of(graph.ancestors(current) | set(path))
-            return Resolved(new, tuple(path), path[-1])
-        if spec == "base" or spec.startswith("-"):
-            raise UsageError(f"{graph.name}@{spec}: that is a downgrade target, not an upgrade")
-        if "," in spec:
-            return _upgrade_to_each(graph, current, spec)
-        rev = graph.resolve(spec)
-        have = graph.ancestors(current)
-        if rev in have:
-            if rev in current:
-                return Resolved(current, (), rev)
-            raise UsageError(
-                f"{graph.name}@{spec}: {rev} is below the current revision "
-                f"({', '.join(current)}); use 'orch downgrade'"
-            )
-        path = graph.upgrade_path(current, (rev,))
-        new = graph.heads_of(have | set(path))
-        return Resolved(new, tuple(path), rev)
-    if direction == "downgrade":
-        if spec == "base":
-            path = graph.downgrade_path(current, ())
-            return Resolved((), tuple(path), "base")
-        if spec.startswith("-") and spec[1:].isdigit():
-            n = int(spec[1:])
-            applied = list(reversed(graph.ordered(graph.ancestors(current))))
-            if n == 0:
-                raise UsageError(f"{graph.name}@{spec}: a relative target needs N >= 1")
-            if n > len(applied):
-                raise UsageError(
-                    f"{graph.name}@{spec}: only {len(applied)} revision(s) applied; "
-                    f"{spec} goes past base"
-                )
-            path = applied[:n]
-            new = graph.heads_of(graph.ancestors(current) - set(path))
-            return Resolved(new, tuple(path), ",".join(new) or "base")
-        if spec in ("head", "heads") or spec.startswith("+"):
-            raise UsageError(f"{graph.name}@{spec}: that is an upgrade target, not a downgrade")
-        rev = graph.resolve(spec)
-        have = graph.ancestors(current)
-        if rev not in have:
-            raise UsageError(
-                f"{graph.name}@{spec}: {rev} is not below the current revision "
-                f"({', '.join(current) or 'base'}); use 'orch upgrade'"
-            )
-        path = graph.downgrade_path(current, (rev,))
-        return Resolved(graph.heads_of(have - set(path)), tuple(path), rev)
+    where = f"{graph.name}@{spec}"
+    rev: str | None = None
     if direction == "stamp":
         if spec in ("head", "heads"):
             return Resolved(graph.heads, (), "head")
@@ -449,29 +423,102 @@ def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction:
             return Resolved((), (), "base")
         rev = graph.resolve(spec)
         return Resolved((rev,), (), rev)
-    raise ValueError(direction)  # pragma: no cover
-
-
-def _upgrade_to_each(graph: Graph, current: tuple[str, ...], spec: str) -> Resolved:
-    """Upgrade to every revision of ``A,B``: the database ends with exactly those heads.
-
-    How ``downgrade --on-failure rollback`` returns a database that started
-    at several heads (a downgrade that went below their branch point) to
-    all of them; Alembic takes the tuple as one destination.  A named
-    revision below the current ones is refused, as for a single revision.
-    """
-    revs = tuple(dict.fromkeys(graph.resolve(s.strip()) for s in spec.split(",")))
-    have = graph.ancestors(current)
-    below = [r for r in revs if r in have and r not in current]
-    if below:
+    if direction not in ("upgrade", "downgrade"):  # pragma: no cover
+        raise ValueError(direction)
+    up = direction == "upgrade"
+    if up and (spec == "base" or _relative(spec, "-")):
+        raise UsageError(f"{where}: that is a downgrade target, not an upgrade")
+    if not up and (spec in ("head", "heads") or _relative(spec, "+")):
+        raise UsageError(f"{where}: that is an upgrade target, not a downgrade")
+    if spec in ("head", "heads"):
+        destination, label = "heads", "head"
+    elif spec == "base":
+        destination, label = "base", "base"
+    elif _relative(spec, "+" if up else "-"):
+        if int(spec[1:]) == 0:
+            raise UsageError(f"{where}: a relative target needs N >= 1")
+        if not up and len(current) > 1:
+            # Alembic only warns ("will be disallowed") and picks one head
+            raise UsageError(
+                f"{where}: the database is at several heads ({', '.join(current)}); "
+                "a relative downgrade from them is ambiguous: name the revision to go down to"
+            )
+        destination, label = spec, ""
+    elif up and "," in spec:
+        # "A,B": up to each of these revisions, so the database ends with exactly those
+        # heads (how a rollback returns a database that started at several heads)
+        revs = tuple(dict.fromkeys(graph.resolve(part.strip()) for part in spec.split(",")))
+        under = [r for r in revs if r not in current and r in graph.ancestors(current)]
+        if under:
+            raise UsageError(
+                f"{where}: {', '.join(under)} is below the current revision "
+                f"({', '.join(current)}); use 'orch downgrade'"
+            )
+        destination = label = ",".join(revs)
+    else:
+        rev = graph.resolve(spec)
+        destination, label = rev, rev
+        if not up and rev not in graph.ancestors(current):
+            raise UsageError(
+                f"{where}: {rev} is not below the current revision "
+                f"({', '.join(current) or 'base'}); use 'orch upgrade'"
+            )
+    path, heads = _alembic(graph, current, spec, direction, destination)
+    below = rev is not None and rev not in current and rev in graph.ancestors(current)
+    if up and below and not path:
         raise UsageError(
-            f"{graph.name}@{spec}: {', '.join(below)} is below the current revision "
+            f"{where}: {rev} is below the current revision "
             f"({', '.join(current)}); use 'orch downgrade'"
         )
-    path = graph.upgrade_path(current, revs)
-    return Resolved(graph.heads_of(have | set(path)), tuple(path), ",".join(revs))
+    if not label:
+        label = path[-1] if up else ",".join(heads) or "base"
+    return Resolved(heads, path, label, destination)
+
+
+def _alembic(
+    graph: Graph, current: tuple[str, ...], spec: str, direction: str, destination: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(revisions in run order, heads after) from Alembic, its refusals as UsageError."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    from orch.alembic_run import alembic_steps, heads_after, step_revision
+
+    where = f"{graph.name}@{spec}"
+    at = ", ".join(current) or "base"
+    try:
+        steps = alembic_steps(graph.script(), direction, destination, current)
+        path = tuple(step_revision(s) for s in steps)
+        heads = heads_after(current, steps) if steps else tuple(sorted(current))
+    except (CommandError, RevisionError) as exc:
+        text = str(exc)
+        if "didn't produce" in text:
+            n = int(spec[1:])
+            if direction == "upgrade":
+                have, what, end = len(graph.pending(current)), "pending", "head"
+            else:
+                have, what, end = len(graph.ancestors(current)), "applied", "base"
+            if have < n:
+                raise UsageError(
+                    f"{where}: only {have} revision(s) {what}; {spec} goes past {end}"
+                ) from None
+            raise UsageError(
+                f"{where}: {spec} goes past {end}: Alembic counts {spec} along the revision "
+                f"chain from {at}, which has fewer than {n} step(s) ({have} revision(s) "
+                f"{what} in all); name a revision instead"
+            ) from None
+        raise UsageError(
+            f"{where}: Alembic cannot {direction} to {destination} from {at}: {text}"
+            + ("; name a revision instead" if "mbiguous" in text else "")
+        ) from None
+    return path, heads
 
 
 def load_graph(directory: Path, name: str = "") -> Graph:
-    """The graph of one version directory (empty when the directory does not exist)."""
+    """The graph of one version directory (empty when the directory does not exist).
+
+    Targets resolve through a ScriptDirectory over these headers until
+    :meth:`Graph.bind_script` binds the one that runs (the planner and the
+    executor do).
+    """
     return Graph(scan_directory(directory), name=name)

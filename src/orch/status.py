@@ -10,7 +10,7 @@ read-only and a missing one simply has no revision yet.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from orch.db import (
     transactional_ddl,
 )
 from orch.errors import DatabaseError, OrchError
-from orch.registry import Registry, Target, sqlite_path
+from orch.registry import DatabaseSpec, Registry, Target, sqlite_path
 from orch.revisions import Graph, load_graph
 
 STATES = (
@@ -76,9 +76,21 @@ def graphs_for(registry: Registry, names: Sequence[str] | None = None) -> dict[s
             continue
         if db.versions not in by_dir:
             by_dir[db.versions] = load_graph(db.versions, db.name)
+            by_dir[db.versions].bind_script(_script_of(registry, db))
         graph = by_dir[db.versions]
         out[db.name] = graph if graph.name == db.name else _renamed(graph, db.name)
     return out
+
+
+def _script_of(registry: Registry, db: DatabaseSpec) -> Callable[[], Any]:
+    """The ScriptDirectory that runs *db*'s migrations, built when a target is resolved."""
+
+    def factory() -> Any:
+        from orch.alembic_run import script_directory
+
+        return script_directory(registry, db)
+
+    return factory
 
 
 def _renamed(graph: Graph, name: str) -> Graph:
