@@ -11,6 +11,7 @@ database, not from orch's own report.  Property tests generate histories
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import tempfile
 import uuid
@@ -397,3 +398,72 @@ def test_generated_histories_announced_equals_run(
     url = f"sqlite:///{root}.db"
     p = make_project(root, revs, url)
     check_pair(p, url, start, direction, spec)
+
+
+def test_the_protected_prompt_is_what_runs_or_nothing_runs(tmp_path: Path) -> None:
+    """The prompt showed c1, m1 and the operator typed the name; meanwhile c1 was applied
+    by someone else: the confirmed run refuses (exit 2) instead of running something else."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    p = make_project(tmp_path / "proj", BRANCHED, url)
+    data = p.registry()
+    data["environments"]["dev"]["protected"] = True
+    p.write_registry(data)
+    set_state(url, ("bbb1",))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orch", "upgrade", f"{DB}@mmm1", "--json"],
+        cwd=p.root,
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"Type the environment's name" not in seen:
+        assert time.monotonic() < deadline and proc.poll() is None, seen.decode()
+        if select.select([leader], [], [], 1)[0]:
+            seen += os.read(leader, 4096)
+    assert b"ccc1, mmm1" in seen or b"bbb1 -> mmm1" in seen, seen.decode()
+    set_state(url, ("bbb1", "ccc1"))  # another run applied ccc1 while the prompt waited
+    os.write(leader, b"dev\n")
+    out, _ = proc.communicate(timeout=60)
+    os.close(leader)
+    doc = json.loads(out)
+    assert proc.returncode == 2, doc
+    [entry] = doc["databases"]
+    assert entry["outcome"] == "refused" and entry["applied"] == []
+    assert "announced ccc1, mmm1 from bbb1" in entry["error"], entry["error"]
+    assert ran(url) == [] and versions(url) == ["bbb1", "ccc1"]
+
+
+def test_rollback_that_alembic_cannot_take_back_to_the_start_is_reported_not_half_done(
+    tmp_path: Path,
+) -> None:
+    """From b1, upgrade to head applies c1 and m1, then d1 fails.  Alembic's downgrade to b1
+    from m1 would undo m1 only and leave b1 and c1: the rollback says so and undoes nothing."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    p = make_project(tmp_path / "proj", BRANCHED, url)
+    failing = p.root / "migrations" / DB / "ddd1.py"
+    failing.write_text(
+        failing.read_text().replace(
+            "def upgrade() -> None:\n", "def upgrade() -> None:\n    raise RuntimeError('boom')\n"
+        )
+    )
+    set_state(url, ("bbb1",))
+    r = p.orch("upgrade", DB, "--on-failure", "rollback", "--json")
+    [entry] = r.json()["databases"]
+    assert r.exit_code == 1 and entry["outcome"] == "failed", entry
+    assert entry["applied"] == ["ccc1", "mmm1"] and entry["to"] == ["mmm1"]
+    rb = entry["rollback"]
+    assert rb["outcome"] == "refused", rb
+    assert "would undo mmm1 and leave bbb1, ccc1, not bbb1" in rb["error"], rb["error"]
+    assert ran(url) == [("ccc1", "up"), ("mmm1", "up")] and versions(url) == ["mmm1"]

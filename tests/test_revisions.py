@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from orch.errors import UsageError
-from orch.revisions import Graph, GraphError, Rev, load_graph, parse_header, scan_directory
+from orch.revisions import (
+    Graph,
+    GraphError,
+    Rev,
+    load_graph,
+    parse_header,
+    resolve_target,
+    scan_directory,
+)
 
 HERE = Path("/nowhere/x.py")
 
@@ -177,23 +185,24 @@ def test_pending_through_a_merge_puts_parents_first() -> None:
     assert pending.index("c2") < pending.index("m") < pending.index("n")
 
 
-def test_upgrade_and_downgrade_paths() -> None:
+def test_upgrade_and_downgrade_paths_are_alembics() -> None:
     g = linear("a", "b", "c", "d")
-    assert g.upgrade_path(("a",), ("c",)) == ["b", "c"]
-    assert g.downgrade_path(("d",), ("b",)) == ["d", "c"]
-    assert g.downgrade_path(("b",), ()) == ["b", "a"]
+    assert resolve_target(g, ("a",), "c", "upgrade").path == ("b", "c")
+    assert resolve_target(g, ("d",), "b", "downgrade").path == ("d", "c")
+    assert resolve_target(g, ("b",), "base", "downgrade").path == ("b", "a")
 
 
 def test_downgrade_below_a_merge_undoes_both_branches_newest_first() -> None:
     g = branched()
-    path = g.downgrade_path(("n",), ("b",))
-    assert set(path) == {"n", "m", "c1", "c2"}
-    assert path[0] == "n" and path[1] == "m"
+    resolved = resolve_target(g, ("n",), "b", "downgrade")
+    assert set(resolved.path) == {"n", "m", "c1", "c2"}
+    assert resolved.path[0] == "n" and resolved.path[1] == "m"
+    assert resolved.target == ("b",)
 
 
 def test_depends_on_orders_like_a_parent() -> None:
     g = Graph([Rev("a"), Rev("b", ("a",)), Rev("z"), Rev("c", ("b",), (), ("z",))])
-    path = g.upgrade_path(("a",), ("c",))
+    path = resolve_target(g, ("a",), "c", "upgrade").path
     assert sorted(path[:2]) == ["b", "z"] and path[2] == "c"
 
 

@@ -1,9 +1,12 @@
 """Selectors + registry + revision graphs + live revisions -> an ordered plan. Pure.
 
-No I/O happens here: the caller reads the live revisions and passes them in,
-so every rule (selector syntax, dependency rules, wrong-side targets, order
-and parallel levels) is tested with literals.  The executor resolves each
-target again after it has taken the database's lock.
+No database I/O happens here: the caller reads the live revisions and passes
+them in, so every rule (selector syntax, dependency rules, wrong-side
+targets, order and parallel levels) is tested with literals.  The revisions
+of each step are Alembic's (see :func:`orch.revisions.resolve_target`).  The
+executor resolves each target again after it has taken the database's lock;
+for a plan that was shown (:meth:`Plan.announced`) it runs exactly the
+announced steps or nothing.
 """
 
 from __future__ import annotations

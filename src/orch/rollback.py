@@ -81,6 +81,9 @@ def plan(
             )
         else:
             targets[r.name] = r.start[0] if r.start else "base"
+    for name, why in _not_back_to_start(registry, results, targets).items():
+        del targets[name]
+        cannot[name] = why
     # where the run left each database: a rollback step that never starts reports it
     left = {r.name: tuple(r.end) if r.end is not None else None for r in results}
     steps: list[PlanStep] = []
@@ -88,6 +91,42 @@ def plan(
         for name in names:
             steps.append(PlanStep(name, undo, targets[name], level, left[name]))
     return Plan(undo, tuple(steps)), cannot
+
+
+def _not_back_to_start(
+    registry: Registry, results: Sequence[DbResult], targets: dict[str, str]
+) -> dict[str, str]:
+    """Databases whose downgrade to their start would not end exactly there.
+
+    On a branched history Alembic's downgrade to one side of a merge undoes
+    the merge only: after an upgrade from b1 that applied c1, m1 and d1,
+    ``downgrade b1`` leaves b1 *and* c1.  The rollback's steps are Alembic's
+    (the same resolver the run uses), so this is known before anything is
+    undone: such a database is reported, not half rolled back.
+    """
+    from orch.errors import OrchError
+    from orch.revisions import resolve_target
+    from orch.status import graphs_for
+
+    by_name = {r.name: r for r in results}
+    graphs = graphs_for(registry, list(targets))
+    out: dict[str, str] = {}
+    for name, target in targets.items():
+        r = by_name[name]
+        if r.end is None or r.start is None:
+            continue  # where it ended is unknown: the executor resolves under the lock
+        try:
+            resolved = resolve_target(graphs[name], tuple(r.end), target, "downgrade")
+        except OrchError as exc:
+            out[name] = f"{exc}; roll it back by hand"
+            continue
+        if sorted(resolved.target) != sorted(r.start):
+            out[name] = (
+                f"Alembic's downgrade to {target} from {', '.join(r.end)} would undo "
+                f"{', '.join(resolved.path)} and leave {', '.join(resolved.target) or 'base'}, "
+                f"not {', '.join(r.start) or 'base'}; roll it back by hand with 'orch downgrade'"
+            )
+    return out
 
 
 def entry(r: DbResult, left_at: list[str] | None) -> dict[str, Any]:
