@@ -467,3 +467,20 @@ def test_rollback_that_alembic_cannot_take_back_to_the_start_is_reported_not_hal
     assert rb["outcome"] == "refused", rb
     assert "would undo mmm1 and leave bbb1, ccc1, not bbb1" in rb["error"], rb["error"]
     assert ran(url) == [("ccc1", "up"), ("mmm1", "up")] and versions(url) == ["mmm1"]
+
+
+def test_planning_with_alembics_resolver_imports_no_revision_module(tmp_path: Path) -> None:
+    """The RevisionMap is built from the headers: plan reads no module; the run imports the
+    modules of the revisions it runs, and only those."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    p = make_project(tmp_path / "proj", BRANCHED, url)
+    marker = tmp_path / "imported"
+    for f in sorted((p.root / "migrations" / DB).glob("*.py")):
+        f.write_text(f.read_text() + f"\nopen({str(marker)!r}, 'a').write({f.stem!r} + ' ')\n")
+    set_state(url, ("bbb1",))
+    r = p.orch("plan", f"{DB}@+1", "--json")
+    assert r.exit_code == 0 and r.json()["steps"][0]["revisions"] == ["ccc1", "mmm1"]
+    assert p.orch("plan", "--json").exit_code == 0
+    assert not marker.exists()
+    assert p.orch("upgrade", f"{DB}@+1").exit_code == 0
+    assert sorted(marker.read_text().split()) == ["ccc1", "mmm1"]
