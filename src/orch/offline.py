@@ -186,10 +186,12 @@ def get_bind_line(path: str | None) -> int | None:
 
 def _reason(exc: BaseException, rev_path: str | None) -> str:
     """Why a revision could not be rendered offline, naming the cause when it is known."""
+    from orch.alembic_run import StepsDiffer
     from orch.db import describe_error
 
     text = f"{type(exc).__name__}: {describe_error(exc)}"
-    if type(exc).__name__ == "CommandError":  # Alembic explains itself (batch, --sql limits)
+    # Alembic explains itself (batch, --sql limits); so does a steps mismatch
+    if type(exc).__name__ == "CommandError" or isinstance(exc, StepsDiffer):
         return describe_error(exc)
     line = get_bind_line(rev_path)
     if line is not None:
