@@ -465,7 +465,7 @@ def test_rollback_that_alembic_cannot_take_back_to_the_start_is_reported_not_hal
     assert entry["applied"] == ["ccc1", "mmm1"] and entry["to"] == ["mmm1"]
     rb = entry["rollback"]
     assert rb["outcome"] == "refused", rb
-    assert "would undo mmm1 and leave bbb1, ccc1, not bbb1" in rb["error"], rb["error"]
+    assert "would run mmm1 and leave bbb1, ccc1, not bbb1" in rb["error"], rb["error"]
     assert ran(url) == [("ccc1", "up"), ("mmm1", "up")] and versions(url) == ["mmm1"]
 
 

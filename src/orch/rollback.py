@@ -81,7 +81,7 @@ def plan(
             )
         else:
             targets[r.name] = r.start[0] if r.start else "base"
-    for name, why in _not_back_to_start(registry, results, targets).items():
+    for name, why in _not_back_to_start(registry, results, targets, undo).items():
         del targets[name]
         cannot[name] = why
     # where the run left each database: a rollback step that never starts reports it
@@ -94,9 +94,9 @@ def plan(
 
 
 def _not_back_to_start(
-    registry: Registry, results: Sequence[DbResult], targets: dict[str, str]
+    registry: Registry, results: Sequence[DbResult], targets: dict[str, str], undo: str
 ) -> dict[str, str]:
-    """Databases whose downgrade to their start would not end exactly there.
+    """Databases whose *undo* (downgrade or upgrade) to their start would not end exactly there.
 
     On a branched history Alembic's downgrade to one side of a merge undoes
     the merge only: after an upgrade from b1 that applied c1, m1 and d1,
@@ -116,15 +116,15 @@ def _not_back_to_start(
         if r.end is None or r.start is None:
             continue  # where it ended is unknown: the executor resolves under the lock
         try:
-            resolved = resolve_target(graphs[name], tuple(r.end), target, "downgrade")
+            resolved = resolve_target(graphs[name], tuple(r.end), target, undo)
         except OrchError as exc:
             out[name] = f"{exc}; roll it back by hand"
             continue
         if sorted(resolved.target) != sorted(r.start):
             out[name] = (
-                f"Alembic's downgrade to {target} from {', '.join(r.end)} would undo "
+                f"Alembic's {undo} to {target} from {', '.join(r.end)} would run "
                 f"{', '.join(resolved.path)} and leave {', '.join(resolved.target) or 'base'}, "
-                f"not {', '.join(r.start) or 'base'}; roll it back by hand with 'orch downgrade'"
+                f"not {', '.join(r.start) or 'base'}; roll it back by hand with 'orch {undo}'"
             )
     return out
 
