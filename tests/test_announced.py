@@ -484,3 +484,27 @@ def test_planning_with_alembics_resolver_imports_no_revision_module(tmp_path: Pa
     assert not marker.exists()
     assert p.orch("upgrade", f"{DB}@+1").exit_code == 0
     assert sorted(marker.read_text().split()) == ["ccc1", "mmm1"]
+
+
+def test_a_failed_downgrade_from_two_heads_goes_back_up_to_both(tmp_path: Path) -> None:
+    """Downgrading from b1 and c1 to base undoes both, then a1 fails: the rollback upgrades
+    to "bbb1,ccc1" through Alembic's resolver and the database has exactly both heads again."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    p = make_project(tmp_path / "proj", BRANCHED, url)
+    failing = p.root / "migrations" / DB / "aaa1.py"
+    failing.write_text(
+        failing.read_text().replace(
+            "def downgrade() -> None:\n", "def downgrade() -> None:\n    raise RuntimeError('no')\n"
+        )
+    )
+    set_state(url, ("bbb1", "ccc1"))
+    r = p.orch("downgrade", f"{DB}@base", "--on-failure", "rollback", "--json")
+    [entry] = r.json()["databases"]
+    assert r.exit_code == 1 and entry["outcome"] == "failed", entry
+    assert sorted(entry["applied"]) == ["bbb1", "ccc1"]
+    assert entry["rollback"]["outcome"] == "done", entry["rollback"]
+    assert sorted(entry["rollback"]["applied"]) == ["bbb1", "ccc1"]
+    assert versions(url) == ["bbb1", "ccc1"]
+    undone = [rev for rev, way in ran(url) if way == "down"]
+    redone = [rev for rev, way in ran(url) if way == "up"]
+    assert sorted(undone) == sorted(redone) == ["bbb1", "ccc1"]
