@@ -83,12 +83,20 @@ def graphs_for(registry: Registry, names: Sequence[str] | None = None) -> dict[s
 
 
 def _script_of(registry: Registry, db: DatabaseSpec) -> Callable[[], Any]:
-    """The ScriptDirectory that runs *db*'s migrations, built when a target is resolved."""
+    """The ScriptDirectory that runs *db*'s migrations, built when a target is resolved.
+
+    Kept for the graph's life (one command): databases sharing the directory
+    (a fleet) then resolve with one ScriptDirectory, without checking every
+    file's state again per database.
+    """
+    made: list[Any] = []
 
     def factory() -> Any:
-        from orch.alembic_run import script_directory
+        if not made:
+            from orch.alembic_run import script_directory
 
-        return script_directory(registry, db)
+            made.append(script_directory(registry, db))
+        return made[0]
 
     return factory
 
