@@ -136,9 +136,11 @@ def out(text: str = "") -> None:
 
 
 def err(text: str) -> None:
+    """A diagnostic line: no password, and no control sequence from text orch did not write."""
     from orch.redact import redact
+    from orch.render import printable
 
-    click.echo(redact(text), err=True)
+    click.echo(printable(redact(text), keep_colour=True), err=True)
 
 
 def _output_options(
@@ -1530,14 +1532,15 @@ class _MakoWithoutPygments:
 
 def _report(state: State, message: str, code: int, exc: BaseException | None) -> None:
     from orch.redact import redact
+    from orch.render import printable
 
     if state.json:
         from orch.render import dumps
 
         click.echo(redact(dumps({"error": redact(message), "exit_code": code})))
     else:
-        click.echo(redact(f"orch: error: {message}"), err=True)
+        click.echo(printable(redact(f"orch: error: {message}")), err=True)
     if state.verbose and exc is not None:
         import traceback
 
-        click.echo(redact("".join(traceback.format_exception(exc))), err=True)
+        click.echo(printable(redact("".join(traceback.format_exception(exc)))), err=True)

@@ -10,7 +10,11 @@ backup of a moving target, and a backup when nothing changes is waste.
 Placeholders are brace words (``{db}`` ``{env}`` ``{host}`` ``{port}``
 ``{user}`` ``{database}`` ``{timestamp}``), replaced by values quoted for the
 shell (``shlex.quote``), so a database name with a space or a quote cannot
-break out of the command.  Only those exact words are replaced; any other
+break out of the command.  That quoting is right only where the shell reads
+the placeholder as a plain word: a placeholder inside quotes, backticks,
+``$(...)``, ``${...}``, a here-document or a comment, or after a backslash,
+is a registry error (:func:`quoting_problems`), never a command that runs a
+value as code.  Only those exact words are replaced; any other
 brace text (``awk '{print $1}'``) is left alone, and an unknown brace word is
 a registry error.  The password is never a placeholder: the hook receives
 it in the driver's own variable (``PGPASSWORD`` / ``MYSQL_PWD``), which
@@ -22,7 +26,8 @@ closed, in its own session (a Ctrl-C at the terminal reaches orch, which
 stops gracefully, not the backup half-way), and with a timeout
 (``settings.hook_timeout``, default one hour; ``0`` means none): on timeout
 its whole process group is terminated.  Its combined output is kept
-(redacted, last 4,000 characters) for the audit log.
+(redacted, control characters escaped, last 4,000 characters) for the
+audit log.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orch.redact import redact
+from orch.render import printable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection as SAConnection
@@ -58,6 +64,179 @@ OUTPUT_LIMIT = 4000
 def unknown_placeholders(command: str) -> list[str]:
     """Brace words in *command* that are not placeholders (for registry validation)."""
     return [w for w in _WORD.findall(command) if w not in PLACEHOLDERS]
+
+
+# what each opened construct is called in an error
+_WHERE = {
+    "'": "inside single quotes",
+    "$'": "inside $'...' quotes",
+    '"': "inside double quotes",
+    "`": "inside backticks",
+    "$(": "inside $(...)",
+    "${": "inside ${...}",
+    "$[": "inside $[...]",
+    "((": "inside ((...))",
+    "#": "in a comment",
+    "<<": "in a here-document",
+    "\\": "right after a backslash",
+}
+_OPERATOR = set(";&|()<>")
+
+
+def quoting_problems(command: str) -> list[tuple[str, str]]:
+    """Placeholders of *command* that are not plain, unquoted shell words: (word, where).
+
+    A value is substituted as one ``shlex.quote`` word, which is a literal
+    only where the shell reads it as plain code.  Inside quotes, backticks,
+    ``$(...)``, ``${...}``, a here-document or a comment, or after a
+    backslash, the shell reads those quotes differently (or runs the text
+    again), so a value holding a quote, ``$(...)`` or a newline would run as
+    code: such a template is refused (a registry error) instead.  The scan
+    follows the POSIX shell grammar as far as it decides where a word's
+    quotes end: quotes, escapes, nesting, comments and here-documents.
+    """
+    where = _contexts(command)
+    out: list[tuple[str, str]] = []
+    for m in _WORD.finditer(command):
+        if m.group(1) not in PLACEHOLDERS:
+            continue
+        if m.start() > 0 and command[m.start() - 1] == "$":
+            continue  # ${word}: reported as "not ${...}" by the registry
+        place = where[m.start()]
+        if place is not None:
+            out.append((m.group(1), place))
+    return out
+
+
+def _contexts(cmd: str) -> list[str | None]:
+    """For each character of *cmd*: None where it is plain shell code, else where it is."""
+    n = len(cmd)
+    ctx: list[str | None] = [None] * n
+    stack: list[str] = []  # open constructs; "(" is a plain subshell or group
+    heredocs: list[tuple[str, bool]] = []  # (delimiter, strip leading tabs), bodies pending
+    word_start = True
+    i = 0
+
+    def here() -> str | None:
+        for opened in reversed(stack):
+            if opened != "(":
+                return _WHERE[opened]
+        return None
+
+    while i < n:
+        c = cmd[i]
+        top = stack[-1] if stack else None
+        nxt = cmd[i + 1] if i + 1 < n else ""
+        if top == "'":
+            ctx[i] = here()
+            if c == "'":
+                stack.pop()
+            i += 1
+            continue
+        if top in ('"', "`", "$'"):
+            ctx[i] = here()
+            if c == "\\":
+                if i + 1 < n:
+                    ctx[i + 1] = here()
+                i += 2
+                continue
+            if (c == '"' and top == '"') or (c == "`" and top == "`") or (c == "'" and top == "$'"):
+                stack.pop()
+            elif c == "`" and top == '"':
+                stack.append("`")
+            elif c == "$" and nxt in "({[" and nxt and top != "$'":
+                stack.append("$" + nxt)
+                ctx[i + 1] = here()
+                i += 1
+            elif c == '"' and top == "`":
+                stack.append('"')
+            elif c == "'" and top == "`":
+                stack.append("'")
+            i += 1
+            continue
+        # shell code: top is None, "(", "((", "$(", "${" or "$["
+        if c == "\\":
+            ctx[i] = here()
+            if i + 1 < n:
+                ctx[i + 1] = here() or _WHERE["\\"]
+            i += 2
+            word_start = False
+            continue
+        if c == "#" and word_start:
+            end = cmd.find("\n", i)
+            end = n if end < 0 else end
+            for j in range(i, end):
+                ctx[j] = here() or _WHERE["#"]
+            i = end
+            continue
+        if c == "\n" and heredocs and not stack:
+            i = _heredoc_bodies(cmd, i + 1, heredocs, ctx)
+            heredocs = []
+            word_start = True
+            continue
+        if c == "<" and nxt == "<" and cmd[i + 2 : i + 3] != "<":
+            i = _heredoc_word(cmd, i + 2, heredocs, ctx, here())
+            word_start = False
+            continue
+        if c in "'\"`":
+            stack.append(c)
+        elif c == "$" and nxt in "'({[" and nxt:
+            stack.append("$" + nxt)
+            ctx[i] = here()
+            i += 1
+        elif c == "(":
+            stack.append("((" if nxt == "(" and word_start else "(")
+            if stack[-1] == "((":
+                ctx[i] = here()
+                i += 1  # the second "(" is part of the construct
+        elif c == ")" and top in ("(", "((", "$("):
+            stack.pop()
+            if top == "((" and nxt == ")":
+                ctx[i] = here()
+                i += 1
+        elif (c, top) in (("}", "${"), ("]", "$[")):
+            stack.pop()
+        ctx[i] = ctx[i] or here()
+        word_start = c.isspace() or c in _OPERATOR
+        i += 1
+    return ctx
+
+
+def _heredoc_word(
+    cmd: str, i: int, heredocs: list[tuple[str, bool]], ctx: list[str | None], where: str | None
+) -> int:
+    """Read the delimiter after ``<<`` (at *i*); return where the scan goes on."""
+    n = len(cmd)
+    strip = i < n and cmd[i] == "-"
+    i += 1 if strip else 0
+    while i < n and cmd[i] in " \t":
+        i += 1
+    start = i
+    while i < n and not cmd[i].isspace() and cmd[i] not in _OPERATOR:
+        i += 1
+    word = cmd[start:i]
+    for j in range(start, i):
+        ctx[j] = where or _WHERE["<<"]  # a placeholder as the delimiter is refused too
+    heredocs.append((word.replace("'", "").replace('"', "").replace("\\", ""), strip))
+    return i
+
+
+def _heredoc_bodies(
+    cmd: str, i: int, heredocs: list[tuple[str, bool]], ctx: list[str | None]
+) -> int:
+    """Mark the here-document bodies that start at *i*; return the index after the last."""
+    n = len(cmd)
+    for delimiter, strip in heredocs:
+        while i < n:
+            end = cmd.find("\n", i)
+            end = n if end < 0 else end
+            line = cmd[i:end]
+            for j in range(i, end):
+                ctx[j] = _WHERE["<<"]
+            i = end + 1
+            if (line.lstrip("\t") if strip else line) == delimiter:
+                break
+    return min(i, n)
 
 
 def timestamp(when: dt.datetime | None = None) -> str:
@@ -124,7 +303,16 @@ def values(conn: Connection, db: str, env: str, stamp: str) -> dict[str, str]:
 
 
 def render(template: str, vals: Mapping[str, str]) -> str:
-    """Replace placeholders with shell-quoted values; other brace text stays as written."""
+    """Replace placeholders with shell-quoted values; other brace text stays as written.
+
+    A template with a placeholder the shell would not read as a plain word
+    (see :func:`quoting_problems`) is refused here too, not only by the
+    registry: no value is ever substituted where it could run as code.
+    """
+    unsafe = quoting_problems(template)
+    if unsafe:
+        word, where = unsafe[0]
+        raise ValueError(f"placeholder {{{word}}} is {where}: its value could run as code")
 
     def repl(m: re.Match[str]) -> str:
         word = m.group(1)
@@ -212,9 +400,7 @@ def run_hook(
         except subprocess.TimeoutExpired:  # a child left the group and holds the pipe
             raw = b""
     duration = time.monotonic() - t0
-    output = redact(raw.decode("utf-8", errors="replace"))
-    if len(output) > OUTPUT_LIMIT:
-        output = "..." + output[-OUTPUT_LIMIT:]
+    output = shown_output(raw)
     error: str | None = None
     if timed_out:
         error = f"{name} hook timed out after {timeout:g}s (settings.hook_timeout) and was killed"
@@ -224,6 +410,23 @@ def run_hook(
         how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
         error = f"{name} hook failed ({how})" + (f": {last}" if last else "")
     return HookResult(name, shown, proc.returncode, output, duration, error)
+
+
+def shown_output(raw: bytes) -> str:
+    """What is kept of a hook's output: its tail, without passwords or terminal controls.
+
+    Only the last 64 KiB are decoded and scrubbed (a hook that prints a dump
+    to stdout by mistake costs no more than that), then the last
+    ``OUTPUT_LIMIT`` characters are kept: a password cut at the 64 KiB edge
+    is far outside what is kept.  Control characters (ANSI sequences, ``\\r``)
+    are shown escaped, so the summary, the audit row and ``orch log`` never
+    drive the terminal that shows them.
+    """
+    tail = raw[-65536:]
+    text = printable(redact(tail.decode("utf-8", errors="replace")))
+    if len(raw) > len(tail) or len(text) > OUTPUT_LIMIT:
+        text = "..." + text[-OUTPUT_LIMIT:]
+    return text
 
 
 def run_logged(
@@ -248,8 +451,8 @@ def run_logged(
     template = registry.environment(target.env).hooks.get(name)
     if template is None or target.url is None:
         return None
-    shown = redact(
-        command_for(template, url=target.url, db=target.name, env=target.env, stamp=stamp)
+    shown = printable(
+        redact(command_for(template, url=target.url, db=target.name, env=target.env, stamp=stamp))
     )
     say(f"{target.name}: {name}: {shown}")
     row = audit.start(revision, "hook", detail=f"{name}: {shown}")

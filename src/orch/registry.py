@@ -23,8 +23,8 @@ from typing import Any
 
 from orch.aio import ASYNC_DRIVERS
 from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
-from orch.hooks import PLACEHOLDERS, unknown_placeholders
-from orch.redact import REDACTOR, redact_url
+from orch.hooks import PLACEHOLDERS, quoting_problems, unknown_placeholders
+from orch.redact import REDACTOR, redact_url, userinfo_problem
 
 CONFIG_NAME = "databases.yaml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -304,6 +304,9 @@ def _yaml_load(path: Path) -> Any:
             raise RegistryError(problems)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
+        # the error's text quotes the offending line (shown with -v): the
+        # passwords of URL-like lines are noted before anything can print it
+        REDACTOR.add_text(text)
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -716,6 +719,13 @@ def parse_registry(path: Path) -> Registry:
                     f"unknown placeholder {{{word}}}; known: "
                     + " ".join(f"{{{p}}}" for p in PLACEHOLDERS),
                 )
+            for word, where in dict.fromkeys(quoting_problems(cmd)):
+                c.add(
+                    f"{key}.hooks.{hname}",
+                    f"placeholder {{{word}}} is {where}: orch quotes each value for the "
+                    "shell itself, so a value with a quote or $(...) would run as code "
+                    f"there; write it as a bare word (... {{{word}}} ...)",
+                )
             hooks[hname] = cmd
         environments[ename] = EnvironmentSpec(ename, urls, protected, hooks)
 
@@ -997,7 +1007,12 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
     for t in targets:
         if t.url is None:
             continue
-        reason = driver_problem(t.url) or _memory_problem(t.url) or _name_problem(registry, t)
+        reason = (
+            userinfo_problem(t.url)
+            or driver_problem(t.url)
+            or _memory_problem(t.url)
+            or _name_problem(registry, t)
+        )
         if reason:
             problems.append(
                 Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason)
