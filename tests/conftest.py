@@ -103,22 +103,23 @@ def create_database(kind: str, name: str, *, login: tuple[str, str] | None = Non
     The returned URL connects as that login (password in the URL), so tests can
     prove a real, accepted password never shows in orch's output.
     """
-    from sqlalchemy import text
-
     with _admin_engine(kind).connect() as c:
+        run = _raw(c)
         if kind == "postgresql":
             if login:
                 user, pw = login
-                c.execute(text(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{pw}'"))
-                c.execute(text(f'CREATE DATABASE "{name}" OWNER "{user}"'))
+                role = _pg_ident(user)
+                run(f"CREATE ROLE {role} LOGIN PASSWORD {_pg_literal(pw)}")
+                run(f'CREATE DATABASE "{name}" OWNER {role}')
             else:
-                c.execute(text(f'CREATE DATABASE "{name}"'))
+                run(f'CREATE DATABASE "{name}"')
         else:
-            c.execute(text(f"CREATE DATABASE `{name}`"))
+            run(f"CREATE DATABASE `{name}`")
             if login:
                 user, pw = login
-                c.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'"))
-                c.execute(text(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'%'"))
+                account = f"{_my_literal(user)}@'%'"
+                run(f"CREATE USER {account} IDENTIFIED BY {_my_literal(pw)}")
+                run(f"GRANT ALL PRIVILEGES ON `{name}`.* TO {account}")
     url = _with_database(_admin_url(kind), name)
     if login:
         from sqlalchemy.engine import make_url
@@ -128,32 +129,64 @@ def create_database(kind: str, name: str, *, login: tuple[str, str] | None = Non
     return url
 
 
-def drop_database(kind: str, name: str, *, login: str | None = None) -> None:
-    from sqlalchemy import text
+def _raw(conn: Any) -> Callable[[str], None]:
+    """Run SQL on the driver's cursor without parameters.
 
+    Neither text() (':x' is a bind parameter) nor exec_driver_sql ('%' is a
+    placeholder to the driver): a password may hold both.  Quotes and
+    backslashes are escaped by the callers for each server's literals.
+    """
+
+    def run(sql: str) -> None:
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            cur.execute(sql)
+        finally:
+            cur.close()
+
+    return run
+
+
+def _pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _pg_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"  # standard_conforming_strings: '\\' is literal
+
+
+def _my_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def drop_database(kind: str, name: str, *, login: str | None = None) -> None:
     with _admin_engine(kind).connect() as c:
+        run = _raw(c)
         if kind == "postgresql":
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if login:
-                c.execute(text(f'DROP ROLE IF EXISTS "{login}"'))
+                run(f"DROP ROLE IF EXISTS {_pg_ident(login)}")
         else:
-            c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            run(f"DROP DATABASE IF EXISTS `{name}`")
             if login:
-                c.execute(text(f"DROP USER IF EXISTS '{login}'@'%'"))
+                run(f"DROP USER IF EXISTS {_my_literal(login)}@'%'")
 
 
 @contextlib.contextmanager
 def _db_factory(tmp: Path) -> Iterator[Callable[..., str]]:
     created: list[tuple[str, str, str | None]] = []
 
-    def factory(kind: str, *, password: str | None = None) -> str:
+    def factory(kind: str, *, password: str | None = None, user: str | None = None) -> str:
         if kind == "sqlite":
             path = tmp / "dbs" / f"db_{uuid.uuid4().hex[:8]}.db"
             path.parent.mkdir(exist_ok=True)
             return f"sqlite:///{path}"
         require_server(kind)
         name = f"orch_t_{uuid.uuid4().hex[:12]}"
-        user = f"orch_u_{uuid.uuid4().hex[:12]}" if password is not None else None
+        if password is None:
+            user = None
+        elif user is None:
+            user = f"orch_u_{uuid.uuid4().hex[:12]}"
         login = (user, password) if user is not None and password is not None else None
         created.append((kind, name, user))
         return create_database(kind, name, login=login)
@@ -197,7 +230,9 @@ def make_db(tmp_path: Path) -> Iterator[Callable[..., str]]:
 
     ``make_db(kind, password="...")`` also creates a login (PostgreSQL role,
     MariaDB user) with that password that owns the database, and returns a URL
-    with it; the login is dropped with the database.  SQLite has no logins.
+    with it (user name and password percent-encoded); the login is dropped with
+    the database.  ``user=`` names the login (any characters; unique per test).
+    SQLite has no logins.
     """
     with _db_factory(tmp_path) as factory:
         yield factory

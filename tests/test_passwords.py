@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -190,3 +191,217 @@ def test_json_hides_passwords_that_json_would_escape() -> None:
     assert pw not in json.dumps(doc, ensure_ascii=False)
     assert doc["error"] == "server said: bad password ***"
     assert doc["nested"] == [{"x": "***"}]
+
+
+# ---------------------------------------------------------------- any character in a password
+
+# each is put between two distinctive halves: a half that shows is a leak,
+# whatever the form (raw, percent-encoded, decoded, escaped) around it
+SPECIALS = {
+    "at": "@",
+    "colon": ":",
+    "slash": "/",
+    "percent": "%41",  # a valid escape: the raw URL means "A" to SQLAlchemy
+    "hash": "#",
+    "question": "?",
+    "space": " ",
+    "tab": "\t",
+    "squote": "'",
+    "dquote": '"',
+    "backslash": "\\",
+    "nonascii": "ä€",
+}
+
+
+def _halves() -> tuple[str, str]:
+    return "Pa" + uuid.uuid4().hex[:14], "Pb" + uuid.uuid4().hex[:14]
+
+
+def _assert_no_halves(text: str, *halves: str) -> None:
+    for h in halves:
+        assert h not in text, f"password (part {h}) leaked:\n{text}"
+
+
+def _admin_rows(kind: str, database: str) -> str:
+    """Every orch_log row of *database*, read as the admin (repr: one string to search)."""
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.pool import NullPool
+
+    from conftest import _admin_url, _with_database
+
+    eng = create_engine(_with_database(_admin_url(kind), database), poolclass=NullPool)
+    try:
+        with eng.connect() as c:
+            if not inspect(c).has_table("orch_log"):
+                return ""
+            return repr(c.execute(text("SELECT * FROM orch_log")).all())
+    finally:
+        eng.dispose()
+
+
+def _raw_url(url: str, password: str, port: int | None = None) -> str:
+    """*url* with *password* written into it as is (not percent-encoded)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return f"{u.drivername}://{u.username}:{password}@{u.host}:{port or u.port}/{u.database}"
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+@pytest.mark.parametrize("special", list(SPECIALS), ids=list(SPECIALS))
+def test_any_character_in_a_password_never_shows(
+    project: Project, make_db: Callable[..., str], kind: str, special: str
+) -> None:
+    """A real login whose password holds *special*, written raw and percent-encoded.
+
+    Percent-encoded, it logs in (MariaDB checks: exit 0 proves the password
+    reached the server intact, except a non-Latin-1 one, which PyMySQL cannot
+    send).  Raw, it works where SQLAlchemy reads it the same way; a raw ``@``
+    is a registry error (SQLAlchemy would take the rest for the host and the
+    driver would print it).  A wrong password, a closed port, the driver's
+    refusals, ``-v`` tracebacks, hook output and the audit rows: no part of
+    it anywhere.
+    """
+    from sqlalchemy.engine import make_url
+
+    a, b = _halves()
+    pw = a + SPECIALS[special] + b
+    encoded = make_db(kind, password=pw)
+    database = encoded.rsplit("/", 1)[1]
+    sqlite = make_db("sqlite")
+    hooks = {"after_downgrade": 'echo "pw=$PGPASSWORD$MYSQL_PWD" >&2; exit 3'}
+    p = project
+
+    def run(*args: str) -> Result:
+        r = p.orch(*args)
+        _assert_no_halves(_all(r), a, b)
+        return r
+
+    p.set_urls("dev", {"core": encoded, "analytics": sqlite}, hooks=hooks)
+    logs_in = kind == "postgresql" or special != "nonascii"
+    r = run("-v", "upgrade", "--all")
+    assert r.exit_code == (0 if logs_in else 1), _all(r)
+    run("status", "--json")
+    run("log")
+    run("log", "--json")
+    if logs_in:
+        # the hook prints the password it got (MYSQL_PWD / PGPASSWORD) and fails
+        r = run("-v", "downgrade", "core@-1", "--force")
+        assert r.exit_code == 1 and "pw=***" in r.stderr, _all(r)
+        assert "after_downgrade hook failed (exit 3): pw=***" in _all(run("log"))
+    _assert_no_halves(_admin_rows(kind, database), a, b)
+
+    p.set_urls("dev", {"core": _raw_url(encoded, pw), "analytics": sqlite})
+    r = run("-v", "upgrade", "--all")
+    if special == "at":
+        assert r.exit_code == 2, _all(r)
+        assert "percent-encode" in r.stderr and "***@127.0.0.1" in r.stderr
+        assert "Traceback" in r.stderr
+    else:
+        assert r.exit_code in (0, 1), _all(r)
+    run("status", "--json")
+    run("-v", "status")
+
+    wrong = a + SPECIALS[special] + "x" + b
+    wrong_url = make_url(encoded).set(password=wrong).render_as_string(hide_password=False)
+    p.set_urls("dev", {"core": wrong_url, "analytics": sqlite})
+    r = run("status", "--json")
+    if kind == "mysql":
+        assert r.json()["databases"][0]["state"] == "unreachable", _all(r)
+    p.set_urls("dev", {"core": _raw_url(encoded, wrong, closed_port()), "analytics": sqlite})
+    r = run("-v", "upgrade", "--all", "--json")
+    assert r.exit_code == (2 if special == "at" else 1), _all(r)
+    _assert_no_halves(_admin_rows(kind, database), a, b)
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        "postgresql+psycopg//app:{pw}@127.0.0.1/core",  # no colon
+        "postgresql+psycopg:/app:{pw}@127.0.0.1/core",  # one slash
+        "app:{pw}@127.0.0.1/core",  # no scheme
+        "postgresql+psycopg://app:{pw}@{pw}@127.0.0.1/core",  # a raw '@'
+        "postgresql+psycopg://app/x:{pw}@127.0.0.1/core",  # a raw '/' in the user name
+        "postgresql+psycopg://app:{pw} @127.0.0.1:notaport/core",
+    ],
+)
+def test_malformed_urls_are_reported_without_their_userinfo(project: Project, typo: str) -> None:
+    """A URL that does not parse cleanly: a registry error (exit 2) that shows no password."""
+    a, b = _halves()
+    pw = a + "?# " + b
+    url = typo.format(pw=pw)
+    project.set_urls("dev", {"core": url, "analytics": "sqlite:///x.db"})
+    for args in (["status"], ["-v", "status"], ["--json", "-v", "upgrade", "--all"]):
+        r = project.orch(*args)
+        assert r.exit_code == 2, _all(r)
+        _assert_no_halves(_all(r), a, b)
+        assert "environments.dev.urls.core" in _all(r)
+        assert "***@127.0.0.1" in _all(r)
+
+
+def test_a_registry_that_is_not_yaml_hides_its_passwords_with_v(project: Project) -> None:
+    """The YAML error's traceback quotes the broken line: its password is masked."""
+    a, b = _halves()
+    project.registry_path.write_text(
+        "version: 1\nenvironments:\n  dev:\n    urls:\n"
+        f"      core: postgresql+psycopg://app:{a} {b}@127.0.0.1/core: [\n"
+    )
+    r = project.orch("-v", "status")
+    assert r.exit_code == 2 and "malformed YAML" in r.stderr, _all(r)
+    _assert_no_halves(_all(r), a, b)
+
+
+def test_every_reading_of_a_url_is_redacted() -> None:
+    """The secrets come from the URL text: every reading, in the forms drivers echo."""
+    from orch.redact import Redactor, redact_url
+
+    a, b = _halves()
+    cases = {  # URL -> (how it is shown, the password as a driver would get it)
+        f"postgresql+psycopg://u:{a}@{b}@db.example/x": (
+            "postgresql+psycopg://***@db.example/x",
+            f"{a}@{b}",
+        ),
+        f"mysql+pymysql://u:{a} {b}@h/x": ("mysql+pymysql://u:***@h/x", f"{a} {b}"),
+        f"mysql+pymysql://u@h/x?password={a}%20{b}&ssl=1": (
+            "mysql+pymysql://u@h/x?password=***&ssl=1",
+            f"{a} {b}",
+        ),
+        f"postgresql+psycopg//u:{a}#{b}@h/x": ("postgresql+psycopg//***@h/x", f"{a}#{b}"),
+        f"u:{a}:{b}@h/x": ("u:***@h/x", f"{a}:{b}"),
+        f"mysql+pymysql://me@tenant:{a}/{b}@h/x": (  # '@' in a user name: read right
+            "mysql+pymysql://me@tenant:***@h/x",
+            f"{a}/{b}",
+        ),
+        f"mysql+pymysql://u:{a}%25%22{b}@h/x": ("mysql+pymysql://u:***@h/x", f'{a}%"{b}'),
+    }
+    for url, (shown, password) in cases.items():
+        assert redact_url(url) == shown
+        r = Redactor()
+        r.add_url(url)
+        for echo in (
+            password,
+            quote(password, safe=""),
+            unquote(password),
+            json.dumps(password)[1:-1],
+            repr(password)[1:-1],
+        ):
+            assert r(f"server said: {echo}!") == "server said: ***!", (url, echo)
+
+
+def test_redaction_is_linear_on_large_hook_output() -> None:
+    """150 kB of output with no white space (the old patterns took seconds to minutes)."""
+    import time
+
+    from orch.hooks import shown_output
+    from orch.redact import REDACTOR
+
+    a, b = _halves()
+    REDACTOR.add_url(f"postgresql+psycopg://u:{a}{b}@h/x")
+    text = "x" * 75_000 + f" {a}{b} " + "ab://c:" * 11_000
+    t0 = time.perf_counter()
+    scrubbed = REDACTOR(text)
+    took = time.perf_counter() - t0
+    print(f"redact of {len(text)} characters: {took:.3f}s")
+    assert a not in scrubbed and len(scrubbed) < len(text)
+    out = shown_output(text.encode() * 3)  # only the tail is scrubbed and kept
+    assert out.startswith("...") and len(out) == 4003

@@ -75,33 +75,41 @@ def _sa_parts(url: str) -> re.Match[str] | None:
 
 
 def _misread(url: str) -> bool:
-    """True when SQLAlchemy's reading leaves an ``@`` outside the userinfo."""
+    """True when the URL has an ``@`` that does not end its userinfo (SQLite: never).
+
+    SQLAlchemy ends the password at its *first* ``@`` (and a user name at
+    the first ``/``): the text after a raw ``@`` in a password, up to the
+    next ``/``, ``?`` or ``:``, becomes the host, the port or the query.  So
+    any ``@`` after the one that ends the userinfo as SQLAlchemy reads it
+    means the URL is not read as written.  ``@`` inside a user name
+    (``user@tenant:pw@host``) is read right and stays allowed; an ``@`` in
+    a query value or database name must be written ``%40`` (both are
+    percent-decoded).
+    """
     m = _sa_parts(url)
-    if m is None:
+    if m is None or m["name"].lower().startswith("sqlite"):
         return False
-    host = (m["ipv4host"] or "") + (m["ipv6host"] or "") + (m["port"] or "")
-    return "@" in host or (
-        m["username"] is None
-        and not m["name"].lower().startswith("sqlite")
-        and "@" in (m["database"] or "")
-    )
+    if m["username"] is None:
+        after = m.end("name") + 3
+    else:
+        after = (m.end("password") if m["password"] is not None else m.end("username")) + 1
+    return "@" in url[after:]
 
 
 def userinfo_problem(url: str) -> str | None:
     """Why the URL's user name or password would be misread, or None.
 
-    SQLAlchemy ends the password at its *first* ``@`` and the user name at
-    the first ``/``: a raw ``@`` in a password makes the rest of it part of
-    the host (which the driver then prints in its error), a raw ``/`` in a
-    user name makes the password part of the database name.  Neither can
-    connect; both are reported before anything is tried, with the URL shown
-    without its userinfo.
+    A raw ``@`` in a password makes the rest of it part of the host, port or
+    query (which the driver then prints in its error); a raw ``/`` in a user
+    name makes the password part of the database name.  Neither can connect;
+    both are reported before anything is tried, with the URL shown without
+    its userinfo.
     """
     if not _misread(url):
         return None
     return (
-        "the user name or password has a character that must be percent-encoded "
-        "('@' as %40, '/' as %2F, ':' in a user name as %3A): "
+        "an '@' that does not end user:password (a raw '@' in the password, or a '/' "
+        "in the user name): percent-encode '@' as %40 and '/' as %2F: "
         f"{redact_url(url)} (shown without its user name and password)"
     )
 
