@@ -216,14 +216,6 @@ class Redactor:
         for pw in url_passwords(url):
             self.add(pw)
 
-    def add_text(self, text: str) -> None:
-        """Note every password in URL-like lines of *text* (a registry YAML could not parse)."""
-        for line in text.splitlines():
-            if "@" in line or "password" in line.lower():
-                for pw in _raw_passwords(line.strip()):
-                    for form in _echoed_forms(pw):
-                        self.add(form)
-
     def __call__(self, text: str) -> str:
         # known secrets first and longest first, so that a pattern below never
         # masks only part of one (a password with a space) and leaves the rest

@@ -304,13 +304,12 @@ def _yaml_load(path: Path) -> Any:
             raise RegistryError(problems)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        # the error's text quotes the offending line (shown with -v): the
-        # passwords of URL-like lines are noted before anything can print it
-        REDACTOR.add_text(text)
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RegistryError([Problem(where, "", f"malformed YAML: {problem}")]) from exc
+        # not chained: PyYAML's own text quotes the broken line, cut to fit, and
+        # a cut password is no password the redactor knows (-v would print it)
+        raise RegistryError([Problem(where, "", f"malformed YAML: {problem}")]) from None
     except RecursionError as exc:
         raise RegistryError([Problem(str(path), "", "YAML nested too deeply")]) from exc
     finally:
