@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from urllib.parse import quote, unquote
+from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 
@@ -25,6 +25,12 @@ def _secret() -> str:
     return "Pw" + uuid.uuid4().hex[:18]
 
 
+def _special_secret() -> tuple[str, tuple[str, str]]:
+    """A password with every URL-special ASCII character between two distinctive halves."""
+    a, b = _halves()
+    return a + " @:/%#?\t'\"\\" + b, (a, b)
+
+
 def _all(r: Result) -> str:
     return r.stdout + r.stderr
 
@@ -33,8 +39,6 @@ def _assert_hidden(r: Result, *secrets: str) -> None:
     text = _all(r)
     for s in secrets:
         assert s not in text, f"password leaked:\n{text}"
-
-
 
 
 @pytest.mark.parametrize("kind", SERVERS)
@@ -46,14 +50,14 @@ def test_correct_password_never_shows(
     from sqlalchemy.engine import make_url
 
     p = project
-    pw_core, pw_an = _secret(), _secret()
+    (pw_core, core_halves), (pw_an, an_halves) = _special_secret(), _special_secret()
     urls = {"core": make_db(kind, password=pw_core), "analytics": make_db(kind, password=pw_an)}
     if style == "query":  # ?password=... instead of user:password@
         for name, url in urls.items():
             u = make_url(url)
             urls[name] = (
                 u.set(password=None).render_as_string(hide_password=False)
-                + f"?password={u.password}"
+                + f"?password={quote_plus(str(u.password))}"
             )
     p.set_urls("dev", urls)
     commands = [
@@ -71,11 +75,16 @@ def test_correct_password_never_shows(
         ["stamp", "analytics@head", "-v"],
         ["stamp", "analytics@base", "--json"],
         ["status", "-v"],
+        ["log"],
+        ["log", "--json"],
+        ["history", "core"],
+        ["check", "-v"],
+        ["upgrade", "--all", "--sql"],
     ]
     for args in commands:
         r = p.orch(*args)
         assert r.exit_code in (0, 1), (args, _all(r))
-        _assert_hidden(r, pw_core, pw_an)
+        _assert_hidden(r, *core_halves, *an_halves)
     # it really ran with those passwords, and the URLs were shown masked
     doc = p.orch("status", "--json").json()
     assert all("***" in d["url"] for d in doc["databases"])
@@ -84,7 +93,7 @@ def test_correct_password_never_shows(
     with p.connect("core") as conn:
         rows = conn.execute(text("SELECT * FROM orch_log")).all()
     assert rows
-    assert pw_core not in repr(rows)
+    assert core_halves[0] not in repr(rows) and core_halves[1] not in repr(rows)
 
 
 def test_wrong_password_on_mariadb(project: Project, make_db: Callable[..., str]) -> None:
