@@ -19,6 +19,9 @@ A block is configured by an HTML comment on the line just before its fence
   PostgreSQL test does);
 - ``before="CMD; CMD"``: orch commands run first, unseen (bring a database
   to the revision the example starts from);
+- ``chain=NAME``: the blocks of one page with the same chain run in order in
+  one directory, as the steps of a walk-through (the first block's
+  ``project``, ``dir`` and ``setup`` apply);
 - ``not-run=REASON``: the block is shown but not run, for the reason given
   (installing orch, a production server).  The reason is required, so a
   skipped example is never silent.
@@ -110,6 +113,7 @@ def split_commands(text: list[str]) -> list[tuple[str, list[str]]]:
     return steps
 
 
+OPTION_NAMES = {"project", "dir", "setup", "postgresql", "before", "chain", "not-run"}
 HEX_ID = re.compile(r"[0-9a-f]{12}")
 SPACES = re.compile(r"(?<=\S) {2,}")
 
@@ -223,7 +227,82 @@ def _two_core_heads(root: Path) -> None:
         )
 
 
+_LEGACY_ENV = """from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+url = context.get_x_argument(as_dictionary=True).get("url")
+if url:
+    config.set_main_option("sqlalchemy.url", url)
+engine = engine_from_config(config.get_section(config.config_ini_section), poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+_LEGACY_REVISIONS = {
+    "core": [
+        ("c1", None, "create users", "op.create_table('users', sa.Column('id', sa.Integer, "
+         "primary_key=True))", "op.drop_table('users')"),
+        ("c2", "c1", "add email", "op.add_column('users', sa.Column('email', sa.String(200)))",
+         "op.drop_column('users', 'email')"),
+    ],
+    "analytics": [
+        ("a1", None, "create events", "op.create_table('events', sa.Column('id', sa.Integer, "
+         "primary_key=True))", "op.drop_table('events')"),
+    ],
+}
+
+
+def _legacy_alembic(root: Path) -> None:
+    """The layout of the adoption guide: one plain Alembic setup per database, run in a loop.
+
+    ``dev`` (var/core.db, var/analytics.db) was migrated by plain ``alembic``;
+    in ``legacy`` core was too, and analytics' ``events`` table was created by
+    hand, so that database has no version table.
+    """
+    for db, revisions in _LEGACY_REVISIONS.items():
+        d = root / f"alembic_{db}"
+        (d / "versions").mkdir(parents=True)
+        (d / "env.py").write_text(_LEGACY_ENV)
+        (root / f"{db}.ini").write_text(
+            f"[alembic]\nscript_location = %(here)s/alembic_{db}\n"
+            f"sqlalchemy.url = sqlite:///%(here)s/var/{db}.db\n"
+        )
+        for rev, down, msg, up_code, down_code in revisions:
+            (d / "versions" / f"{rev}_{msg.replace(' ', '_')}.py").write_text(
+                f'"""{msg}\n\nRevision ID: {rev}\nRevises: {down or ""}\n"""\n'
+                "import sqlalchemy as sa\nfrom alembic import op\n\n"
+                f"revision = {rev!r}\ndown_revision = {down!r}\n"
+                "branch_labels = None\ndepends_on = None\n\n\n"
+                f"def upgrade():\n    {up_code}\n\n\ndef downgrade():\n    {down_code}\n"
+            )
+    (root / "var").mkdir()
+    alembic = [sys.executable, "-m", "alembic"]
+    for db in _LEGACY_REVISIONS:
+        subprocess.run([*alembic, "-c", f"{db}.ini", "upgrade", "head"], cwd=root, check=True,
+                       capture_output=True)
+    legacy_core = f"url=sqlite:///{root}/var/legacy-core.db"
+    subprocess.run([*alembic, "-c", "core.ini", "-x", legacy_core, "upgrade", "head"], cwd=root,
+                   check=True, capture_output=True)
+    import sqlite3
+
+    with sqlite3.connect(root / "var" / "legacy-analytics.db") as conn:
+        conn.execute("CREATE TABLE events (id INTEGER NOT NULL PRIMARY KEY)")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+
+
+def _registry_from_page(root: Path, page: Path) -> None:
+    """databases.yaml as the page shows it (its first ``yaml`` block with ``databases:``)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```$", page.read_text(), re.M | re.S)
+    registry = next(b for b in blocks if "databases:" in b)
+    (root / "databases.yaml").write_text(registry)
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
+    "legacy-alembic": _legacy_alembic,
     "init": _init,
     "models-core-currency": _models_core_currency,
     "two-core-heads": _two_core_heads,
@@ -242,19 +321,20 @@ def test_the_docs_have_examples_and_every_one_is_run_or_says_why_not() -> None:
     for e in ALL:
         reason = e.options.get("not-run")
         assert reason is None or len(reason) > 10, f"{e.id}: not-run needs a reason"
-        unknown = set(e.options) - {"project", "dir", "setup", "postgresql", "before", "not-run"}
+        unknown = set(e.options) - OPTION_NAMES
         assert not unknown, f"{e.id}: unknown example options {sorted(unknown)}"
         for name in filter(None, e.options.get("setup", "").split(",")):
             assert name in SETUPS, f"{e.id}: unknown setup {name!r}"
 
 
-def _run_example(e: Example, tmp_path: Path, make_db: Callable[..., str]) -> None:
+def _prepare(
+    e: Example, tmp_path: Path, make_db: Callable[..., str]
+) -> tuple[Path, dict[str, str]]:
     if e.options.get("project", "reference") == "empty":
         root = tmp_path / "work"
         root.mkdir()
     else:
         root = copy_project(tmp_path / "proj").root
-    shown = e.options.get("dir")
     for name in filter(None, e.options.get("setup", "").split(",")):
         SETUPS[name](root)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -264,7 +344,14 @@ def _run_example(e: Example, tmp_path: Path, make_db: Callable[..., str]) -> Non
     env["COLUMNS"] = "200"
     for var in filter(None, e.options.get("postgresql", "").split(",")):
         env[var] = make_db("postgresql")
+    return root, env
+
+
+def _run_example(e: Example, root: Path, env: dict[str, str], shown: str | None) -> None:
     for before in filter(None, (c.strip() for c in e.options.get("before", "").split(";"))):
+        if before == "registry-from-page":
+            _registry_from_page(root, e.page)
+            continue
         subprocess.run(["bash", "-c", before], cwd=root, env=env, check=True, capture_output=True)
     known = _known_ids(root)
     status = 0  # each command's shell sees the previous one's exit status, for `echo $?`
@@ -288,14 +375,31 @@ def _run_example(e: Example, tmp_path: Path, make_db: Callable[..., str]) -> Non
         )
 
 
-RUN = [e for e in ALL if "not-run" not in e.options]
+def _units() -> list[list[Example]]:
+    """Each example alone, or the examples of one chain together, in page order."""
+    units: list[list[Example]] = []
+    chains: dict[tuple[Path, str], list[Example]] = {}
+    for e in ALL:
+        if "not-run" in e.options:
+            continue
+        chain = e.options.get("chain")
+        if chain is None:
+            units.append([e])
+        elif (e.page, chain) in chains:
+            chains[(e.page, chain)].append(e)
+        else:
+            chains[(e.page, chain)] = [e]
+            units.append(chains[(e.page, chain)])
+    return units
 
 
-@pytest.mark.parametrize("example", RUN, ids=lambda e: e.id)
+@pytest.mark.parametrize("unit", _units(), ids=lambda u: u[0].id)
 def test_console_example_shows_real_output(
-    example: Example, tmp_path: Path, make_db: Callable[..., str]
+    unit: list[Example], tmp_path: Path, make_db: Callable[..., str]
 ) -> None:
-    _run_example(example, tmp_path, make_db)
+    root, env = _prepare(unit[0], tmp_path, make_db)
+    for e in unit:
+        _run_example(e, root, env, unit[0].options.get("dir"))
 
 
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
