@@ -241,7 +241,7 @@ with engine.connect() as connection:
         context.run_migrations()
 """
 
-_LEGACY_REVISIONS = {
+_LEGACY_REVISIONS: dict[str, list[tuple[str, str | None, str, str, str]]] = {
     "core": [
         ("c1", None, "create users", "op.create_table('users', sa.Column('id', sa.Integer, "
          "primary_key=True))", "op.drop_table('users')"),
