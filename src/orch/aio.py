@@ -27,7 +27,7 @@ This module imports nothing heavy at import time (``orch --help`` stays fast).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ async def _run(url: str, connect_timeout: float, work: Callable[[Connection], T]
 
 
 @contextlib.contextmanager
-def _abort_by_cancelling() -> Any:
+def _abort_by_cancelling() -> Iterator[None]:
     """Let a second SIGINT/SIGTERM abort a revision that waits on the async driver.
 
     The sync path aborts by raising KeyboardInterrupt from the signal handler
@@ -194,7 +194,7 @@ def _abort_by_cancelling() -> Any:
     statement, the sync code sees CancelledError at that statement, and
     :func:`orch.stopping.abortable` turns it into the KeyboardInterrupt the
     migration code handles.  When the signal lands while the revision's own
-    Python code runs (inside the worker greenlet), KeyboardInterrupt is
+    Python code runs (inside run_sync's greenlet), KeyboardInterrupt is
     raised right there, as on the sync path.
     """
     import asyncio
