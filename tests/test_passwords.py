@@ -324,17 +324,20 @@ def test_any_character_in_a_password_never_shows(
 
 
 @pytest.mark.parametrize(
-    "typo",
+    ("typo", "shown"),
     [
-        "postgresql+psycopg//app:{pw}@127.0.0.1/core",  # no colon
-        "postgresql+psycopg:/app:{pw}@127.0.0.1/core",  # one slash
-        "app:{pw}@127.0.0.1/core",  # no scheme
-        "postgresql+psycopg://app:{pw}@{pw}@127.0.0.1/core",  # a raw '@'
-        "postgresql+psycopg://app/x:{pw}@127.0.0.1/core",  # a raw '/' in the user name
-        "postgresql+psycopg://app:{pw} @127.0.0.1:notaport/core",
+        ("postgresql+psycopg//app:{pw}@127.0.0.1/core", "***@127.0.0.1"),  # no colon
+        ("postgresql+psycopg:/app:{pw}@127.0.0.1/core", "***@127.0.0.1"),  # one slash
+        ("app:{pw}@127.0.0.1/core", "***@127.0.0.1"),  # no scheme
+        ("postgresql+psycopg://app:{pw}@{pw}@127.0.0.1/core", "***@127.0.0.1"),  # a raw '@'
+        ("postgresql+psycopg://app/x:{pw}@127.0.0.1/core", "***@127.0.0.1"),  # '/' in the user
+        ("postgresql+psycopg://app:{pw} @127.0.0.1:notaport/core", "***@127.0.0.1"),
+        ("postgresql+psycopg://app:{pw}/core", "postgresql+psycopg://app:***"),  # no @host
     ],
 )
-def test_malformed_urls_are_reported_without_their_userinfo(project: Project, typo: str) -> None:
+def test_malformed_urls_are_reported_without_their_userinfo(
+    project: Project, typo: str, shown: str
+) -> None:
     """A URL that does not parse cleanly: a registry error (exit 2) that shows no password."""
     a, b = _halves()
     pw = a + "?# " + b
@@ -345,7 +348,7 @@ def test_malformed_urls_are_reported_without_their_userinfo(project: Project, ty
         assert r.exit_code == 2, _all(r)
         _assert_no_halves(_all(r), a, b)
         assert "environments.dev.urls.core" in _all(r)
-        assert "***@127.0.0.1" in _all(r)
+        assert shown in _all(r)
 
 
 def test_a_registry_that_is_not_yaml_hides_its_passwords_with_v(

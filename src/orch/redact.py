@@ -96,6 +96,12 @@ def _misread(url: str) -> bool:
     return "@" in url[after:]
 
 
+def _port_may_be_password(m: re.Match[str]) -> bool:
+    """``user:password`` with no ``@host``: SQLAlchemy reads the password as the port."""
+    port = m["port"]
+    return m["username"] is None and bool(port) and not port.isdigit()
+
+
 def userinfo_problem(url: str) -> str | None:
     """Why the URL's user name or password would be misread, or None.
 
@@ -127,10 +133,14 @@ def redact_url(url: str) -> str:
         out = m.group(0) + MASK + url[url.rfind("@") :]
     else:
         sa = _sa_parts(url)
-        if sa is None or sa["password"] is None:
+        if sa is None:
             out = url
-        else:
+        elif sa["password"] is not None:
             out = url[: sa.start("password")] + MASK + url[sa.end("password") :]
+        elif _port_may_be_password(sa):  # and what follows: a password may hold '/' or '?'
+            out = url[: sa.start("port")] + MASK
+        else:
+            out = url
     return _QUERY_PW_URL.sub(lambda q: f"{q['key']}{MASK}", out)
 
 
@@ -156,6 +166,8 @@ def _raw_passwords(url: str) -> list[str]:
         sa = _sa_parts(url)
         if sa is not None and sa["password"] is not None:
             found.append(sa["password"])
+        if sa is not None and _port_may_be_password(sa):
+            found += [sa["port"], url[sa.start("port") :]]
         if not m.group(1).lower().startswith("sqlite"):  # a path may hold '@' and ':'
             rest = url[m.end() :]
             for at in _at_positions(rest):  # the userinfo may end at any '@' (a raw one in it)

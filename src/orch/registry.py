@@ -913,6 +913,12 @@ def _port_problem(url: str) -> str | None:
     m = _URL_RE.match(url)
     port = m["port"] if m else None
     if port and not port.isdigit():
+        if m is not None and m["username"] is None:
+            # user:password with no @host: what SQLAlchemy takes for the port may be a password
+            return (
+                f"the port is not a number in {redact_url(url)} (not shown: with no "
+                "'@' before the host, the text after the first ':' may be a password)"
+            )
         return f"port {port!r} is not a number in {redact_url(url)}"
     return None
 
