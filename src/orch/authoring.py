@@ -49,14 +49,18 @@ class Written:
         }
 
 
-def _check_rev_id(rev_id: str | None, registry: Registry) -> None:
-    """Refuse an id Alembic would refuse, cannot store, or would read as something else.
+def _check_rev_id(rev_id: str | None, registry: Registry, name: str) -> None:
+    """Refuse an id Alembic would refuse, cannot store, would read as something else,
+    or that another database's directory already has.
 
     ``head``, ``base`` and the other symbols were accepted, and every later
     ``upgrade core@head`` then meant the symbol: a false ``done``.  A branch
-    label as an id is just as ambiguous in a target.
+    label as an id is just as ambiguous in a target.  An id another database
+    has: orch would keep the two revisions apart, but plain ``alembic`` over
+    alembic.ini's ``version_locations`` would not, so it is refused before the
+    file exists rather than warned about ever after.
     """
-    from orch.revisions import RESERVED_REV_IDS
+    from orch.revisions import RESERVED_REV_IDS, GraphError, scan_directory
 
     if rev_id is None:
         return
@@ -73,6 +77,22 @@ def _check_rev_id(rev_id: str | None, registry: Registry) -> None:
     labels = {db.branch for db in registry.databases.values()}
     if rev_id in labels:
         raise UsageError(f"--rev-id {rev_id!r} is a branch label; choose another id")
+    own = registry.databases[name].versions
+    seen = {own}
+    for other in registry.databases.values():
+        if other.versions in seen:
+            continue
+        seen.add(other.versions)
+        try:
+            revs = scan_directory(other.versions)
+        except GraphError:  # that directory's own problem, reported where it is read
+            continue
+        if rev_id in revs:
+            raise UsageError(
+                f"--rev-id {rev_id}: database {other.name} already has a revision {rev_id} "
+                f"({revs[rev_id].path}); plain 'alembic' over alembic.ini's version_locations "
+                "would mix the two up: choose another id"
+            )
 
 
 def new_revision(
@@ -92,7 +112,7 @@ def new_revision(
     from orch.revisions import load_graph
 
     db = registry.database(name)
-    _check_rev_id(rev_id, registry)
+    _check_rev_id(rev_id, registry, name)
     alembic_run.check_project(registry)  # before any directory is created
     if allow_empty and not autogenerate:
         raise UsageError("--allow-empty only makes sense with --autogenerate")
@@ -179,7 +199,7 @@ def merge_heads(
     from orch.revisions import load_graph
 
     db = registry.database(name)
-    _check_rev_id(rev_id, registry)
+    _check_rev_id(rev_id, registry, name)
     graph = load_graph(db.versions, db.name)
     if len(graph.heads) < 2:
         return Written(

@@ -38,16 +38,29 @@ class State:
     json: bool = False
     verbose: int = 0
     _registry: Registry | None = field(default=None, repr=False)
+    _warned: set[str] = field(default_factory=set, repr=False)
 
     def registry(self) -> Registry:
+        from orch import errors
         from orch.registry import load_registry
 
         if self._registry is None:
             self._registry = load_registry(self.config)
+            errors.warning_sink = self.warn  # what reading the revision graphs finds
         return self._registry
+
+    def warn(self, message: str) -> None:
+        """One ``warning:`` line on stderr, once per command however often it is found."""
+        if message not in self._warned:
+            self._warned.add(message)
+            err(f"warning: {message}")
 
     def env_name(self) -> str | None:
         return self.env or os.environ.get("ORCH_ENV") or None
+
+    def env_registry(self) -> Registry:
+        """The registry as the chosen environment sees it (its ``null`` databases left out)."""
+        return self.registry().in_environment(self.env_name())
 
 
 def _state() -> State:
@@ -712,13 +725,16 @@ def _sql_preview(
 
     from orch import offline
 
-    registry = state.registry()
+    registry = state.env_registry()
     if out_dir:
         offline.check_out_dir(Path(out_dir))  # before anything is read or rendered
     preview = offline.build(
         registry, state.env_name(), direction, selectors, froms=from_, **plan_options
     )
-    files = offline.write_files(preview.sections, Path(out_dir), registry) if out_dir else []
+    # the full registry: stale files of a database this environment leaves out go too
+    files = (
+        offline.write_files(preview.sections, Path(out_dir), state.registry()) if out_dir else []
+    )
     failed = preview.failed
     code = EXIT_FAILED if failed else 0
     if state.json:
@@ -803,7 +819,7 @@ def upgrade(
             state, "upgrade", selectors, from_, out_dir,
             all_=all_, with_deps=with_deps, ignore_deps=ignore_deps,
         )
-    registry = state.registry()
+    registry = state.env_registry()
     env = state.env_name()
     plan, targets, _live = _upgrade_plan(
         registry,
@@ -920,7 +936,7 @@ def downgrade(
     _sql_only(sql, from_, out_dir)
     if sql:
         _sql_preview(state, "downgrade", selectors, from_, out_dir, force=force)
-    registry = state.registry()
+    registry = state.env_registry()
     env = state.env_name()
     sels = parse_selectors(registry, selectors, require_target=True, command="downgrade")
     names = [s.db for s in sels]
@@ -960,7 +976,7 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
     from orch.status import graphs_for
 
     state = _state()
-    registry = state.registry()
+    registry = state.env_registry()
     env = state.env_name()
     sels = parse_selectors(registry, selectors, require_target=True, command="stamp")
     targets = {t.name: t for t in registry.targets(env)}
@@ -995,7 +1011,8 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     from orch.render import short, table
 
     state = _state()
-    registry = state.registry()
+    # one environment: its view (naming a database it leaves out is an error)
+    registry = state.registry() if all_envs else state.env_registry()
     for name in databases:
         registry.database(name)
     names = list(databases) or None
@@ -1005,10 +1022,18 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
         envs = list(matrix)
         cells = [(f"{e}/{s.name}", s) for e, rows in matrix.items() for s in rows]
         code, problem = _status_exit(cells, check)
+        absent = {
+            e: [n for n in names or registry.databases if n in registry.environments[e].absent]
+            for e in envs
+        }
         if state.json:
             doc: dict[str, Any] = {
                 "environments": [
-                    {"environment": e, "databases": [s.as_json() for s in rows]}
+                    {
+                        "environment": e,
+                        "databases": [s.as_json() for s in rows],
+                        "absent": absent[e],
+                    }
                     for e, rows in matrix.items()
                 ]
             }
@@ -1021,7 +1046,10 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
             for name in dbs:
                 row = [name]
                 for e in envs:
-                    cell = next(s for s in matrix[e] if s.name == name)
+                    cell = next((s for s in matrix[e] if s.name == name), None)
+                    if cell is None:  # not part of that environment (its URL is null)
+                        row.append("absent")
+                        continue
                     extra = f" ({cell.pending})" if cell.state == "behind" and cell.pending else ""
                     row.append(cell.state + extra)
                 rows.append(row)
@@ -1041,8 +1069,13 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     env = registry.environment(state.env_name()).name
     rows_ = st.collect(registry, env, names, graphs=graphs)
     code, problem = _status_exit([(s.name, s) for s in rows_], check)
+    left_out = [n for n in state.registry().databases if n in registry.left_out]
     if state.json:
-        doc = {"environment": env, "databases": [s.as_json() for s in rows_]}
+        doc = {
+            "environment": env,
+            "databases": [s.as_json() for s in rows_],
+            "absent": left_out,
+        }
         if code:
             doc["error"], doc["exit_code"] = problem, code
         emit_json(doc)
@@ -1060,6 +1093,8 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
         ]
         out(f"environment: {env}")
         out(table(["DATABASE", "STATE", "CURRENT", "HEAD", "PENDING", "URL / ERROR"], rows))
+        if left_out and not names:
+            out(f"not part of {env} (URL null): {', '.join(left_out)}")
         if code:
             err(f"orch: {problem}")
     raise Exit(code)
@@ -1098,7 +1133,7 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
     from orch.render import table
 
     state = _state()
-    registry = state.registry()
+    registry = state.env_registry()
     env = state.env_name()
     the_plan, targets, live = _upgrade_plan(
         registry,
@@ -1165,7 +1200,7 @@ def log_(databases: tuple[str, ...], limit: int) -> None:
     from orch.render import table
 
     state = _state()
-    registry = state.registry()
+    registry = state.env_registry()
     for name in databases:
         registry.database(name)
     env = registry.environment(state.env_name()).name
@@ -1295,32 +1330,46 @@ def check(databases: tuple[str, ...]) -> None:
     """Drift between each database's models (registry 'metadata') and its live schema.
 
     Read-only.  Exit 1 on any difference (or an unreachable database, or a
-    comparison that failed), 2 when a database has no usable URL or a named one
-    has no metadata, else 0.
+    comparison that failed, or a revision id that two databases' directories
+    declare), 2 when a database has no usable URL or a named one has no
+    metadata, else 0.
     """
     from orch import drift
+    from orch import status as st
     from orch.alembic_ini import disagreements
     from orch.render import short, table
 
     state = _state()
-    registry = state.registry()
+    registry = state.env_registry()
     for name in databases:
         registry.database(name)
     env = registry.environment(state.env_name()).name
     results = drift.check(registry, env, list(databases) or None)
-    warnings = disagreements(registry)
+    full = state.registry()  # plain alembic sees every directory, in every environment
+    warnings = disagreements(full)
+    shared = [
+        s
+        for s in st.shared_ids(full, st.graphs_for(full, warn=False))
+        if not databases or set(databases) & {*s.databases[0], *s.databases[1]}
+    ]
     code = drift.exit_code(results, databases)
+    if shared:
+        code = EXIT_FAILED  # a finding, like drift
     if state.json:
         doc: dict[str, Any] = {
             "environment": env,
             "databases": [r.as_json() for r in results],
+            "problems": [s.as_json() for s in shared],
             "warnings": warnings,
             "exit_code": code,
         }
         if code:
-            doc["error"] = "; ".join(
-                f"{r.name} {r.state}" for r in results if r.state not in ("clean", "not_checkable")
-            ) or "; ".join(f"{r.name} not_checkable" for r in results)
+            fine = ("clean", "not_checkable")
+            found = [f"{r.name} {r.state}" for r in results if r.state not in fine]
+            found += [f"revision id {s.revision} shared by two databases" for s in shared]
+            doc["error"] = "; ".join(found) or "; ".join(
+                f"{r.name} not_checkable" for r in results
+            )
         emit_json(doc)
         raise Exit(code)
     rows = []
@@ -1339,6 +1388,8 @@ def check(databases: tuple[str, ...]) -> None:
     for r in results:
         for d in r.differences:
             out(f"  {r.name}: {d['text']}")
+    for s in shared:
+        out(f"problem: {s.message}")
     for w in warnings:
         err(f"warning: {w}")
     raise Exit(code)
@@ -1358,6 +1409,8 @@ def history(database: str) -> None:
         emit_json(h.as_json())
         raise Exit(0)
     cur = short(h.current) if h.current is not None else "unknown"
+    if h.state == "absent":
+        cur = f"none (not part of {h.environment})"
     out(f"{h.database} ({h.environment}): current {cur}, head {short(h.heads, '-')}")
     rows = []
     for e in h.entries:
@@ -1441,9 +1494,12 @@ def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
     Click's parsing (the :class:`State` its option callbacks fill, or
     :func:`_output_options` when parsing itself failed), never from argv.
     """
+    from orch import errors
+
     argv = list(sys.argv[1:] if args is None else args)
     state = State()
     code = 0
+    errors.warning_sink = None  # State.registry() sets it for this command
     try:
         # standalone_mode=False: Click returns the code of an Exit (ours or --help's)
         rv = cli.main(argv, prog_name=prog_name, standalone_mode=False, obj=state)

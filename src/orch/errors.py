@@ -7,13 +7,17 @@ contract: 1 ran and something failed, 2 could not start, 3 lock timeout only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+
+# Where non-fatal findings go, one line each (a revision id two histories share):
+# the command line points this at stderr for one command; library use stays silent.
+warning_sink: Callable[[str], None] | None = None
 
 
 class OrchError(Exception):

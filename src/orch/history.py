@@ -118,13 +118,29 @@ def entries(graph: Graph, current: tuple[str, ...] | None) -> list[Entry]:
 
 
 def history(registry: Registry, env: str | None, name: str) -> History:
-    """The history of database *name* with the applied revisions of *env* marked."""
+    """The history of database *name* with the applied revisions of *env* marked.
+
+    A database that *env* leaves out (its URL there is null) still has its
+    revision files, and reading them is what ``history`` is for: they are
+    listed unmarked, with state ``absent`` saying why.
+    """
     from orch import status as st
 
     registry.database(name)
     graphs = st.graphs_for(registry, [name])
     graph = graphs[name]
-    environment = registry.environment(env).name
+    spec = registry.environment(env)
+    environment = spec.name
+    if name in spec.absent:
+        return History(
+            database=name,
+            environment=environment,
+            current=None,
+            heads=graph.heads,
+            state="absent",
+            error=str(registry.not_part(name, environment)),
+            entries=tuple(entries(graph, None)),
+        )
     status = st.collect(registry, environment, [name], graphs=graphs)[0]
     current = tuple(status.current) if status.current is not None else None
     return History(
@@ -146,8 +162,17 @@ def dependency_edges(registry: Registry) -> list[tuple[str, str]]:
     return [(dep, db.name) for db in registry.databases.values() for dep in db.depends_on]
 
 
+def absent_from(registry: Registry, name: str) -> list[str]:
+    """The environments that leave database *name* out (their URL for it is null)."""
+    return [e.name for e in registry.environments.values() if name in e.absent]
+
+
 def render_graph(registry: Registry, fmt: str) -> str:
-    """The database dependency graph as ``text``, ``mermaid`` or ``dot``."""
+    """The database dependency graph as ``text``, ``mermaid`` or ``dot``.
+
+    The graph is the registry's, every database in it; the text form adds a
+    NOT IN column when some environment leaves databases out.
+    """
     from orch.plan import levels
 
     edges = dependency_edges(registry)
@@ -168,6 +193,7 @@ def render_graph(registry: Registry, fmt: str) -> str:
         from orch.render import table
 
         level_of = {n: i for i, group in enumerate(levels(registry, names)) for n in group}
+        partial = any(e.absent for e in registry.environments.values())
         rows = []
         for n in sorted(names, key=lambda x: (level_of[x], names.index(x))):
             db = registry.databases[n]
@@ -175,7 +201,10 @@ def render_graph(registry: Registry, fmt: str) -> str:
             rows.append(
                 [str(level_of[n]), n, ", ".join(db.depends_on) or "-", ", ".join(dependents) or "-"]
             )
-        return table(["LEVEL", "DATABASE", "DEPENDS ON", "DEPENDENTS"], rows)
+            if partial:
+                rows[-1].append(", ".join(absent_from(registry, n)) or "-")
+        headers = ["LEVEL", "DATABASE", "DEPENDS ON", "DEPENDENTS"]
+        return table([*headers, "NOT IN"] if partial else headers, rows)
     raise ValueError(fmt)  # pragma: no cover - Click restricts the choices
 
 
@@ -186,7 +215,12 @@ def graph_json(registry: Registry) -> dict[str, Any]:
     level_of = {n: i for i, group in enumerate(levels(registry, names)) for n in group}
     return {
         "databases": [
-            {"name": n, "depends_on": list(registry.databases[n].depends_on), "level": level_of[n]}
+            {
+                "name": n,
+                "depends_on": list(registry.databases[n].depends_on),
+                "level": level_of[n],
+                "absent_from": absent_from(registry, n),
+            }
             for n in names
         ],
         "edges": [{"from": a, "to": b} for a, b in dependency_edges(registry)],

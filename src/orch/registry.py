@@ -17,7 +17,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +113,18 @@ class DatabaseSpec:
 
 @dataclass(frozen=True)
 class EnvironmentSpec:
-    """One environment as written: URLs may still contain ``${VAR}``."""
+    """One environment as written: URLs may still contain ``${VAR}``.
+
+    ``absent`` holds the databases whose URL is written ``null``: not part of
+    this environment (an analytics database only prod has, a history per
+    backend).  They are not in ``urls``.
+    """
 
     name: str
     urls: Mapping[str, str]
     protected: bool = False
     hooks: Mapping[str, str] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,54 @@ class Registry:
     settings: Settings
     prepend_sys_path: tuple[Path, ...]
     script_location: Path
+    # set on the view of one environment (:meth:`in_environment`): its name, and the
+    # databases that view leaves out because that environment's URL for them is null
+    scope: str | None = None
+    left_out: frozenset[str] = frozenset()
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    def in_environment(self, env_name: str | None) -> Registry:
+        """The registry as one environment sees it: its ``null`` databases left out.
+
+        Every command that works on one environment plans, orders and reads
+        through this view, so a database that is not part of it is skipped
+        by ``--all``, ``status``, ``plan``, ``log``, ``check`` and ``--sql``
+        without each of them knowing about it.  A dependency on a left-out
+        database counts as satisfied: it is dropped from ``depends_on``, and
+        what it depended on takes its place, so order across it holds.
+        Naming a left-out database (:meth:`database`) is a usage error that
+        says so.
+        """
+        env = self.environment(env_name)
+        if not env.absent:
+            return self
+
+        def present(deps: tuple[str, ...], seen: frozenset[str]) -> list[str]:
+            out: list[str] = []
+            for d in deps:
+                if d in env.absent:
+                    if d not in seen:
+                        out += present(self.databases[d].depends_on, seen | {d})
+                else:
+                    out.append(d)
+            return out
+
+        databases = {
+            name: replace(db, depends_on=tuple(dict.fromkeys(present(db.depends_on, frozenset()))))
+            for name, db in self.databases.items()
+            if name not in env.absent
+        }
+        return replace(self, databases=databases, scope=env.name, left_out=env.absent)
+
+    def not_part(self, name: str, env: str) -> UsageError:
+        """The error for naming a database that environment *env* leaves out."""
+        return UsageError(
+            f"database {name!r} is not part of environment {env!r} "
+            f"(environments.{env}.urls.{name} is null)"
+        )
 
     def environment(self, name: str | None) -> EnvironmentSpec:
         """The environment *name* (or the default); UsageError naming the known ones."""
@@ -175,6 +225,8 @@ class Registry:
         return self.environments[env]
 
     def database(self, name: str) -> DatabaseSpec:
+        if name in self.left_out and self.scope is not None:
+            raise self.not_part(name, self.scope)
         if name not in self.databases:
             known = ", ".join(self.databases) or "(none)"
             raise UsageError(f"unknown database {name!r}; known: {known}")
@@ -187,14 +239,20 @@ class Registry:
         entries on one version table) raises RegistryError; with
         ``strict=False`` that target comes back without a URL and the problem
         as its ``missing`` reason instead, so ``status --all-envs`` can show
-        one bad cell and still report every other database.
+        one bad cell and still report every other database.  Databases the
+        environment leaves out (URL ``null``) are not among them.
         """
         env = self.environment(env_name)
         out: list[Target] = []
         for db in self.databases.values():
+            if db.name in env.absent:
+                continue
             raw = env.urls.get(db.name)
             if raw is None:
-                reason = f"environment {env.name!r} has no URL for it"
+                reason = (
+                    f"environment {env.name!r} has no URL for it (if it is not part of "
+                    f"{env.name}, say so: environments.{env.name}.urls.{db.name}: null)"
+                )
                 out.append(Target(db, env.name, None, reason))
                 continue
             key = f"environments.{env.name}.urls.{db.name}"
@@ -219,8 +277,11 @@ class Registry:
         return out
 
     def target(self, env_name: str | None, db_name: str) -> Target:
-        """One database's target; raises when it is not usable."""
+        """One database's target; raises when it is not usable or not part of the environment."""
         self.database(db_name)
+        env = self.environment(env_name)
+        if db_name in env.absent:
+            raise self.not_part(db_name, env.name)
         for t in self.targets(env_name):
             if t.name == db_name:
                 return t
@@ -680,17 +741,35 @@ def parse_registry(path: Path) -> Registry:
         c.unknown_keys(raw, ENV_KEYS, key)
         urls_raw = c.mapping(raw.get("urls"), f"{key}.urls")
         urls: dict[str, str] = {}
+        absent: set[str] = set()
         for dbname, url in urls_raw.items():
             ukey = f"{key}.urls.{dbname}"
             if dbname not in databases:
                 hint = _close(str(dbname), set(databases))
                 c.add(ukey, "unknown database" + (f" (did you mean {hint!r}?)" if hint else ""))
                 continue
-            if not isinstance(url, str) or not url.strip():
+            if url is None:
+                if _written_empty(path, ename, dbname):
+                    c.add(
+                        ukey,
+                        f"no URL after the key: give {dbname}'s URL, or write null to say "
+                        f"{dbname} is not part of environment {ename}",
+                    )
+                else:
+                    absent.add(dbname)
+                continue
+            if not isinstance(url, str):
                 c.add(ukey, "must be a URL string")
                 continue
             if len(url) > MAX_URL:
                 c.add(ukey, f"is {len(url):,} characters long; orch takes at most {MAX_URL}")
+                continue
+            if not url.strip():
+                c.add(
+                    ukey,
+                    f"must be a URL string, not empty (write null if {dbname} is not part of "
+                    f"environment {ename})",
+                )
                 continue
             urls[dbname] = url.strip()
             REDACTOR.add_url(url)
@@ -726,7 +805,7 @@ def parse_registry(path: Path) -> Registry:
                     f"there; write it as a bare word (... {{{word}}} ...)",
                 )
             hooks[hname] = cmd
-        environments[ename] = EnvironmentSpec(ename, urls, protected, hooks)
+        environments[ename] = EnvironmentSpec(ename, urls, protected, hooks, frozenset(absent))
 
     default_env = data.get("default_env")
     if default_env is not None and not isinstance(default_env, str):
@@ -758,6 +837,32 @@ def parse_registry(path: Path) -> Registry:
     if problems:
         raise RegistryError(problems)
     return registry
+
+
+def _written_empty(path: Path, env: str, db: str) -> bool:
+    """Whether ``environments.<env>.urls.<db>`` is empty in the file rather than a spelled null.
+
+    YAML reads ``core:`` with nothing after it as null, exactly like ``core:
+    null``.  Only the spelled ``null`` (or ``~``) leaves a database out of an
+    environment: an empty value is much more likely a URL someone forgot, and
+    reading it as "not part of prod" would skip prod's database silently.
+    The file is composed again only when a URL is null, which is rare.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(_read_text(path), Loader=loader)
+    except (ConfigNotFound, RegistryError, yaml.YAMLError):  # pragma: no cover - just loaded
+        return False
+    for key in ("environments", env, "urls", db):
+        if not isinstance(node, yaml.MappingNode):
+            return False
+        found = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+        if not found:
+            return False
+        node = found[-1]  # like the loader: the last of repeated keys
+    return isinstance(node, yaml.ScalarNode) and node.value == ""
 
 
 def _script_location(root: Path) -> Path:

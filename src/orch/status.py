@@ -10,11 +10,12 @@ read-only and a missing one simply has no revision yet.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch import errors
 from orch.db import (
     MissingSchema,
     NoDatabase,
@@ -67,8 +68,16 @@ class DbStatus:
         }
 
 
-def graphs_for(registry: Registry, names: Sequence[str] | None = None) -> dict[str, Graph]:
-    """Revision graphs of the registry's databases; databases sharing a directory share one."""
+def graphs_for(
+    registry: Registry, names: Sequence[str] | None = None, *, warn: bool = True
+) -> dict[str, Graph]:
+    """Revision graphs of the registry's databases; databases sharing a directory share one.
+
+    A revision id declared in two of the directories read is a warning (see
+    :func:`shared_ids`): orch keeps each database's history apart, plain
+    ``alembic`` over alembic.ini's ``version_locations`` does not.
+    ``warn=False``: the caller reports them itself (``orch check``).
+    """
     by_dir: dict[Any, Graph] = {}
     out: dict[str, Graph] = {}
     for db in registry.databases.values():
@@ -79,6 +88,10 @@ def graphs_for(registry: Registry, names: Sequence[str] | None = None) -> dict[s
             by_dir[db.versions].bind_script(_script_of(registry, db))
         graph = by_dir[db.versions]
         out[db.name] = graph if graph.name == db.name else _renamed(graph, db.name)
+    sink = errors.warning_sink
+    if warn and sink is not None and len(by_dir) > 1:
+        for shared in shared_ids(registry, out):
+            sink(shared.message)
     return out
 
 
@@ -99,6 +112,78 @@ def _script_of(registry: Registry, db: DatabaseSpec) -> Callable[[], Any]:
         return made[0]
 
     return factory
+
+
+@dataclass(frozen=True)
+class SharedId:
+    """One revision id declared in the version directories of two different databases.
+
+    orch is unaffected: it runs each database with a Config that knows only
+    that database's directory.  Plain ``alembic`` over alembic.ini's
+    ``version_locations`` sees one id twice, keeps one of the files and can
+    upgrade a database to the other database's revision, with exit 0.
+    Databases that share one directory (shards) share its ids: not this.
+    """
+
+    revision: str
+    files: tuple[str, str]
+    databases: tuple[tuple[str, ...], tuple[str, ...]]  # the databases of each file's directory
+
+    @property
+    def message(self) -> str:
+        (a, b), (da, db) = self.files, self.databases
+        return (
+            f"revision id {self.revision} is declared by two databases' histories: "
+            f"{a} ({', '.join(da)}) and {b} ({', '.join(db)}); orch keeps them apart, but plain "
+            "'alembic' over alembic.ini's version_locations mixes them up (it can upgrade a "
+            "database to the other's revision). Give one of the two a new id, or run these "
+            "databases only through orch"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "problem": "shared_revision_id",
+            "revision": self.revision,
+            "files": list(self.files),
+            "databases": [list(d) for d in self.databases],
+            "message": self.message,
+        }
+
+
+def shared_ids(registry: Registry, graphs: Mapping[str, Graph]) -> list[SharedId]:
+    """Revision ids declared in the directories of two different databases of *graphs*.
+
+    One pass over the ids (a dict insert each), so it costs little next to
+    reading the headers.  Files are shown relative to the registry's directory.
+    """
+    dirs: dict[Path, list[str]] = {}
+    for name in graphs:
+        dirs.setdefault(registry.databases[name].versions, []).append(name)
+    if len(dirs) < 2:
+        return []
+    owner: dict[str, Path] = {}
+    found: list[SharedId] = []
+    for directory, names in dirs.items():
+        graph = graphs[names[0]]
+        for rev in graph.revs:
+            first = owner.setdefault(rev, directory)
+            if first != directory:
+                other = graphs[dirs[first][0]].revs[rev]
+                found.append(
+                    SharedId(
+                        rev,
+                        (_shown(registry, other.path), _shown(registry, graph.revs[rev].path)),
+                        (tuple(dirs[first]), tuple(names)),
+                    )
+                )
+    return found
+
+
+def _shown(registry: Registry, path: str) -> str:
+    try:
+        return str(Path(path).relative_to(registry.root))
+    except ValueError:
+        return path
 
 
 def _renamed(graph: Graph, name: str) -> Graph:
