@@ -538,8 +538,12 @@ def run(
     output_buffer: Any = None,
     stdout: Any = None,
     expect: Sequence[str] | None = None,
+    purge: bool = False,
 ) -> None:
     """Run Alembic for *db* in *direction* ('upgrade', 'downgrade', 'stamp') to *destination*.
+
+    ``purge`` (stamp only): delete the version rows first, for a database at a
+    revision no file declares.
 
     *conn* must not be inside a transaction (Alembic would then treat it as
     the caller's and commit nothing per revision).  *before_step* runs before
@@ -587,6 +591,8 @@ def run(
         env_kwargs["starting_rev"] = starting_rev
     if direction == "stamp":
         env_kwargs["dont_mutate"] = False
+        if purge:
+            env_kwargs["purge"] = True
     with EnvironmentContext(cfg, script, **env_kwargs):
         script.run_env()
 

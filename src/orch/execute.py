@@ -209,7 +209,13 @@ def run_one(task: Task) -> DbResult:
                     res.outcome, res.error = "refused", str(exc)
                     return
                 if direction == "stamp":
-                    _stamp(task, conn, audit, resolved.target, resolved.label, res, say, dirty)
+                    from orch.revisions import load_graph
+
+                    files = load_graph(db.versions, db.name)
+                    _stamp(
+                        task, conn, audit, resolved.target, resolved.label, res, say, dirty,
+                        purge=bool(files.unknown(current)),
+                    )
                 elif not resolved.path:
                     res.outcome = "unchanged"
                     say(f"{db.name}: already at {', '.join(current) or 'base'}")
@@ -546,8 +552,16 @@ def _stamp(
     res: DbResult,
     say: Callable[[str], None],
     dirty: tuple[str, str | None] | None,
+    *,
+    purge: bool = False,
 ) -> None:
-    """Set the version rows; an ``ok`` stamp row also clears a dirty marker."""
+    """Set the version rows; an ``ok`` stamp row also clears a dirty marker.
+
+    ``purge``: the database is at a revision no file declares (a history
+    whose ids were changed, a row written by hand).  Alembic cannot walk from
+    a revision it does not know, so the rows are deleted and the target
+    written, in the one transaction of the stamp (Alembic's ``stamp --purge``).
+    """
     from orch import alembic_run
     from orch.db import describe_error
 
@@ -559,7 +573,9 @@ def _stamp(
     if dirty is not None:
         detail += f"; clears dirty {dirty[0]}"
     try:
-        alembic_run.run(task.registry, db, task.target.url or "", conn, "stamp", destination)
+        alembic_run.run(
+            task.registry, db, task.target.url or "", conn, "stamp", destination, purge=purge
+        )
         conn.commit()
     except Exception as exc:
         error = describe_error(exc)

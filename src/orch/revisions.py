@@ -409,7 +409,7 @@ def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction:
     after the lock is taken and compares.
     """
     unknown = graph.unknown(current)
-    if unknown:
+    if unknown and direction != "stamp":  # stamp is the repair: it replaces the rows
         raise UsageError(
             f"{graph.name}: the database is at {', '.join(unknown)}, which no revision file "
             "declares; fix the files or 'orch stamp' it"
