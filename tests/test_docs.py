@@ -301,12 +301,26 @@ def _registry_from_page(root: Path, page: Path) -> None:
     (root / "databases.yaml").write_text(registry)
 
 
+def _shared_revision_id(root: Path) -> None:
+    """core and analytics each get a new head with one hand-written id (the adoption guide)."""
+    for db, down in (("core", "bd61b77cf8aa"), ("analytics", "ce37b359c1da")):
+        table = f"{db}_extra"
+        (root / "migrations" / db / f"a1b2c3d4e5f6_{table}.py").write_text(
+            f'"""create {table}"""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+            f"revision = 'a1b2c3d4e5f6'\ndown_revision = {down!r}\n"
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade():\n    op.create_table({table!r}, sa.Column('id', sa.Integer, "
+            f"primary_key=True))\n\n\ndef downgrade():\n    op.drop_table({table!r})\n"
+        )
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
     "legacy-alembic": _legacy_alembic,
     "init": _init,
     "models-core-currency": _models_core_currency,
     "two-core-heads": _two_core_heads,
     "models-add-customers": _models_add_customers,
+    "shared-revision-id": _shared_revision_id,
 }
 
 
