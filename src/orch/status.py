@@ -161,19 +161,20 @@ def shared_ids(registry: Registry, graphs: Mapping[str, Graph]) -> list[SharedId
         dirs.setdefault(registry.databases[name].versions, []).append(name)
     if len(dirs) < 2:
         return []
-    owner: dict[str, Path] = {}
+    groups = list(dirs.values())  # directories by number: an int compares faster than a Path
+    owner: dict[str, int] = {}
     found: list[SharedId] = []
-    for directory, names in dirs.items():
+    for i, names in enumerate(groups):
         graph = graphs[names[0]]
         for rev in graph.revs:
-            first = owner.setdefault(rev, directory)
-            if first != directory:
-                other = graphs[dirs[first][0]].revs[rev]
+            first = owner.setdefault(rev, i)
+            if first != i:
+                other = graphs[groups[first][0]].revs[rev]
                 found.append(
                     SharedId(
                         rev,
                         (_shown(registry, other.path), _shown(registry, graph.revs[rev].path)),
-                        (tuple(dirs[first]), tuple(names)),
+                        (tuple(groups[first]), tuple(names)),
                     )
                 )
     return found
