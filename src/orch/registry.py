@@ -732,6 +732,7 @@ def parse_registry(path: Path) -> Registry:
     # environments
     raw_envs = c.mapping(data.get("environments"), "environments")
     environments: dict[str, EnvironmentSpec] = {}
+    empty: set[tuple[str, str]] | None = None  # read once, when a URL is null
     for ename, raw in raw_envs.items():
         key = f"environments.{ename}"
         if not isinstance(ename, str) or not NAME_RE.match(ename.replace("-", "_")):
@@ -749,7 +750,9 @@ def parse_registry(path: Path) -> Registry:
                 c.add(ukey, "unknown database" + (f" (did you mean {hint!r}?)" if hint else ""))
                 continue
             if url is None:
-                if _written_empty(path, ename, dbname):
+                if empty is None:
+                    empty = _empty_urls(path)
+                if (ename, dbname) in empty:
                     c.add(
                         ukey,
                         f"no URL after the key: give {dbname}'s URL, or write null to say "
@@ -839,30 +842,39 @@ def parse_registry(path: Path) -> Registry:
     return registry
 
 
-def _written_empty(path: Path, env: str, db: str) -> bool:
-    """Whether ``environments.<env>.urls.<db>`` is empty in the file rather than a spelled null.
+def _empty_urls(path: Path) -> set[tuple[str, str]]:
+    """(environment, database) pairs whose URL is empty in the file, not a spelled null.
 
     YAML reads ``core:`` with nothing after it as null, exactly like ``core:
     null``.  Only the spelled ``null`` (or ``~``) leaves a database out of an
     environment: an empty value is much more likely a URL someone forgot, and
     reading it as "not part of prod" would skip prod's database silently.
-    The file is composed again only when a URL is null, which is rare.
+    The file is composed again only when some URL is null, once.
     """
     import yaml
 
+    def pairs(node: Any) -> list[tuple[str, Any]]:
+        if not isinstance(node, yaml.MappingNode):
+            return []
+        return [(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        node = yaml.compose(_read_text(path), Loader=loader)
+        root = yaml.compose(_read_text(path), Loader=loader)
     except (ConfigNotFound, RegistryError, yaml.YAMLError):  # pragma: no cover - just loaded
-        return False
-    for key in ("environments", env, "urls", db):
-        if not isinstance(node, yaml.MappingNode):
-            return False
-        found = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
-        if not found:
-            return False
-        node = found[-1]  # like the loader: the last of repeated keys
-    return isinstance(node, yaml.ScalarNode) and node.value == ""
+        return set()
+    out: set[tuple[str, str]] = set()
+    for key, envs in pairs(root):
+        if key != "environments":
+            continue
+        for env, spec in pairs(envs):
+            for part, urls in pairs(spec):
+                if part != "urls":
+                    continue
+                for db, value in pairs(urls):
+                    if isinstance(value, yaml.ScalarNode) and value.value == "":
+                        out.add((env, db))
+    return out
 
 
 def _script_location(root: Path) -> Path:
