@@ -670,3 +670,19 @@ def test_jobs_over_the_maximum_say_so_and_run(
     assert r.exit_code == 0, r.stderr
     assert "orch: note: settings.jobs 500 capped at 32" in r.stderr
     assert [d["outcome"] for d in r.json()["databases"]] == ["done", "done"]
+
+
+def test_registry_value_errors_never_show_the_password(project: Project) -> None:
+    secret = "Secret-pw-9"
+    url = f"postgresql+psycopg://orch:{secret}@127.0.0.1:1/core"
+    _registry_with_names(project, url, version_table="v" * 64)
+    for args in (["upgrade", "--all"], ["status", "--json"], ["plan", "-v"]):
+        r = project.orch(*args)
+        assert r.exit_code == 2, r
+        assert "at most 59" in r.stdout + r.stderr
+        assert secret not in r.stdout + r.stderr
+    long_url = f"postgresql+psycopg://orch:{secret}@127.0.0.1/" + "d" * 5000
+    _registry_with_names(project, long_url, version_table="alembic_version")
+    r = project.orch("status", "-v")
+    assert r.exit_code == 2 and "5,0" in r.stderr and "at most 4096" in r.stderr
+    assert secret not in r.stdout + r.stderr
