@@ -179,7 +179,7 @@ def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "prepend_sys_path: &p [*p]\n")
     (problem,) = problems_of(path)
     assert problem == (
-        f"{path}:10: prepend_sys_path[0]: a YAML alias refers to a node that contains it "
+        f"{path}:10: prepend_sys_path: a YAML alias refers to a node that contains it "
         "(a recursive structure)"
     )
 

@@ -433,6 +433,41 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _node_problems(root: Any, file: str) -> list[Problem]:
+    """:func:`_node_walk`'s problems, after one cheap pass that finds there are none.
+
+    The pass walks the document as it will be built, aliases expanded,
+    counting values and stopping at :data:`MAX_YAML_VALUES`: linear in the
+    built size, which is what every later step costs anyway.  Each mapping's
+    keys are compared once.  Only a file with a problem gets the full walk,
+    which tells a bomb from a recursive alias and names the key path.
+    """
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    checked: set[int] = set()
+    stack = [root]
+    budget = MAX_YAML_VALUES
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return _node_walk(root, file)
+        kind = type(node)
+        if kind is MappingNode:
+            pairs = node.value
+            for k, v in pairs:
+                stack.append(k)
+                stack.append(v)
+            if id(node) not in checked:
+                checked.add(id(node))
+                keys = [k.value for k, _ in pairs if type(k) is ScalarNode and k.tag != _MERGE_TAG]
+                if len(set(keys)) != len(keys):
+                    return _node_walk(root, file)
+        elif kind is SequenceNode:
+            stack.extend(node.value)
+    return []
+
+
+def _node_walk(root: Any, file: str) -> list[Problem]:
     """Duplicate keys, self-referencing aliases and alias bombs, found on the YAML nodes.
 
     YAML keeps the last of two equal keys without a word: a second ``core:``
@@ -440,54 +475,29 @@ def _node_problems(root: Any, file: str) -> list[Problem]:
     its ``protected: true``.  Aliases make shared nodes, so the size of the
     expanded document is computed once per node (linear in the file's size)
     and checked before anything is built from it.  Keys merged with ``<<`` may
-    be overridden: that is what merge keys are for.
+    be overridden: that is what merge keys are for.  Key paths are worked out
+    only for the nodes reported (:func:`_path_to`).
     """
     from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     problems: list[Problem] = []
-    sizes: dict[int, int] = {}  # expanded size of each node seen (aliases share nodes)
+    sizes: dict[int, int] = {}  # expanded size of each node done (aliases share nodes)
     visiting: set[int] = set()
 
-    def children(node: Any, path: str) -> list[tuple[Any, str]]:
-        if isinstance(node, SequenceNode):
-            return [(n, f"{path}[{i}]") for i, n in enumerate(node.value)]
-        if not isinstance(node, MappingNode):
-            return []
-        out: list[tuple[Any, str]] = []
-        seen: dict[str, int] = {}
-        for k, v in node.value:
-            label = str(k.value) if isinstance(k, ScalarNode) else "?"
-            child = f"{path}.{label}" if path else label
-            line = k.start_mark.line + 1
-            if isinstance(k, ScalarNode) and k.tag != _MERGE_TAG:
-                if label in seen:
-                    problems.append(
-                        Problem(
-                            f"{file}:{line}",
-                            child,
-                            f"duplicate key (first on line {seen[label]}); YAML would silently "
-                            "keep only the last one",
-                        )
-                    )
-                else:
-                    seen[label] = line
-            out += [(k, child), (v, child)]
-        return out
-
-    # iterative depth-first walk: (node, key path, its children once expanded)
-    stack: list[tuple[Any, str, list[tuple[Any, str]] | None]] = [(root, "", None)]
+    # iterative depth-first walk: (node, its children once they are pushed)
+    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
     while stack:
-        node, path, kids = stack.pop()
+        node, kids = stack.pop()
         key = id(node)
         if kids is not None:  # every child done: the node's expanded size
             visiting.discard(key)
-            size = 1 + sum(sizes[id(c)] for c, _ in kids)
+            size = 1 + sum(sizes[id(c)] for c in kids)
             sizes[key] = size
             if size > MAX_YAML_VALUES:
                 return [
                     Problem(
                         f"{file}:{node.start_mark.line + 1}",
-                        path,
+                        _path_to(root, node),
                         f"expands to more than {MAX_YAML_VALUES:,} values through aliases; "
                         "refused (an alias bomb?)",
                     )
@@ -499,15 +509,59 @@ def _node_problems(root: Any, file: str) -> list[Problem]:
             return [
                 Problem(
                     f"{file}:{node.start_mark.line + 1}",
-                    path,
+                    _path_to(root, node),
                     "a YAML alias refers to a node that contains it (a recursive structure)",
                 )
             ]
         visiting.add(key)
-        kids = children(node, path)
-        stack.append((node, path, kids))
-        stack.extend((c, cpath, None) for c, cpath in reversed(kids) if id(c) not in sizes)
+        if type(node) is MappingNode:
+            kids = []
+            first: dict[Any, int] = {}
+            for k, v in node.value:
+                kids += (k, v)
+                if type(k) is ScalarNode and k.tag != _MERGE_TAG:
+                    line = k.start_mark.line + 1
+                    if k.value in first:
+                        parent = _path_to(root, node)
+                        problems.append(
+                            Problem(
+                                f"{file}:{line}",
+                                f"{parent}.{k.value}" if parent else str(k.value),
+                                f"duplicate key (first on line {first[k.value]}); YAML would "
+                                "silently keep only the last one",
+                            )
+                        )
+                    else:
+                        first[k.value] = line
+        elif type(node) is SequenceNode:
+            kids = list(node.value)
+        else:
+            kids = []
+        stack.append((node, kids))
+        stack.extend((c, None) for c in reversed(kids) if id(c) not in sizes)
     return problems
+
+
+def _path_to(root: Any, target: Any) -> str:
+    """The key path of *target* below *root* (``environments.prod.urls``, ``x[0]``)."""
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if type(node) is MappingNode:
+            for k, v in reversed(node.value):
+                label = str(k.value) if type(k) is ScalarNode else "?"
+                stack.append((v, f"{path}.{label}" if path else label))
+        elif type(node) is SequenceNode:
+            stack.extend((n, f"{path}[{i}]") for i, n in reversed(list(enumerate(node.value))))
+    return ""
 
 
 class _Collector:
