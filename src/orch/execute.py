@@ -29,7 +29,6 @@ Faults:
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import multiprocessing
 import os
@@ -188,6 +187,7 @@ def run_one(task: Task) -> DbResult:
                     )
                 current = read_current(conn, db)
                 res.start = res.end = list(current)
+                _progress("start", res.start)
                 dirty = None
                 if not transactional:
                     dirty = dirty_revision(
@@ -394,6 +394,7 @@ def _migrate(
         if state["unconfirmed"] is not None:
             rev, took = state["unconfirmed"]
             res.applied.append(rev)
+            _progress("applied", rev)
             say(f"  {rev} ok ({took:.2f}s)")
             state["unconfirmed"] = None
             state["row"] = None
@@ -408,6 +409,7 @@ def _migrate(
         if stopping.requested():  # before the revision's transaction: nothing of it ran
             raise stopping.Interrupted(rev)
         state["rev"] = rev
+        _progress("revision", rev)
         state["t"] = time.monotonic()
         if state["ahead"] is not None:  # committed with the previous revision
             state["row"], state["ahead"] = state["ahead"], None
@@ -602,11 +604,11 @@ def _worker_init(parent: int) -> None:
     """Die with the parent: a SIGKILLed orch must not leave migrations running.
 
     ``PR_SET_PDEATHSIG`` fires when the thread that created the worker ends.
-    ProcessPoolExecutor forks every worker from the calling thread on the
-    first submit (fork context), which for the CLI is the main thread, i.e.
-    the whole orch process; spawned workers (see :func:`start_method`) are
-    direct children too.  If the parent died before the signal was armed,
-    the worker is already orphaned: leave.
+    :class:`_Pool` starts every worker from the thread that runs
+    :func:`execute`, which for the CLI is the main thread, i.e. the whole
+    orch process; spawned workers (see :func:`start_method`) are direct
+    children too.  If the parent died before the signal was armed, the
+    worker is already orphaned: leave.
 
     SIGINT and SIGTERM are the parent's to handle (graceful stop, see
     :mod:`orch.stopping`); a terminal's Ctrl-C reaches the whole process group.
@@ -710,7 +712,7 @@ def execute(
     results: dict[str, DbResult] = {}
     order = [s.db for s in plan.steps]
     stop = False
-    running: dict[concurrent.futures.Future[DbResult], str] = {}
+    running: set[str] = set()  # the databases in the workers' hands
 
     def skipped(name: str, why: str) -> DbResult:
         """Never touched: from/to are the revisions read before the run (no lock taken)."""
@@ -729,11 +731,9 @@ def execute(
 
     def ready() -> list[str]:
         done = results.keys()  # a set view: no copy per database (fleets of hundreds)
-        busy = set(running.values())
-        return [n for n in order if n not in results and n not in busy and preds[n] <= done]
+        return [n for n in order if n not in results and n not in running and preds[n] <= done]
 
-    pool = None
-    method = "inline"
+    pool: _Pool | None = None
     if n_jobs > 1 and len(tasks) > 1:
         method = start_method()
         if method == "fork":
@@ -742,15 +742,9 @@ def execute(
             preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
             _FORKED_TASKS.clear()
             _FORKED_TASKS.update(tasks)  # inherited by the workers: only names cross the pipe
-        ctx = multiprocessing.get_context(method)
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(n_jobs, len(tasks)),
-            mp_context=ctx,
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
-        )
+        pool = _Pool(method)
         if stopping.CURRENT is not None:
-            stopping.CURRENT.worker_pids = lambda: list(getattr(pool, "_processes", None) or ())
+            stopping.CURRENT.worker_pids = pool.pids
     try:
         while len(results) < len(tasks):
             for name in ready():
@@ -769,33 +763,26 @@ def execute(
                 if len(running) >= n_jobs:
                     break  # submit only what can start now, so --fail-fast holds the rest
                 try:
-                    fut = (
-                        pool.submit(_run_forked, name)
-                        if method == "fork"
-                        else pool.submit(run_one, tasks[name])  # spawned: no inherited tasks
-                    )
-                    running[fut] = name
-                except Exception as exc:  # the pool broke (a worker was killed)
-                    finish(DbResult(name, plan.direction, "failed", error=f"worker pool: {exc}"))
+                    pool.submit(name, tasks[name])
+                    running.add(name)
+                except OSError as exc:  # no process could be started (memory, pid limit)
+                    error = f"could not start a worker process: {exc}"
+                    finish(DbResult(name, plan.direction, "failed", error=error))
                     stop = stop or fail_fast
             if not running:
                 if len(results) < len(tasks) and not ready():
                     raise RuntimeError("scheduler stalled")  # pragma: no cover
                 continue
-            done, _ = concurrent.futures.wait(
-                list(running), return_when=concurrent.futures.FIRST_COMPLETED
-            )
-            for fut in done:
-                name = running.pop(fut)
-                try:
-                    r = fut.result()
-                except Exception as exc:  # a worker died
-                    r = DbResult(name, plan.direction, "failed", error=f"worker died: {exc}")
+            assert pool is not None
+            for name, got, death in pool.wait():
+                running.discard(name)
+                # None: the worker died with the database in its hands
+                r = got if got is not None else _died(tasks[name], *death)
                 finish(r)
                 stop = stop or (fail_fast and r.outcome in BLOCKING)
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
             if stopping.CURRENT is not None:
                 stopping.CURRENT.worker_pids = list
             _FORKED_TASKS.clear()
@@ -840,9 +827,212 @@ def _read_untouched(
 # every database.
 _FORKED_TASKS: dict[str, Task] = {}
 
+#: in a worker process: its end of the pipe to the parent (None inline)
+_TO_PARENT: Any = None
 
-def _run_forked(name: str) -> DbResult:
-    return run_one(_FORKED_TASKS[name])
+
+def _progress(kind: str, value: Any) -> None:
+    """Tell the parent how far the database in hand got (nothing to do inline).
+
+    Notes: ``start`` (the revisions read under the lock), ``revision`` (one
+    is about to run) and ``applied`` (one committed).  The parent keeps the
+    notes of each busy worker; if the worker dies, they still say where its
+    database started and which revision was in flight (see :func:`_died`).
+    Data written to a pipe outlives its writer, so a note sent is a note
+    received.
+    """
+    if _TO_PARENT is not None:
+        with contextlib.suppress(OSError, ValueError):
+            _TO_PARENT.send(("note", kind, value))
+
+
+def _worker_main(conn: Any, parent: int) -> None:
+    """A worker's life: migrate the databases the parent sends, one at a time."""
+    global _TO_PARENT
+    _worker_init(parent)
+    _TO_PARENT = conn
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if job is None:
+            return
+        task = _FORKED_TASKS[job] if isinstance(job, str) else job
+        try:
+            result = run_one(task)
+        except Exception as exc:  # run_one turns failures into results: this is a bug
+            from orch.db import describe_error
+
+            error = f"worker: {describe_error(exc)}"
+            result = DbResult(task.target.name, task.step.direction, "failed", error=error)
+        conn.send(("result", result))
+
+
+@dataclass(eq=False)  # hashed by identity (a key of wait()'s handles)
+class _Worker:
+    process: Any  # multiprocessing.Process
+    conn: Any  # the parent's end of this worker's pipe
+    name: str | None = None  # the database in its hands
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class _Pool:
+    """Worker processes, one database each at a time, that survive each other's deaths.
+
+    ``concurrent.futures.ProcessPoolExecutor`` declares itself broken when
+    any worker dies and fails every pending future: one SIGKILLed (or
+    OOM-killed) worker had every other database of the run reported
+    ``failed`` although they went on migrating to head.  Here each worker has
+    a pipe of its own, so the parent knows which database a dead worker held
+    and what it had noted about it; only that database fails, and the next
+    database gets a fresh worker.  Workers are started on demand (at most
+    ``--jobs`` busy at once) and reused: Alembic and the drivers are
+    imported once per worker, not once per database.
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.ctx: Any = multiprocessing.get_context(method)
+        self.workers: list[_Worker] = []
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process.pid is not None]
+
+    def submit(self, name: str, task: Task) -> None:
+        worker = next((w for w in self.workers if w.name is None), None) or self._start()
+        worker.name, worker.notes = name, {}
+        worker.conn.send(name if self.method == "fork" else task)  # spawned: nothing inherited
+
+    def _start(self) -> _Worker:
+        mine, theirs = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, args=(theirs, os.getpid()), name="orch-worker")
+        proc.start()
+        theirs.close()
+        worker = _Worker(proc, mine)
+        self.workers.append(worker)
+        return worker
+
+    def wait(self) -> list[tuple[str, DbResult | None, tuple[dict[str, Any], int | None]]]:
+        """Block until busy workers report: (database, result, (notes, exit code)).
+
+        The result is None when the worker died with the database in its
+        hands; its notes and exit code then say what is known.
+        """
+        from multiprocessing.connection import wait
+
+        handles: dict[Any, _Worker] = {}
+        for w in self.workers:
+            if w.name is not None:
+                handles[w.conn] = w
+                handles[w.process.sentinel] = w
+        out: list[tuple[str, DbResult | None, tuple[dict[str, Any], int | None]]] = []
+        for w in dict.fromkeys(handles[h] for h in wait(list(handles))):
+            name = w.name
+            assert name is not None
+            result, dead = self._read(w)
+            if result is not None:
+                w.name = None
+                out.append((name, result, ({}, None)))
+            elif dead or not w.process.is_alive():
+                w.process.join(5)
+                out.append((name, None, (w.notes, w.process.exitcode)))
+                self._drop(w)
+        return out
+
+    def _read(self, w: _Worker) -> tuple[DbResult | None, bool]:
+        """Everything the worker sent so far: (its result if it came, whether the pipe broke)."""
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "result":
+                    return msg[1], False
+                _, kind, value = msg
+                if kind == "applied":
+                    w.notes.setdefault("applied", []).append(value)
+                else:
+                    w.notes[kind] = value
+        except (EOFError, OSError):
+            return None, True
+        return None, False
+
+    def _drop(self, w: _Worker) -> None:
+        self.workers.remove(w)
+        with contextlib.suppress(OSError):
+            w.conn.close()
+
+    def close(self) -> None:
+        """Stop every worker once the ones busy have finished (their results are not needed)."""
+        for w in self.workers:
+            with contextlib.suppress(OSError, ValueError):
+                w.conn.send(None)
+        for w in list(self.workers):
+            w.process.join()
+            self._drop(w)
+
+
+def _died(task: Task, notes: dict[str, Any], exitcode: int | None) -> DbResult:
+    """The result of a database whose worker died in its hands, read from the database.
+
+    The worker's own result died with it.  Its notes say where the database
+    started (read under its lock), which revisions committed and which one
+    was in flight; the database itself says where it is now.  A revision in
+    flight rolls back on PostgreSQL and SQLite (with the dead session).  On
+    MySQL/MariaDB its audit row still says ``running``: the database is
+    dirty, as after any revision interrupted half-way, and the next run
+    refuses it until it is repaired and stamped.  The dead worker's lock died
+    with its connection (MySQL/MariaDB keep a statement in flight running to
+    its end first; then the lock goes).
+    """
+    import signal
+
+    from orch.db import describe_error
+    from orch.status import read_live
+
+    db = task.target.db
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"signal {-exitcode}, {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"signal {-exitcode}"
+    else:
+        how = f"exit status {exitcode}"
+    res = DbResult(db.name, task.step.direction, "failed")
+    res.start = notes.get("start")
+    res.applied = list(notes.get("applied", ()))
+    rev = notes.get("revision")
+    in_flight = rev if rev is not None and rev not in res.applied else None
+    error = f"worker process died ({how})"
+    try:
+        current, locked, dirty = read_live(task.target, task.registry)
+    except Exception as exc:
+        res.end = None
+        res.revision = in_flight
+        res.error = f"{error}; where it stands could not be read: {describe_error(exc)}"
+        return res
+    res.end = list(current)
+    if res.start is None:  # died before it read the database: nothing of this run began
+        res.start = res.end
+    if in_flight is not None and (in_flight in current) == (task.step.direction == "upgrade"):
+        res.applied.append(in_flight)  # it committed; the worker died before noting it
+        in_flight = None
+    res.revision = in_flight
+    if dirty is not None:
+        res.dirty, res.revision = True, dirty[0]
+        error += (
+            f" during revision {dirty[0]}; the database is dirty (this backend cannot roll "
+            f"DDL back): {repair_hint(db.name, dirty[0])}"
+        )
+    elif in_flight is not None:
+        error += f" during revision {in_flight}, which is rolled back"
+    elif res.applied:
+        error += f" after {len(res.applied)} revision(s), before the next one started"
+    else:
+        error += " before it changed anything"
+    if locked:
+        error += "; its server session still holds the lock until its statement ends"
+    res.error = redact(error)
+    return res
 
 
 def _closure(name: str, preds: dict[str, set[str]]) -> set[str]:
