@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from conftest import Project
 from minproj import Rev, log_rows, make_project, rev_id, version_of
 from test_safety import alive, popen, wait_for, wait_for_running
 
@@ -113,3 +115,150 @@ def test_a_killed_worker_fails_only_its_own_database(
     assert version_of(urls["after"]) == [rev_id("after", 1)]
     rows = [(x["revision"], x["outcome"]) for x in log_rows(urls["slow"]) if x["revision"]]
     assert (rev_id("slow", 2), "failed") in rows and rows[-1] == (rev_id("slow", 2), "ok")
+
+
+# ---------------------------------------------------------------- the dependency rule under races
+
+# a hook that holds the database named in $ORCH_TEST_HOLD (under its lock) until ./gate exists
+HOLD = (
+    'if [ "$ORCH_TEST_HOLD" = {db} ]; then touch held; '
+    "while [ ! -e gate ]; do sleep 0.05; done; fi"
+)
+
+
+def _pair(
+    backend: str,
+    make_db: MakeDb,
+    tmp_path: Path,
+    *,
+    before: tuple[str, ...] = (),
+    also_needs: tuple[str, ...] = (),
+) -> tuple[Project, dict[str, str]]:
+    """fb depends on fa (and on *also_needs*); *before*: independent databases listed first.
+
+    Four tiny revisions each.  The hooks hold the database named in
+    $ORCH_TEST_HOLD until ./gate exists.
+    """
+    names = [*before, *also_needs, "fa", "fb"]
+    urls = _urls(backend, make_db, tmp_path, names)
+    revs = [Rev(up=[f"CREATE TABLE t{i} (id int)"], down=[f"DROP TABLE t{i}"]) for i in range(4)]
+    depends = {"fb": ["fa", *also_needs]}
+    p = make_project(tmp_path / "p", dict.fromkeys(names, revs), urls, depends=depends)
+    data = p.registry()
+    data["environments"]["dev"]["hooks"] = {"before_upgrade": HOLD, "before_downgrade": HOLD}
+    p.write_registry(data)
+    return p, urls
+
+
+def _head(name: str) -> list[str]:
+    return [rev_id(name, 4)]
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def test_a_downgrade_holds_its_dependents_locks_until_it_ends(
+    backend: str, make_db: MakeDb, tmp_path: Path
+) -> None:
+    """``downgrade fa@base`` checked fb at base; an upgrade of fb now waits for the downgrade
+    (before: it went ahead and left fb at head on top of fa at base)."""
+    p, urls = _pair(backend, make_db, tmp_path)
+    assert p.orch("upgrade", "fa").exit_code == 0
+    proc = popen(p, "downgrade", "fa@base", "--json", env={"ORCH_TEST_HOLD": "fa"})
+    try:
+        wait_for(lambda: (p.root / "held").exists(), timeout=60)  # fa's downgrade is under way
+        r = p.orch("upgrade", "fb", "--lock-timeout", "1", "--json")
+    finally:
+        (p.root / "gate").write_text("open")
+        code, out, err = _finish(proc)
+    assert r.exit_code == 3, r.stdout + r.stderr
+    (fb,) = r.json()["databases"]
+    assert fb["outcome"] == "locked"
+    assert code == 0, out + err
+    assert version_of(urls["fa"]) == [] and version_of(urls["fb"]) == []
+
+
+def test_a_downgrade_refuses_when_a_dependent_moved_up_after_the_plan(
+    backend: str, make_db: MakeDb, tmp_path: Path
+) -> None:
+    """The plan saw fb at base; fb went to head before fa's turn: fa is refused, untouched."""
+    p, urls = _pair(backend, make_db, tmp_path, before=("f0",))
+    assert p.orch("upgrade", "f0", "fa").exit_code == 0
+    # f0 goes first (--jobs 1) and its hook holds the run after the plan was made
+    proc = popen(
+        p, "downgrade", "f0@base", "fa@base", "--jobs", "1", "--json",
+        env={"ORCH_TEST_HOLD": "f0"},
+    )
+    try:
+        wait_for(lambda: (p.root / "held").exists(), timeout=60)
+        r = p.orch("upgrade", "fb")
+    finally:
+        (p.root / "gate").write_text("open")
+        code, out, err = _finish(proc)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert code == 2, out + err
+    got = {d["name"]: d for d in json.loads(out)["databases"]}
+    assert got["f0"]["outcome"] == "done"
+    fa = got["fa"]
+    assert fa["outcome"] == "refused" and f"fb (at {rev_id('fb', 4)})" in fa["error"], fa
+    assert "--force" in fa["error"] and fa["to"] == _head("fa")
+    assert version_of(urls["fa"]) == _head("fa") and version_of(urls["fb"]) == _head("fb")
+
+
+def test_an_upgrade_rechecks_its_dependencies_under_its_lock(
+    backend: str, make_db: MakeDb, tmp_path: Path
+) -> None:
+    """The plan saw fa at head; fa went to base before fb's turn: fb is refused, untouched."""
+    p, urls = _pair(backend, make_db, tmp_path, also_needs=("fx",))
+    assert p.orch("upgrade", "fa").exit_code == 0
+    # fx goes first (fb needs it) and its hook holds the run after the plan was made
+    proc = popen(p, "upgrade", "fx", "fb", "--json", env={"ORCH_TEST_HOLD": "fx"})
+    try:
+        wait_for(lambda: (p.root / "held").exists(), timeout=60)
+        r = p.orch("downgrade", "fa@base")
+    finally:
+        (p.root / "gate").write_text("open")
+        code, out, err = _finish(proc)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert code == 2, out + err
+    got = {d["name"]: d for d in json.loads(out)["databases"]}
+    assert got["fx"]["outcome"] == "done"
+    fb = got["fb"]
+    assert fb["outcome"] == "refused" and "fa (at base)" in fb["error"], fb
+    assert "--ignore-deps" in fb["error"] and fb["to"] == []
+    assert version_of(urls["fa"]) == [] and version_of(urls["fb"]) == []
+    # --ignore-deps skips the check, as it skips the plan's
+    r = p.orch("upgrade", "fb", "--ignore-deps")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert version_of(urls["fb"]) == _head("fb")
+
+
+def test_a_downgrade_raced_with_an_upgrade_never_breaks_the_dependency_order(
+    backend: str, make_db: MakeDb, tmp_path: Path
+) -> None:
+    """The race of the issue, 20 times: ``downgrade fb@base fa@base`` against
+    ``upgrade fa fb``, both started at once with both databases at head.  Whatever the
+    interleaving, fb is never above base while fa is not at head; neither run waits for a
+    lock it cannot get (no deadlock: every run ends well within its lock timeout)."""
+    p, urls = _pair(backend, make_db, tmp_path)
+    seen = set()
+    for attempt in range(20):
+        assert p.orch("upgrade", "fa", "fb").exit_code == 0
+        runs = [("downgrade", "fb@base", "fa@base"), ("upgrade", "fa", "fb")]
+        if attempt % 2:
+            runs.reverse()
+        procs = [popen(p, *args, "--json", "--lock-timeout", "30") for args in runs]
+        codes = {args[0]: _finish(pr, timeout=90) for args, pr in zip(runs, procs, strict=True)}
+        fa, fb = version_of(urls["fa"]), version_of(urls["fb"])
+        assert fb == [] or fa == _head("fa"), (attempt, fa, fb, codes)
+        for command, (code, out, err) in codes.items():
+            assert code in (0, 2), (attempt, command, out, err)  # never locked (3) or failed
+        seen.add((tuple(fa), tuple(fb)))
+    assert seen <= {((), ()), (tuple(_head("fa")), tuple(_head("fb")))}, seen

@@ -439,8 +439,12 @@ def _run_and_report(
     lock_timeout: float | None,
     fail_fast: bool = False,
     on_failure: str = "stop",
+    check_deps: bool = False,
 ) -> None:
     """Execute *plan*, roll back if asked, print the summary, exit with the run's code.
+
+    *check_deps*: check the dependency rule again under each database's lock
+    (upgrade without ``--ignore-deps``, downgrade without ``--force``).
 
     SIGINT/SIGTERM are handled for the whole of it (see :mod:`orch.stopping`):
     the summary is always printed, and the exit code is then 130/143.
@@ -478,6 +482,7 @@ def _run_and_report(
             fail_fast=fail_fast,
             on_result=on_result,
             run_id=run_id,
+            check_deps=check_deps,
         )
         if on_failure == "rollback" and rollback.wanted(results, stop.requested()):
             rolled_back = _roll_back(
@@ -845,6 +850,7 @@ def upgrade(
         lock_timeout=lock_timeout,
         fail_fast=fail_fast,
         on_failure=on_failure,
+        check_deps=not ignore_deps,
     )
 
 
@@ -962,6 +968,7 @@ def downgrade(
         lock_timeout=lock_timeout,
         fail_fast=fail_fast,
         on_failure=on_failure,
+        check_deps=not force,
     )
 
 

@@ -98,6 +98,9 @@ class Task:
     git_commit: str | None = None
     stamp: str = ""  # the run's start (UTC) for hooks' {timestamp}: one per run, not per hook
     purpose: str = ""  # "rollback" when this run undoes a failed upgrade (audit detail)
+    # the dependency rule, checked again under the lock (see _dependency_rule): an
+    # upgrade's dependencies, a downgrade's dependents in lock order; () for none
+    guard: tuple[Target, ...] = ()
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -165,6 +168,7 @@ def run_one(task: Task) -> DbResult:
             except LockCancelled:
                 res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
                 return
+            held = contextlib.ExitStack()  # a downgrade's locks of its dependents
             try:
                 # -- everything below runs under the lock: nobody else migrates db now
                 audit = AuditLog(
@@ -221,6 +225,8 @@ def run_one(task: Task) -> DbResult:
                     say(f"{db.name}: already at {', '.join(current) or 'base'}")
                 elif stopping.requested():
                     res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+                elif not _dependency_rule(task, res, say, held):
+                    pass  # refused (or locked) before anything changed
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
                     _migrate(task, conn, audit, resolved, res, say, transactional)
                 conn.rollback()
@@ -229,6 +235,7 @@ def run_one(task: Task) -> DbResult:
                 if res.outcome == "done":
                     _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
             finally:
+                held.close()
                 lock.release()
         except Exception as exc:  # a failure outside a revision (lock SQL, audit table, ...)
             res.outcome = "failed"
@@ -272,6 +279,126 @@ def _resolve(task: Task, current: tuple[str, ...]) -> Resolved:
             f"{', '.join(resolved.path) or 'nothing'}; nothing was run"
         )
     return resolved
+
+
+def _dependency_rule(
+    task: Task, res: DbResult, say: Callable[[str], None], held: contextlib.ExitStack
+) -> bool:
+    """The dependency rule again, under the lock, just before anything changes.
+
+    The plan checked it from revisions read before any lock, which a
+    concurrent run may change in between.  So, with *db*'s own lock held:
+
+    - a **downgrade** takes the locks of *db*'s dependents (in the order of
+      :func:`orch.locks.lock_order`), checks that they are at base and keeps
+      those locks (in *held*) until its run on *db* ends: no dependent can
+      move up meanwhile;
+    - an **upgrade** reads its dependencies and checks that they are at head.
+      It needs no lock of theirs: a downgrade of a dependency holds this
+      database's lock (see above) from its check to its end, so while this
+      run holds that lock no such downgrade is running or can start, and the
+      dependency's committed revision is the one it keeps.  Taking a
+      dependency's lock here would make every dependent of a busy database
+      (a fleet of tenants on one ``core``) wait for each other.
+
+    False when the rule fails: *res* is ``refused`` (or ``locked``/``skipped``
+    when a dependent's lock cannot be had), nothing was changed.  Without
+    ``--force``/``--ignore-deps`` only; a rollback returns databases to where
+    the run found them and is not checked.
+    """
+    if not task.guard:
+        return True
+    if task.step.direction == "downgrade":
+        return _dependents_at_base(task, res, say, held)
+    from orch.status import read_live
+
+    behind: list[str] = []
+    for dep in task.guard:
+        try:
+            current = read_live(dep, task.registry)[0]
+        except Exception as exc:
+            from orch.db import describe_error
+
+            res.outcome = "refused"
+            res.error = f"cannot check that its dependency {dep.name} is at head: " + (
+                describe_error(exc)
+            )
+            return False
+        if not _at_head(dep, current):
+            behind.append(f"{dep.name} (at {', '.join(current) or 'base'})")
+    if behind:
+        res.outcome = "refused"
+        res.error = (
+            f"dependency behind: {', '.join(behind)}, not at head (read under {res.name}'s "
+            "lock: it moved after the plan was made); nothing was changed. Upgrade it first, "
+            "or use --ignore-deps"
+        )
+        return False
+    return True
+
+
+def _dependents_at_base(
+    task: Task, res: DbResult, say: Callable[[str], None], held: contextlib.ExitStack
+) -> bool:
+    """A downgrade's half of :func:`_dependency_rule`: lock the dependents, check them."""
+    from orch.db import backend, connect, describe_error, read_current
+    from orch.locks import LockCancelled, LockTimeout, MigrationLock
+    from orch.status import read_live
+
+    settings = task.registry.settings
+    above: list[str] = []
+    for dep in task.guard:
+        url = dep.url or ""
+        try:
+            conn = None
+            if backend(url) != "sqlite":  # a SQLite lock is a file: no connection needed
+                conn = connect(url, settings.connect_timeout)
+                held.callback(conn.close)
+            lock = MigrationLock(
+                conn,  # type: ignore[arg-type]
+                dep.db,
+                url,
+                task.lock_timeout,
+                on_wait=say,
+                cancelled=stopping.requested,
+            )
+            lock.acquire()
+            held.callback(lock.release)
+            if conn is None:
+                current = read_live(dep, task.registry)[0]  # read-only: creates no file
+            else:
+                current = read_current(conn, dep.db)
+                conn.commit()
+        except LockTimeout as exc:
+            res.outcome, res.error = "locked", f"its dependent {dep.name}: {exc}"
+            return False
+        except LockCancelled:
+            res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+            return False
+        except Exception as exc:
+            res.outcome = "refused"
+            res.error = f"cannot check that its dependent {dep.name} is at base: " + (
+                describe_error(exc)
+            )
+            return False
+        if current:
+            above.append(f"{dep.name} (at {', '.join(current)})")
+    if above:
+        res.outcome = "refused"
+        res.error = (
+            f"dependents not at base: {', '.join(above)} (read under their locks: they moved "
+            "after the plan was made); nothing was changed. Downgrade them to base first, "
+            "or use --force"
+        )
+        return False
+    return True
+
+
+def _at_head(target: Target, current: Sequence[str]) -> bool:
+    from orch.revisions import load_graph
+
+    graph = load_graph(target.db.versions, target.name)
+    return not graph.unknown(tuple(current)) and not graph.pending(tuple(current))
 
 
 def _hook(
@@ -686,13 +813,16 @@ def execute(
     on_result: Callable[[DbResult], None] | None = None,
     run_id: str | None = None,
     purpose: str = "",
+    check_deps: bool = False,
 ) -> list[DbResult]:
     """Run every step of *plan* in dependency order; results in plan order.
 
     A stop requested through :mod:`orch.stopping` (the CLI's SIGINT/SIGTERM
     handling) lets running databases finish their revision in flight and
     starts nothing new.  *run_id* groups the audit rows of a run and its
-    rollback.
+    rollback.  *check_deps* checks the dependency rule again under each
+    database's lock (see :func:`_dependency_rule`); the CLI passes it unless
+    ``--ignore-deps``/``--force``.
     """
     from orch.audit import git_commit
     from orch.hooks import timestamp
@@ -705,7 +835,18 @@ def execute(
     commit = git_commit(registry.root)
     stamp = timestamp()
     tasks = {
-        name: Task(registry, targets[name], step, run_id, timeout, secrets, commit, stamp, purpose)
+        name: Task(
+            registry,
+            targets[name],
+            step,
+            run_id,
+            timeout,
+            secrets,
+            commit,
+            stamp,
+            purpose,
+            _guard(registry, targets, step) if check_deps else (),
+        )
         for name, step in steps.items()
     }
     n_jobs, _note = effective_jobs(registry, jobs, len(tasks))
@@ -788,6 +929,26 @@ def execute(
             _FORKED_TASKS.clear()
     _read_untouched(registry, targets, steps, results)
     return [results[n] for n in order]
+
+
+def _guard(registry: Registry, targets: dict[str, Target], step: PlanStep) -> tuple[Target, ...]:
+    """What :func:`_dependency_rule` checks for *step*, in lock order.
+
+    An upgrade's dependencies, a downgrade's dependents (transitively, as
+    the plan does).  A database the environment has no URL for is not part
+    of it and counts as satisfied.
+    """
+    from orch.locks import lock_order
+
+    if step.direction == "upgrade":
+        names = registry.dependencies(step.db)
+    elif step.direction == "downgrade":
+        names = registry.dependents(step.db)
+    else:
+        return ()
+    return tuple(
+        targets[n] for n in lock_order(registry, names) if n in targets and targets[n].url
+    )
 
 
 def _read_untouched(

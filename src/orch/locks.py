@@ -17,6 +17,16 @@ on one server never share a lock.
 Every backend is *polled* with a non-blocking attempt (pg_try_advisory_lock,
 ``GET_LOCK(name, 0)``, ``LOCK_NB``): a waiting orch stays interruptible and
 reports once that it waits, and the timeout is exact to ~0.25 s.
+
+Lock order (the dependency rule under concurrency).  A run on a database
+takes that database's lock first.  A downgrade then also takes the locks of
+the database's dependents, in :func:`lock_order` (dependencies before
+dependents, then by name), checks that they are at base and holds them until
+its downgrade ends.  An upgrade takes no lock but its own: it reads its
+dependencies under it, which is enough because a downgrade of a dependency
+needs that very lock.  Every process that holds several locks took them in
+one total order (a database's dependents all come after it), so no two runs
+ever wait for each other in a cycle; a wait still ends at ``--lock-timeout``.
 """
 
 from __future__ import annotations
@@ -25,13 +35,13 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orch.db import backend, lock_path
 from orch.errors import DatabaseError
-from orch.registry import DatabaseSpec, sqlite_path
+from orch.registry import DatabaseSpec, Registry, sqlite_path
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -59,6 +69,24 @@ def lock_name(db: DatabaseSpec, url: str) -> str:
         schema = make_url(url).database
     ident = f"{(schema or '').lower()}.{db.version_table.lower()}"
     return "orch:" + hashlib.sha1(ident.encode()).hexdigest()[:40]
+
+
+def lock_order(registry: Registry, names: Iterable[str]) -> list[str]:
+    """*names* in the one order every run takes several locks in (see the module doc).
+
+    By depth in the dependency graph (a database with no dependency is 0, any
+    other one more than its deepest dependency), then by name: a dependent
+    always comes after each of its dependencies, and the order is total.
+    """
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str) -> int:
+        if name not in depth:
+            deps = registry.databases[name].depends_on
+            depth[name] = 1 + max(map(depth_of, deps)) if deps else 0
+        return depth[name]
+
+    return sorted(set(names), key=lambda n: (depth_of(n), n))
 
 
 def pg_key(db: DatabaseSpec) -> int:
