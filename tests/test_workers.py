@@ -117,6 +117,46 @@ def test_a_killed_worker_fails_only_its_own_database(
     assert (rev_id("slow", 2), "failed") in rows and rows[-1] == (rev_id("slow", 2), "ok")
 
 
+def test_a_worker_that_died_idle_is_replaced(tmp_path: Path) -> None:
+    """A worker killed between two databases (nothing in its hands) costs nothing: the next
+    database it would have had goes to a fresh worker (before: 'worker pool' failures)."""
+    names = ["slow", "quick", "after1", "after2"]
+    urls = _urls("sqlite", lambda _kind: "", tmp_path, names)
+    table = [Rev(up=["CREATE TABLE a (id int)"])]
+    note_pid = 'open(os.environ["ORCH_TEST_PIDFILE"], "w").write(str(os.getpid()))'
+    p = make_project(
+        tmp_path / "p",
+        {
+            "slow": [Rev(code=GATED, up=["CREATE TABLE a (id int)"])],
+            "quick": [Rev(code=note_pid, up=["CREATE TABLE a (id int)"])],
+            "after1": table,
+            "after2": table,
+        },
+        urls,
+        depends={"after1": ["slow"], "after2": ["slow"]},
+    )
+    pidfile, gate = tmp_path / "pid", tmp_path / "gate"
+    env = {"ORCH_TEST_PIDFILE": str(pidfile), "ORCH_TEST_GATE": str(gate)}
+    proc = popen(p, "upgrade", "--all", "--jobs", "2", env=env)
+    try:
+        assert proc.stderr is not None
+        # quick's lines are printed once the parent has its result: its worker is idle now
+        for line in proc.stderr:
+            if f"{rev_id('quick', 1)} ok" in line:
+                break
+        worker = int(pidfile.read_text())
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: not alive(worker), timeout=10)
+        gate.write_text("open")  # slow finishes; after1 and after2 need both workers
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert all(version_of(u) == [rev_id(n, 1)] for n, u in urls.items())
+
+
 # ---------------------------------------------------------------- the dependency rule under races
 
 # a hook that holds the database named in $ORCH_TEST_HOLD (under its lock) until ./gate exists

@@ -1061,9 +1061,25 @@ class _Pool:
         return [w.process.pid for w in self.workers if w.process.pid is not None]
 
     def submit(self, name: str, task: Task) -> None:
-        worker = next((w for w in self.workers if w.name is None), None) or self._start()
+        """Hand *name* to an idle worker, or to a new one.
+
+        An idle worker may have died unnoticed (only busy ones are watched):
+        its pipe is broken, so it is dropped and the next one tried.  OSError
+        from starting a process (memory, pid limit) reaches the caller.
+        """
+        job = name if self.method == "fork" else task  # spawned: nothing inherited
+        for worker in [w for w in self.workers if w.name is None]:
+            try:
+                worker.conn.send(job)
+            except OSError:
+                worker.process.join(5)
+                self._drop(worker)
+                continue
+            worker.name, worker.notes = name, {}
+            return
+        worker = self._start()
+        worker.conn.send(job)
         worker.name, worker.notes = name, {}
-        worker.conn.send(name if self.method == "fork" else task)  # spawned: nothing inherited
 
     def _start(self) -> _Worker:
         mine, theirs = self.ctx.Pipe()
