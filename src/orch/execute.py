@@ -25,6 +25,11 @@ Faults:
   with it; PostgreSQL sessions set ``client_connection_check_interval`` so a
   backend busy in a long statement notices the dead client within a second;
   worker processes get ``PR_SET_PDEATHSIG`` so they die with the parent.
+- A worker killed on its own (OOM killer, ``kill -9``): only its database
+  fails, with where it stands read from the database (:func:`_died`); the
+  pool (:class:`_Pool`) goes on with a fresh worker.
+- Concurrent runs and the dependency rule: checked again under the locks
+  (:func:`_dependency_rule`; the lock order is in :mod:`orch.locks`).
 """
 
 from __future__ import annotations
