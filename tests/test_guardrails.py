@@ -1014,6 +1014,38 @@ def test_signal_during_a_hook_lets_the_hook_finish_and_migrates_nothing(
     assert [(x["direction"], x["outcome"]) for x in rows] == [("hook", "ok")]
 
 
+def wait_for_lock_file(pid: int, lock: Path, timeout: float = 60) -> None:
+    """Until a process of *pid*'s tree has *lock* open: it is then waiting for (or holds) it.
+
+    A fixed sleep raced with a slow start on a loaded machine (the signal came
+    before the run reached the lock, exit -15 instead of 143).
+    """
+    target = str(lock.resolve())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tree = {pid}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) in tree:
+                tree.add(int(stat.parent.name))
+        for p in tree:
+            try:
+                fds = list(Path(f"/proc/{p}/fd").iterdir())
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(fd) == target:
+                        return
+                except OSError:
+                    continue
+        time.sleep(0.05)
+    raise AssertionError(f"no process of {pid} opened {lock} within {timeout} s")
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_signal_while_waiting_for_a_lock_stops_waiting(
     project: Project, prod: dict[str, str], tmp_path: Path
@@ -1041,7 +1073,7 @@ def test_signal_while_waiting_for_a_lock_stops_waiting(
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(2)  # started and waiting (lock_timeout is 60 s)
+        wait_for_lock_file(proc.pid, lp)  # started and waiting (lock_timeout is 60 s)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
