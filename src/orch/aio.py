@@ -109,7 +109,7 @@ def make_engine(url: str, connect_timeout: float = 5.0) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from orch.db import _sqlite_transactional, backend
+    from orch.db import _sqlite_transactional, backend, mysql_utf8_password
     from orch.errors import DatabaseError
     from orch.redact import redact
     from orch.registry import sqlite_path
@@ -134,6 +134,8 @@ def make_engine(url: str, connect_timeout: float = 5.0) -> AsyncEngine:
         raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
     if kind == "sqlite":
         _sqlite_transactional(engine.sync_engine)
+    elif kind == "mysql":
+        mysql_utf8_password(engine.sync_engine)
     return engine
 
 

@@ -101,10 +101,43 @@ def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = Fals
         raise DatabaseError(f"cannot use URL {redact(shown)}: {redact(str(exc))}") from exc
     if kind == "sqlite":
         _sqlite_transactional(engine)
-    elif kind == "mysql" and timeout and _is_pymysql(engine):
-        _pymysql_handshake_timeout(engine, timeout)
+    elif kind == "mysql":
+        mysql_utf8_password(engine)  # first: the handshake listener connects with its cparams
+        if timeout and _is_pymysql(engine):
+            _pymysql_handshake_timeout(engine, timeout)
     _ = event  # imported for the listeners above
     return engine
+
+
+_LATIN1_PASSWORD_DRIVERS = frozenset({"pymysql", "aiomysql", "asyncmy"})
+
+
+def mysql_utf8_password(engine: Engine) -> None:
+    """Send a MariaDB/MySQL password as UTF-8 bytes, as the ``mysql`` client does.
+
+    The server checks the password against the bytes it was set with, which
+    are UTF-8 for any ``CREATE USER ... IDENTIFIED BY`` over a utf8/utf8mb4
+    connection (the ``mysql`` client's default).  PyMySQL, aiomysql and asyncmy
+    encode a ``str`` password as Latin-1 instead: ``pä`` gets "Access denied"
+    and ``p€x`` cannot be encoded at all.  aiomysql accepts only ``str`` (it
+    calls ``.encode('latin1')`` itself), so the password is handed to all three
+    as the ``str`` whose Latin-1 encoding is its UTF-8 bytes: an ASCII password
+    is unchanged, any other now logs in.  Done per connection in
+    ``do_connect`` (SQLAlchemy passes a fresh copy of the arguments to each
+    connect), so the URL, the hooks' ``MYSQL_PWD`` and every message keep the
+    password as the user wrote it.  For an async engine, pass its
+    ``sync_engine``.
+    """
+    from sqlalchemy import event
+
+    if getattr(engine.dialect, "driver", "") not in _LATIN1_PASSWORD_DRIVERS:
+        return  # mysqlclient and others take the str as it is
+
+    @event.listens_for(engine, "do_connect")
+    def _utf8_password(_dialect: Any, _rec: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        password = cparams.get("password")
+        if isinstance(password, str):
+            cparams["password"] = password.encode("utf-8").decode("latin-1")
 
 
 def _is_pymysql(engine: Engine) -> bool:
