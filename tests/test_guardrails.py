@@ -690,6 +690,44 @@ def test_a_rollback_refused_before_it_runs_still_says_where_the_database_is(
     assert "core: rollback refused: it started at several heads" in r.stderr
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_dependency_of_a_database_the_rollback_refuses_stays_where_the_run_left_it(
+    backend_project: Project,
+) -> None:
+    """analytics cannot be rolled back (it started at two heads), so core is not either.
+
+    The rollback goes dependents first; downgrading core under an analytics
+    that stays at its new revisions would break ``depends_on``.  A third,
+    independent database fails the run.  Before, core was rolled back
+    underneath analytics while the docs said it was skipped.
+    """
+    p = backend_project
+    for rev in ("a1a1a1a1a001", "a2a2a2a2a002"):
+        add_revision(p, "analytics", rev, ANALYTICS_HEAD, "    pass", "    pass")
+    assert p.orch("upgrade", "--all").exit_code == 0
+    add_revision(p, "analytics", "a3a3a3a3a003", "a1a1a1a1a001", "    pass", "    pass")
+    add_revision(p, "core", "c9c9c9c9c009", CORE_HEAD, "    pass", "    pass")
+    data = p.registry()
+    data["databases"]["billing"] = {}
+    data["environments"]["dev"]["urls"]["billing"] = "sqlite:///var/dev/billing.db"
+    p.write_registry(data)
+    (p.root / "migrations" / "billing").mkdir()
+    add_revision(p, "billing", "b0b0b0b0b001", "None", FAIL_UPGRADE, "    pass")
+    path = p.root / "migrations" / "billing" / "b0b0b0b0b001_test.py"
+    path.write_text(path.read_text().replace('down_revision = "None"', "down_revision = None"))
+    r = p.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1, r.stderr
+    dbs = {d["name"]: d for d in r.json()["databases"]}
+    assert dbs["billing"]["outcome"] == "failed"
+    assert dbs["analytics"]["rollback"]["outcome"] == "refused"
+    assert "several heads" in dbs["analytics"]["rollback"]["error"]
+    core_rb = dbs["core"]["rollback"]
+    assert core_rb["outcome"] == "skipped", core_rb
+    assert "analytics cannot be rolled back" in core_rb["error"]
+    assert dbs["core"]["to"] == core_rb["to"] == ["c9c9c9c9c009"]
+    assert current(p.url("core")) == ["c9c9c9c9c009"]
+
+
 def test_rollback_reports_a_dirty_database_and_leaves_its_dependencies(
     project: Project, make_db: Callable[..., str]
 ) -> None:

@@ -523,8 +523,8 @@ def _roll_back(
 
     rb_plan, cannot = rollback.plan(registry, results, direction)
     by_name = {r.name: r for r in results}
-    for name, why in cannot.items():
-        by_name[name].rollback = rollback.refused(by_name[name], why)
+    for name, (outcome, why) in cannot.items():
+        by_name[name].rollback = rollback.refused(by_name[name], why, outcome)
     if not rb_plan.steps:
         return bool(cannot)
     if not state.json:

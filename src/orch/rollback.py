@@ -56,7 +56,7 @@ def changed(results: Sequence[DbResult]) -> list[DbResult]:
 
 def plan(
     registry: Registry, results: Sequence[DbResult], direction: str = "upgrade"
-) -> tuple[Plan, dict[str, str]]:
+) -> tuple[Plan, dict[str, tuple[str, str]]]:
     """The plan back to each changed database's start, and the ones it cannot return.
 
     *direction* is the failed run's: an upgrade is undone by a downgrade
@@ -64,7 +64,9 @@ def plan(
     database that started at several heads has no single downgrade target,
     but an upgrade can go back up to all of them (the target names each,
     comma-separated).  One whose start is unknown cannot be returned to it.
-    What cannot be undone is reported, not guessed.
+    What cannot be undone is reported, not guessed: each such database maps
+    to ``("refused", why)``, and the databases around it whose rollback would
+    break ``depends_on`` to ``("skipped", why)``.
     """
     undo = "upgrade" if direction == "downgrade" else "downgrade"
     targets: dict[str, str] = {}
@@ -84,13 +86,45 @@ def plan(
     for name, why in _not_back_to_start(registry, results, targets, undo).items():
         del targets[name]
         cannot[name] = why
+    held = _held_by(registry, targets, cannot, undo)
+    for name in held:
+        del targets[name]
     # where the run left each database: a rollback step that never starts reports it
     left = {r.name: tuple(r.end) if r.end is not None else None for r in results}
     steps: list[PlanStep] = []
     for level, names in enumerate(levels(registry, targets, reverse=undo == "downgrade")):
         for name in names:
             steps.append(PlanStep(name, undo, targets[name], level, left[name]))
-    return Plan(undo, tuple(steps)), cannot
+    unreturned = {n: ("refused", why) for n, why in cannot.items()}
+    unreturned.update({n: ("skipped", why) for n, why in held.items()})
+    return Plan(undo, tuple(steps)), unreturned
+
+
+def _held_by(
+    registry: Registry, targets: dict[str, str], cannot: dict[str, str], undo: str
+) -> dict[str, str]:
+    """Databases whose rollback would break ``depends_on`` around one that cannot roll back.
+
+    Undoing an upgrade goes dependents first: a dependency must not move back
+    under a dependent that stays where the run left it (its new revisions may
+    read the dependency's new tables).  Undoing a downgrade goes dependencies
+    first: a dependent must not move back up over a dependency that stayed
+    down.  Such a database is not rolled back either, and says whose rollback
+    held it.
+    """
+    out: dict[str, str] = {}
+    for stuck in cannot:
+        around = (
+            registry.dependencies(stuck) if undo == "downgrade" else registry.dependents(stuck)
+        )
+        for name in around:
+            if name in targets and name not in out:
+                relation = "dependent" if undo == "downgrade" else "dependency"
+                out[name] = (
+                    f"its {relation} {stuck} cannot be rolled back, and rolling "
+                    f"{name} back alone would break depends_on; roll both back by hand"
+                )
+    return out
 
 
 def _not_back_to_start(
@@ -153,10 +187,10 @@ def entry(r: DbResult, left_at: list[str] | None) -> dict[str, Any]:
     }
 
 
-def refused(r: DbResult, why: str) -> dict[str, Any]:
-    """The ``rollback`` entry of a database the rollback cannot return (nothing was run)."""
+def refused(r: DbResult, why: str, outcome: str = "refused") -> dict[str, Any]:
+    """The ``rollback`` entry of a database the rollback does not return (nothing was run)."""
     return {
-        "outcome": "refused",
+        "outcome": outcome,
         "from": r.end,
         "to": r.end,
         "applied": [],
