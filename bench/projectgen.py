@@ -179,7 +179,7 @@ def make_project(
     """A project of len(urls) databases x *k* revisions: orch's registry and a plain-Alembic setup.
 
     *shared*: every database uses one version directory and branch label
-    (tenants or shards of one schema), as SPEC section 2 allows.
+    (tenants or shards of one schema), as the registry allows.
     """
     if root.exists():
         shutil.rmtree(root)

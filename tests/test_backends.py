@@ -3,7 +3,7 @@
 The revisions must build exactly the models on SQLite, PostgreSQL and
 MariaDB (types, indexes, column changes), their data steps must do the same
 thing on each, and what differs between backends (transactional DDL, strict
-VARCHAR lengths) must show up the way the SPEC promises.
+VARCHAR lengths) must show up the way the docs promise.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Behaviour under faults (SPEC section 5) on the real servers.
+"""Behaviour under faults (docs/guide/faults.md) on the real servers.
 
 Races between orch processes, a SIGKILLed run (inline and with worker
 processes), one transaction per revision, the fleet failure policy, locks

@@ -1229,7 +1229,7 @@ def _closure(name: str, preds: dict[str, set[str]]) -> set[str]:
 
 
 def exit_code(results: Sequence[DbResult]) -> int:
-    """The run's exit code (SPEC section 4).
+    """The run's exit code (docs/guide/commands.md, exit codes).
 
     0 when every database is ``done``/``unchanged``; 3 when the only problem
     is lock timeouts (their dependents ``skipped``); 2 when the only problem

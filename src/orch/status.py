@@ -45,7 +45,7 @@ STATES = (
 
 @dataclass
 class DbStatus:
-    """One database of one environment (the SPEC's ``status --json`` entry)."""
+    """One database of one environment (an entry of ``status --json``'s ``databases``)."""
 
     name: str
     url: str | None
