@@ -636,7 +636,8 @@ _jobs_opt = click.option(
     default=None,
     help=(
         "Databases migrated at once, in worker processes (default: settings.jobs, else "
-        "2 per CPU, at most 8); 1 runs them one by one in this process."
+        "2 per CPU, at most 8; never more than the run's databases, nor than 32, with a "
+        "note); 1 runs them one by one in this process."
     ),
 )
 if TYPE_CHECKING:
