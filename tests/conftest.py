@@ -1,7 +1,7 @@
 """Shared fixtures: real servers, one uniquely named database per test, a reference project copy.
 
 Servers come from ``ORCH_TEST_POSTGRES_URL`` / ``ORCH_TEST_MYSQL_URL`` (defaults:
-the local PostgreSQL and MariaDB of DEVELOPERS.md).  When a server cannot be
+a PostgreSQL and a MariaDB on 127.0.0.1, as the README says).  When a server cannot be
 reached, its tests skip with a message saying how to provide one, except
 under ``CI=true``, where they fail: CI must never pass by skipping.
 """

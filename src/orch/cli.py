@@ -670,6 +670,18 @@ class _Seconds(_FloatParam):
         return number
 
 
+def _on_failure_opt(undo: str) -> Callable[[F], F]:
+    """``--on-failure stop|rollback`` of upgrade and downgrade; *undo* says what rollback does."""
+    return click.option(
+        "--on-failure",
+        type=click.Choice(["stop", "rollback"]),
+        default="stop",
+        show_default=True,
+        help="stop: each database stays at its last good revision. rollback: when anything "
+        f"fails (or the run is interrupted), {undo}.",
+    )
+
+
 _lock_opt = click.option(
     "--lock-timeout",
     type=_Seconds(),
@@ -789,14 +801,8 @@ def _sql_preview(
 )
 @click.option("--ignore-deps", is_flag=True, help="Do not check that dependencies are at head.")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
-@click.option(
-    "--on-failure",
-    type=click.Choice(["stop", "rollback"]),
-    default="stop",
-    show_default=True,
-    help="stop: each database stays at its last good revision. rollback: when anything "
-    "fails (or the run is interrupted), downgrade every database this run changed back "
-    "to where it started, dependents first.",
+@_on_failure_opt(
+    "downgrade every database this run changed back to where it started, dependents first"
 )
 @_jobs_opt
 @_lock_opt
@@ -910,14 +916,9 @@ def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
 @click.argument("selectors", nargs=-1, metavar="DB@TARGET...")
 @click.option("--force", is_flag=True, help="Downgrade even if dependents are not at base.")
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
-@click.option(
-    "--on-failure",
-    type=click.Choice(["stop", "rollback"]),
-    default="stop",
-    show_default=True,
-    help="stop: each database stays at its last good revision. rollback: when anything "
-    "fails (or the run is interrupted), upgrade every database this run changed back "
-    "to exactly the revisions it started at, dependencies first.",
+@_on_failure_opt(
+    "upgrade every database this run changed back to exactly the revisions it started at, "
+    "dependencies first"
 )
 @_jobs_opt
 @_lock_opt
