@@ -79,10 +79,14 @@ def main() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
     silent_port = int(listener.getsockname()[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get(
-        "PYTHONPATH", "")])}
-    print(f"connect_timeout={args.timeout:g}s (PostgreSQL waits at least 2 s), "
-          f"median of {args.repeat} runs")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    print(
+        f"connect_timeout={args.timeout:g}s (PostgreSQL waits at least 2 s), "
+        f"median of {args.repeat} runs"
+    )
     print(f"{'silent envs':>11}  {'refused envs':>12}  {'cells':>5}  {'wall (s)':>8}  states")
     try:
         for n in args.envs:
@@ -95,7 +99,11 @@ def main() -> None:
                     t0 = time.monotonic()
                     r = subprocess.run(
                         [sys.executable, "-m", "orch", "status", "--all-envs", "--json"],
-                        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+                        cwd=root,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
                     )
                     times.append(time.monotonic() - t0)
                     if r.returncode != 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import Project
 from minproj import table_names
-from orch.registry import absolutize_sqlite
+from orch.config.registry import absolutize_sqlite
 
 
 def url_of(p: Project, db: str, env: str = "dev") -> str:
@@ -61,19 +61,17 @@ def models_module(p: Project, extra_core: str = "", extra_analytics: str = "") -
     return name
 
 
-TAGS_MODEL = '''
+TAGS_MODEL = """
 class Tag(CoreBase):
     __tablename__ = "tags"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
-'''
+"""
 
 
 def new_files(p: Project, db: str, before: set[str]) -> list[Path]:
-    return sorted(
-        f for f in (p.root / "migrations" / db).glob("*.py") if f.name not in before
-    )
+    return sorted(f for f in (p.root / "migrations" / db).glob("*.py") if f.name not in before)
 
 
 def names(p: Project, db: str) -> set[str]:

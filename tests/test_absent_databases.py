@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from conftest import Project
+from orch.config.registry import parse_registry
 from orch.errors import RegistryError, UsageError
-from orch.plan import levels
-from orch.registry import parse_registry
+from orch.planning.plan import levels
 from test_commands import ANALYTICS, CORE
 
 NOT_PART = "database 'analytics' is not part of environment 'dev'"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from conftest import Project
-from orch.alembic_ini import add_location, configured_locations, disagreements
-from orch.registry import load_registry
+from orch.config.alembic_ini import add_location, configured_locations, disagreements
+from orch.config.registry import load_registry
 
 
 def _ini(p: Project) -> str:

@@ -226,8 +226,10 @@ def test_an_announced_plan_whose_steps_changed_before_the_lock_runs_nothing(
 ) -> None:
     """c1, m1 were announced; before the lock was taken another run applied c1: Alembic
     would now run m1 only, so the database runs nothing (refused, naming both)."""
-    from orch import cli, execute, plan
-    from orch.registry import load_registry
+    from orch import cli
+    from orch.config.registry import load_registry
+    from orch.planning import plan
+    from orch.run import execute
 
     url = f"sqlite:///{tmp_path / 'g.db'}"
     p = make_project(tmp_path / "proj", BRANCHED, url)
@@ -259,9 +261,9 @@ def test_an_announced_plan_whose_steps_changed_before_the_lock_runs_nothing(
 def test_the_run_checks_alembics_own_steps_before_the_first_one(tmp_path: Path) -> None:
     """alembic_run.run compares the steps Alembic computed from the heads it read itself
     with the expected ones, before any step runs: a mismatch raises and nothing runs."""
-    from orch import alembic_run
-    from orch.db import connect
-    from orch.registry import load_registry
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.config.registry import load_registry
+    from orch.store.db import connect
 
     url = f"sqlite:///{tmp_path / 'g.db'}"
     p = make_project(tmp_path / "proj", BRANCHED, url)

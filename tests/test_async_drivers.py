@@ -254,9 +254,7 @@ def test_hooks_get_the_login_of_the_async_url(
     ids=["asyncpg-inline", "asyncpg-workers", "aiosqlite-inline", "aiomysql-workers"],
     indirect=["case"],
 )
-def test_second_signal_aborts_the_revision_in_flight(
-    case: Case, tmp_path: Path, jobs: str
-) -> None:
+def test_second_signal_aborts_the_revision_in_flight(case: Case, tmp_path: Path, jobs: str) -> None:
     """Graceful stop under an async driver: the second SIGINT aborts the awaited statement.
 
     On PostgreSQL the slow revision waits in ``pg_sleep`` on the server, so
@@ -301,7 +299,9 @@ def test_first_signal_finishes_the_revision_in_flight(case: Case, tmp_path: Path
 
 @pytest.mark.parametrize("driver", ["asyncpg", "aiomysql", "asyncmy"])
 def test_connect_timeout_covers_a_host_that_never_answers(
-    project: Project, silent_port: int, driver: str  # noqa: F811
+    project: Project,
+    silent_port: int,  # noqa: F811
+    driver: str,
 ) -> None:
     """TCP accepted, no greeting: the connect gives up after connect_timeout, not never."""
     family = "postgresql" if driver == "asyncpg" else "mysql"
@@ -378,7 +378,7 @@ def test_async_urls_are_accepted(tmp_path: Path) -> None:
 def test_an_async_driver_that_is_not_installed_names_the_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, module: str
 ) -> None:
-    from orch import registry
+    from orch.config import registry
 
     monkeypatch.setitem(sys.modules, module, None)  # Python's own "not importable" marker
     registry._installed.cache_clear()
@@ -399,7 +399,7 @@ def test_other_async_drivers_name_the_supported_ones(tmp_path: Path) -> None:
 
 
 def test_sync_url_keeps_the_server_and_login() -> None:
-    from orch.aio import sync_url
+    from orch.backends import sync_url
 
     assert sync_url("postgresql+asyncpg://u:p@h:5433/db?ssl=require&application_name=x") == (
         "postgresql+psycopg://u:p@h:5433/db?sslmode=require&application_name=x"

@@ -176,9 +176,7 @@ def _use_schema(p: Project, db: str, schema: str) -> None:
     p.write_registry(data)
 
 
-def test_version_table_schema_on_postgresql(
-    project: Project, make_db: Callable[..., str]
-) -> None:
+def test_version_table_schema_on_postgresql(project: Project, make_db: Callable[..., str]) -> None:
     from sqlalchemy import text
 
     p = project

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, Result
+from orch.config.registry import MAX_SECONDS, MAX_YAML_VALUES, parse_registry
 from orch.errors import RegistryError
-from orch.registry import MAX_SECONDS, MAX_YAML_VALUES, parse_registry
 
 MINIMAL = """
 version: 1
@@ -55,14 +55,17 @@ def one_line_exit_2(r: Result, *needles: str) -> None:
 # ---------------------------------------------------------------- timeouts
 
 
-@pytest.mark.parametrize("key", ["lock_timeout", "connect_timeout", "ddl_lock_timeout",
-                                 "hook_timeout"])
+@pytest.mark.parametrize(
+    "key", ["lock_timeout", "connect_timeout", "ddl_lock_timeout", "hook_timeout"]
+)
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "-1", str(MAX_SECONDS + 1), "1e999"])
 def test_timeouts_must_be_finite_and_bounded(tmp_path: Path, key: str, value: str) -> None:
     path = write(tmp_path, MINIMAL + f"settings: {{{key}: {value}}}\n")
     (problem,) = problems_of(path)
-    assert problem.startswith(f"{path}: settings.{key}: must be a number of seconds from 0 to "
-                              f"{MAX_SECONDS} (one week), got ")
+    assert problem.startswith(
+        f"{path}: settings.{key}: must be a number of seconds from 0 to "
+        f"{MAX_SECONDS} (one week), got "
+    )
 
 
 def test_timeouts_in_range_are_taken(tmp_path: Path) -> None:
@@ -72,8 +75,9 @@ def test_timeouts_in_range_are_taken(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "-1", str(MAX_SECONDS + 1)])
-@pytest.mark.parametrize("command", [["upgrade", "--all"], ["downgrade", "core@base"],
-                                     ["stamp", "core@base"]])
+@pytest.mark.parametrize(
+    "command", [["upgrade", "--all"], ["downgrade", "core@base"], ["stamp", "core@base"]]
+)
 def test_lock_timeout_option_must_be_finite(
     project: Project, command: list[str], value: str
 ) -> None:
@@ -94,8 +98,9 @@ def test_nan_lock_timeout_in_the_registry_stops_before_any_work(project: Project
 # ---------------------------------------------------------------- wrong types
 
 
-@pytest.mark.parametrize(("value", "kind"), [("[dev]", "list"), ("{dev: 1}", "mapping"),
-                                             ("3", "number")])
+@pytest.mark.parametrize(
+    ("value", "kind"), [("[dev]", "list"), ("{dev: 1}", "mapping"), ("3", "number")]
+)
 def test_default_env_of_the_wrong_type(tmp_path: Path, value: str, kind: str) -> None:
     path = write(tmp_path, MINIMAL.replace("default_env: dev", f"default_env: {value}"))
     assert problems_of(path) == [f"{path}: default_env: must be an environment name, got a {kind}"]
@@ -386,8 +391,11 @@ def ini_bad_interpolation(p: Project) -> None:
 
 def ini_option_twice(p: Project) -> None:
     ini = p.root / "alembic.ini"
-    ini.write_text(ini.read_text().replace("path_separator = os", "path_separator = os\n"
-                                           "path_separator = space"))
+    ini.write_text(
+        ini.read_text().replace(
+            "path_separator = os", "path_separator = os\npath_separator = space"
+        )
+    )
 
 
 def ini_not_utf8(p: Project) -> None:
@@ -396,24 +404,40 @@ def ini_not_utf8(p: Project) -> None:
 
 
 BROKEN_PROJECT = [
-    (remove_migrations, "migrations: the migrations directory (script_location of alembic.ini) "
-     "does not exist; run 'orch init' to create it, or fix script_location"),
-    (ini_without_section, "alembic.ini:1: cannot read alembic.ini: 'garbage' comes before any "
-     "[section] header"),
-    (ini_bad_interpolation, "alembic.ini: cannot read alembic.ini: Bad value substitution: option "
-     "'prepend_sys_path' in section 'alembic' contains an interpolation key 'nope'"),
-    (ini_option_twice, "cannot read alembic.ini: option 'path_separator' is given "
-     "twice in [alembic]"),
+    (
+        remove_migrations,
+        "migrations: the migrations directory (script_location of alembic.ini) "
+        "does not exist; run 'orch init' to create it, or fix script_location",
+    ),
+    (
+        ini_without_section,
+        "alembic.ini:1: cannot read alembic.ini: 'garbage' comes before any [section] header",
+    ),
+    (
+        ini_bad_interpolation,
+        "alembic.ini: cannot read alembic.ini: Bad value substitution: option "
+        "'prepend_sys_path' in section 'alembic' contains an interpolation key 'nope'",
+    ),
+    (
+        ini_option_twice,
+        "cannot read alembic.ini: option 'path_separator' is given twice in [alembic]",
+    ),
     (ini_not_utf8, "alembic.ini: cannot read alembic.ini: not UTF-8 text"),
 ]
 
 
-@pytest.mark.parametrize(("breaker", "message"), BROKEN_PROJECT,
-                         ids=[b.__name__ for b, _m in BROKEN_PROJECT])
+@pytest.mark.parametrize(
+    ("breaker", "message"), BROKEN_PROJECT, ids=[b.__name__ for b, _m in BROKEN_PROJECT]
+)
 @pytest.mark.parametrize(
     "command",
-    [["upgrade", "--all"], ["upgrade", "--all", "--sql"], ["downgrade", "core@base"],
-     ["stamp", "core@base"], ["revision", "core", "-m", "x"]],
+    [
+        ["upgrade", "--all"],
+        ["upgrade", "--all", "--sql"],
+        ["downgrade", "core@base"],
+        ["stamp", "core@base"],
+        ["revision", "core", "-m", "x"],
+    ],
     ids=["upgrade", "sql", "downgrade", "stamp", "revision"],
 )
 def test_a_broken_project_is_one_line_and_exit_2(
@@ -454,8 +478,9 @@ def test_reserved_rev_ids_are_refused(project: Project, rev_id: str, command: st
     args = [command, "core", "-m", "x", "--rev-id", rev_id]
     r = project.orch(*args)
     one_line_exit_2(
-        r, f"--rev-id {rev_id!r}: base, current, head, heads are Alembic's symbols for "
-        "revisions, not ids; choose another id"
+        r,
+        f"--rev-id {rev_id!r}: base, current, head, heads are Alembic's symbols for "
+        "revisions, not ids; choose another id",
     )
     assert not list((project.root / "migrations" / "core").glob(f"{rev_id}*"))
 
@@ -482,14 +507,23 @@ def test_a_plain_rev_id_is_still_taken(project: Project) -> None:
     [
         ("bd61-b77cf8aa", "contains '-'; Alembic refuses '@', '-', '+', ':' in revision ids"),
         ("bd61@b77cf8aa", "contains '@'; Alembic refuses"),
-        ("head", "is one of Alembic's symbols (base, current, head, heads); it could never be "
-         "named: rename it"),
+        (
+            "head",
+            "is one of Alembic's symbols (base, current, head, heads); it could never be "
+            "named: rename it",
+        ),
     ],
 )
 @pytest.mark.parametrize(
     "command",
-    [["upgrade", "--all"], ["status"], ["plan"], ["history", "core"], ["upgrade", "--all", "--sql"],
-     ["revision", "core", "-m", "x"]],
+    [
+        ["upgrade", "--all"],
+        ["status"],
+        ["plan"],
+        ["history", "core"],
+        ["upgrade", "--all", "--sql"],
+        ["revision", "core", "-m", "x"],
+    ],
     ids=["upgrade", "status", "plan", "history", "sql", "revision"],
 )
 def test_a_revision_file_with_an_id_alembic_refuses_is_named(
@@ -625,7 +659,7 @@ def test_a_missing_sqlite_directory_that_cannot_be_created_says_so(
 def test_os_errors_are_not_called_mysql_errors() -> None:
     import errno
 
-    from orch.db import describe_error
+    from orch.store.db import describe_error
 
     exc = PermissionError(errno.EACCES, "Permission denied", "/srv/app/var/core.db.orch-lock")
     assert describe_error(exc) == "Permission denied: /srv/app/var/core.db.orch-lock"
@@ -638,8 +672,8 @@ def test_os_errors_are_not_called_mysql_errors() -> None:
 
 
 def test_jobs_are_capped_at_the_databases_and_at_the_maximum(project: Project) -> None:
-    from orch.execute import MAX_JOBS, effective_jobs
-    from orch.registry import load_registry
+    from orch.config.registry import load_registry
+    from orch.run.execute import MAX_JOBS, effective_jobs
 
     reg = load_registry(project.registry_path)
     assert effective_jobs(reg, 8, 3) == (3, None)

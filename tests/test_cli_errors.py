@@ -225,12 +225,12 @@ def test_last_global_option_wins(project: Project) -> None:
 def test_internal_error_is_one_line_and_traceback_only_with_v(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import orch.status
+    import orch.queries.status
 
     def broken(*_a: object, **_k: object) -> None:
         raise RuntimeError("boom in collect")
 
-    monkeypatch.setattr(orch.status, "collect", broken)
+    monkeypatch.setattr(orch.queries.status, "collect", broken)
     r = project.orch("status")
     assert r.exit_code == 1
     assert r.stderr == (

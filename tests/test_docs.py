@@ -243,14 +243,29 @@ with engine.connect() as connection:
 
 _LEGACY_REVISIONS: dict[str, list[tuple[str, str | None, str, str, str]]] = {
     "core": [
-        ("c1", None, "create users", "op.create_table('users', sa.Column('id', sa.Integer, "
-         "primary_key=True))", "op.drop_table('users')"),
-        ("c2", "c1", "add email", "op.add_column('users', sa.Column('email', sa.String(200)))",
-         "op.drop_column('users', 'email')"),
+        (
+            "c1",
+            None,
+            "create users",
+            "op.create_table('users', sa.Column('id', sa.Integer, primary_key=True))",
+            "op.drop_table('users')",
+        ),
+        (
+            "c2",
+            "c1",
+            "add email",
+            "op.add_column('users', sa.Column('email', sa.String(200)))",
+            "op.drop_column('users', 'email')",
+        ),
     ],
     "analytics": [
-        ("a1", None, "create events", "op.create_table('events', sa.Column('id', sa.Integer, "
-         "primary_key=True))", "op.drop_table('events')"),
+        (
+            "a1",
+            None,
+            "create events",
+            "op.create_table('events', sa.Column('id', sa.Integer, primary_key=True))",
+            "op.drop_table('events')",
+        ),
     ],
 }
 
@@ -281,11 +296,19 @@ def _legacy_alembic(root: Path) -> None:
     (root / "var").mkdir()
     alembic = [sys.executable, "-m", "alembic"]
     for db in _LEGACY_REVISIONS:
-        subprocess.run([*alembic, "-c", f"{db}.ini", "upgrade", "head"], cwd=root, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*alembic, "-c", f"{db}.ini", "upgrade", "head"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
     legacy_core = f"url=sqlite:///{root}/var/legacy-core.db"
-    subprocess.run([*alembic, "-c", "core.ini", "-x", legacy_core, "upgrade", "head"], cwd=root,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*alembic, "-c", "core.ini", "-x", legacy_core, "upgrade", "head"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     import sqlite3
 
     with sqlite3.connect(root / "var" / "legacy-analytics.db") as conn:
@@ -384,7 +407,9 @@ def _run_example(e: Example, root: Path, env: dict[str, str], shown: str | None)
             out = out.replace(str(root), shown)
         actual = out.rstrip("\n").splitlines() if out.strip() else []
         assert matches(expected, actual, known), (
-            f"{e.id}: `{command}` printed:\n" + "\n".join(actual) + "\n\nthe docs say:\n"
+            f"{e.id}: `{command}` printed:\n"
+            + "\n".join(actual)
+            + "\n\nthe docs say:\n"
             + "\n".join(expected)
         )
 
@@ -448,8 +473,12 @@ def test_the_repository_cites_no_file_outside_it() -> None:
         ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.split()
     if not tracked:  # not a git checkout (an sdist): read the usual places
-        tracked = [str(p.relative_to(REPO)) for d in ("src", "tests", "docs", "bench")
-                   for p in (REPO / d).rglob("*") if p.is_file()]
+        tracked = [
+            str(p.relative_to(REPO))
+            for d in ("src", "tests", "docs", "bench")
+            for p in (REPO / d).rglob("*")
+            if p.is_file()
+        ]
     outside = re.compile(
         r"\.\./shared|\bSPEC(?:\.md| section)|notes/(?:ALEMBIC|PEERS|STYLE)|DEVELOPERS\.md"
     )

@@ -153,8 +153,9 @@ def test_two_entries_on_one_version_table(
         dbs += "\n  analytics: {}"
     text = dbs + f'\nenvironments:\n  dev: {{urls: {{core: "{core}", analytics: "{analytics}"}}}}\n'
     got = reasons(tmp_path, text)
-    assert "points at the same database and version table as 'core'" in (
-        got["environments.dev.urls.analytics"]
+    assert (
+        "points at the same database and version table as 'core'"
+        in (got["environments.dev.urls.analytics"])
     )
     assert ":pw@" not in got["environments.dev.urls.analytics"]
 

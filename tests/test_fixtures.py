@@ -37,8 +37,21 @@ def _pytest(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Compl
         [str(REPO / "tests"), str(REPO / "src"), full.get("PYTHONPATH", "")]
     )
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "conftest", "-q", "-rs", "-p", "no:cacheprovider",
-         "--rootdir", str(tmp_path), str(tmp_path / "test_probe.py"), *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_probe.py"),
+            *args,
+        ],
         cwd=tmp_path,
         env=full,
         capture_output=True,
@@ -78,8 +91,6 @@ def test_databases_and_logins_are_dropped_after_each_test(tmp_path: Path) -> Non
         assert url.database and url.database.startswith("orch_t_")
         assert url.username and url.password == "pw_probe_123"
         assert _exists(kind, url.database, url.username) == (False, False)
-
-
 
 
 @pytest.mark.parametrize("ci", ["", "true"])

@@ -32,7 +32,7 @@ def tables(url: str) -> list[str]:
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.pool import NullPool
 
-    from orch.registry import sqlite_path
+    from orch.config.registry import sqlite_path
 
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -78,7 +78,7 @@ def urls_for(backend: str, make_db: Callable[..., str], tmp_path: Path) -> dict[
 
 def dev_urls(p: Project) -> dict[str, str]:
     """The dev environment's URLs, resolved as orch resolves them (absolute SQLite paths)."""
-    from orch.registry import load_registry
+    from orch.config.registry import load_registry
 
     return {t.name: t.url or "" for t in load_registry(p.registry_path).targets("dev")}
 
@@ -650,12 +650,21 @@ def test_a_rollback_that_fails_half_way_shows_where_the_database_is_and_why(
     assert lines[0].split()[:6] == ["DATABASE", "OUTCOME", "FROM", "TO", "ROLLBACK", "STEPS"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert rows["core"].split()[:6] == [
-        "core", "done", "c0c0c0c0c001", "c0c0c0c0c003", "failed", "3",
+        "core",
+        "done",
+        "c0c0c0c0c001",
+        "c0c0c0c0c003",
+        "failed",
+        "3",
     ]
     assert "rollback failed at c0c0c0c0c003: " in rows["core"]
     assert "irreversible: data was merged" in rows["core"]
     assert rows["analytics"].split()[:5] == [
-        "analytics", "failed", "a32a37093757", "a32a37093757", "done",
+        "analytics",
+        "failed",
+        "a32a37093757",
+        "a32a37093757",
+        "done",
     ]
     assert current(urls["core"]) == ["c0c0c0c0c003"]
     assert "core: rollback failed at c0c0c0c0c003" in r.stderr
@@ -868,11 +877,19 @@ def test_a_downgrade_rollback_goes_dependencies_first_and_back_to_several_heads(
     assert "ROLLBACK" in r.stdout.splitlines()[0]
     rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
     assert rows["core"].split()[:5] == [
-        "core", "failed", "c0c0c0c0c002", "c0c0c0c0c001", "failed",
+        "core",
+        "failed",
+        "c0c0c0c0c002",
+        "c0c0c0c0c001",
+        "failed",
     ]
     assert "rollback failed at c0c0c0c0c002: " in rows["core"] and "cannot redo" in rows["core"]
     assert rows["analytics"].split()[:5] == [
-        "analytics", "done", "a1a1a1a1a001,a2a2a2a2a002", "3ac111ed6cf1", "skipped",
+        "analytics",
+        "done",
+        "a1a1a1a1a001,a2a2a2a2a002",
+        "3ac111ed6cf1",
+        "skipped",
     ]
     assert "rollback skipped: core failed" in rows["analytics"]
     assert current(urls["core"]) == ["c0c0c0c0c001"]
@@ -963,7 +980,8 @@ def test_stop_after_the_next_row_was_written_ahead_deletes_that_row(
     that a later run would report as an interrupted (or, on MySQL, dirty)
     revision.
     """
-    from orch import audit, stopping
+    from orch import stopping
+    from orch.store import audit
 
     p = backend_project
     urls = dev_urls(p)
@@ -1091,8 +1109,8 @@ def test_signal_while_waiting_for_a_lock_stops_waiting(
     """A run stopping does not sit out the lock timeout first."""
     import fcntl
 
-    from orch.db import lock_path
-    from orch.registry import sqlite_path
+    from orch.config.registry import sqlite_path
+    from orch.store.db import lock_path
 
     data = project.registry()
     data["environments"]["prod"] = {"urls": prod}

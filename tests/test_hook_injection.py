@@ -32,7 +32,7 @@ def _pwned(root: Path) -> list[str]:
     [
         ("echo '{database}' > out.txt", "inside single quotes"),
         ('echo "{database}" > out.txt', "inside double quotes"),
-        ("pg_dump -f \"backups/{database}.sql\" {db}", "inside double quotes"),
+        ('pg_dump -f "backups/{database}.sql" {db}', "inside double quotes"),
         ("echo `basename {database}` > out.txt", "inside backticks"),
         ("echo $(basename {database}) > out.txt", "inside $(...)"),
         ('echo "$(basename {database})" > out.txt', "inside $(...)"),

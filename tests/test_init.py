@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO, run_orch
-from orch.scaffold import template
+from orch.authoring.scaffold import template
 
-MODELS = '''
+MODELS = """
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,7 +26,7 @@ class Customer(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(80))
-'''
+"""
 
 
 def _orch(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

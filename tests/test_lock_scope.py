@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from orch.db import connect
-from orch.locks import MigrationLock, is_locked
-from orch.registry import DatabaseSpec
+from orch.config.registry import DatabaseSpec
+from orch.store.db import connect
+from orch.store.locks import MigrationLock, is_locked
 
 
 def test_lock_of_one_database_leaves_another_on_the_same_server_free(

@@ -155,7 +155,7 @@ def test_sql_json(project: Project) -> None:
 
 
 def test_get_bind_is_found_in_code_not_in_docstrings(tmp_path: Path) -> None:
-    from orch.offline import get_bind_line
+    from orch.queries.offline import get_bind_line
 
     f = tmp_path / "r.py"
     f.write_text('"""Never op.get_bind() here."""\n# op.get_bind()\nx = 1\n')

@@ -413,8 +413,8 @@ def test_redaction_is_linear_on_large_hook_output() -> None:
     """150 kB of output with no white space (the old patterns took seconds to minutes)."""
     import time
 
-    from orch.hooks import shown_output
     from orch.redact import REDACTOR
+    from orch.run.hooks import shown_output
 
     a, b = _halves()
     REDACTOR.add_url(f"postgresql+psycopg://u:{a}{b}@h/x")

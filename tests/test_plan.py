@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from orch.config.registry import DatabaseSpec, Registry, Settings
+from orch.config.revisions import Graph, Rev
 from orch.errors import RefusedError, UsageError
-from orch.plan import (
+from orch.planning.plan import (
     Plan,
     Selector,
     edges,
@@ -17,8 +19,7 @@ from orch.plan import (
     plan_stamp,
     plan_upgrade,
 )
-from orch.registry import DatabaseSpec, Registry, Settings
-from orch.revisions import Graph, Rev, resolve_target
+from orch.planning.resolve import resolve_target
 
 ROOT = Path("/nowhere")
 

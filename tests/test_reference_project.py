@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import Project
-from orch.revisions import load_graph
+from orch.config.revisions import load_graph
 
 
 def alembic(

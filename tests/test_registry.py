@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Project
+from orch.config.registry import Registry, find_config, load_registry, parse_registry
 from orch.errors import ConfigNotFound, RegistryError, UsageError
-from orch.registry import Registry, find_config, load_registry, parse_registry
 
 MINIMAL = """
 version: 1
@@ -446,8 +446,9 @@ def test_two_entries_for_one_database_and_version_table(tmp_path: Path) -> None:
             urls: {core: "sqlite:///same.db", analytics: "sqlite:///./same.db"}
         """,
     )
-    assert "points at the same database and version table as 'core'" in (
-        got["environments.dev.urls.analytics"]
+    assert (
+        "points at the same database and version table as 'core'"
+        in (got["environments.dev.urls.analytics"])
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orch.revisions import GraphError, Rev, load_graph, parse_header, scan_directory
+from orch.config.revisions import GraphError, Rev, load_graph, parse_header, scan_directory
 
 SHAPES = {
     "alembic 1.13+ template (annotated)": (
@@ -39,10 +39,7 @@ SHAPES = {
         "branch_labels = None\n"
     ),
     "list branch labels and depends_on": (
-        "revision = 'd4'\n"
-        "down_revision = 'c3'\n"
-        "branch_labels = ['x', 'y']\n"
-        "depends_on = ['a1']\n"
+        "revision = 'd4'\ndown_revision = 'c3'\nbranch_labels = ['x', 'y']\ndepends_on = ['a1']\n"
     ),
     "CRLF line endings": 'r"""crlf"""\r\nrevision = \'e5\'\r\ndown_revision = None\r\n',
     "BOM": '\ufeff"""with bom"""\nrevision = \'f6\'\ndown_revision = None\n',
@@ -106,7 +103,7 @@ def test_docstring_first_line_is_the_message(tmp_path: Path) -> None:
 def test_pep263_latin1_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "rev.py"
     path.write_bytes(
-        "# -*- coding: latin-1 -*-\n\"\"\"caf\xe9\"\"\"\nrevision = 'a'\n".encode("latin-1")
+        '# -*- coding: latin-1 -*-\n"""caf\xe9"""\nrevision = \'a\'\n'.encode("latin-1")
     )
     rev = parse_header(path)
     assert rev is not None and rev.doc == "caf\xe9" and rev.revision == "a"

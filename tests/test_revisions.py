@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from orch.errors import UsageError
-from orch.revisions import (
+from orch.config.revisions import (
     Graph,
     GraphError,
     Rev,
     load_graph,
     parse_header,
-    resolve_target,
     scan_directory,
 )
+from orch.errors import UsageError
+from orch.planning.resolve import resolve_target
 
 HERE = Path("/nowhere/x.py")
 

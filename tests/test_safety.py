@@ -257,9 +257,9 @@ def test_fail_fast_starts_nothing_after_the_first_failure(make_db: MakeDb, tmp_p
 @contextlib.contextmanager
 def hold_lock(p: Project, backend: str, url: str, db: str) -> Iterator[None]:
     """Hold *db*'s migration lock the way another orch would, from this process."""
-    from orch.db import lock_path
-    from orch.locks import lock_name, pg_key
-    from orch.registry import load_registry, sqlite_path
+    from orch.config.registry import load_registry, sqlite_path
+    from orch.store.db import lock_path
+    from orch.store.locks import lock_name, pg_key
 
     spec = load_registry(p.registry_path).database(db)
     if backend == "sqlite":
@@ -349,7 +349,7 @@ def test_workers_are_spawned_not_forked_while_other_threads_run(tmp_path: Path) 
     forever); orch embedded in a threaded program spawns fresh workers instead."""
     import threading
 
-    from orch.execute import start_method
+    from orch.run.execute import start_method
 
     assert start_method() == ("fork" if threading.active_count() == 1 else "spawn")
     urls = {n: f"sqlite:///{tmp_path / n}.db" for n in ("one", "two")}

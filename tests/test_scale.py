@@ -149,9 +149,7 @@ def test_fleet_of_200_sqlite_databases_sharing_one_directory(tmp_path: Path) -> 
     states = [d["state"] for d in json.loads(r.stdout)["databases"]]
     assert states == ["up_to_date"] * 200
     head = p.heads["d000"][-1]
-    assert all(
-        log_rows(db_file(p, n))[-1] == (n, head, "upgrade", "ok") for n in ("d000", "d199")
-    )
+    assert all(log_rows(db_file(p, n))[-1] == (n, head, "upgrade", "ok") for n in ("d000", "d199"))
 
 
 # ---------------------------------------------------------------- status on one server
@@ -171,9 +169,9 @@ def test_status_reads_each_postgresql_database_of_one_server_on_its_own(
     from sqlalchemy.pool import NullPool
 
     urls = {
-        "d000": make_url(make_db("postgresql")).set(database="orch_t_no_such_db").render_as_string(
-            hide_password=False
-        ),
+        "d000": make_url(make_db("postgresql"))
+        .set(database="orch_t_no_such_db")
+        .render_as_string(hide_password=False),
         "d001": make_db("postgresql"),
         "d002": make_db("postgresql", password="s3cret-status"),
         **{f"d{i:03d}": make_db("postgresql") for i in range(3, 7)},

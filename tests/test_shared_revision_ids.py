@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import Project
-from orch.registry import parse_registry
-from orch.status import graphs_for, shared_ids
+from orch.config.registry import parse_registry
+from orch.planning.live import graphs_for, shared_ids
 from test_commands import ANALYTICS, CORE
 
 SHARED = "a1b2c3d4e5f6"

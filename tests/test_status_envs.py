@@ -38,8 +38,6 @@ def silent_port() -> Iterator[int]:
         sock.close()
 
 
-
-
 def _secret() -> str:
     return "pw" + uuid.uuid4().hex[:16]
 
@@ -114,9 +112,7 @@ def fleet(
 
 
 def _cells(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (e["environment"], d["name"]): d for e in doc["environments"] for d in e["databases"]
-    }
+    return {(e["environment"], d["name"]): d for e in doc["environments"] for d in e["databases"]}
 
 
 def test_all_envs_json_matrix(fleet: tuple[Project, list[str]]) -> None:
@@ -132,7 +128,12 @@ def test_all_envs_json_matrix(fleet: tuple[Project, list[str]]) -> None:
         assert where in doc["error"]
     assert "pg/" not in doc["error"] and "maria/" not in doc["error"]
     assert [e["environment"] for e in doc["environments"]] == [
-        "dev", "pg", "maria", "down", "silent", "prod"
+        "dev",
+        "pg",
+        "maria",
+        "down",
+        "silent",
+        "prod",
     ]
     cells = _cells(doc)
     for env in ("pg", "maria"):
@@ -168,7 +169,13 @@ def test_all_envs_table_and_check(fleet: tuple[Project, list[str]]) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["DATABASE", "dev", "pg", "maria", "down", "silent", "prod"]
     assert lines[1].split() == [
-        "core", "behind", "(4)", "up_to_date", "up_to_date", "unreachable", "unreachable",
+        "core",
+        "behind",
+        "(4)",
+        "up_to_date",
+        "up_to_date",
+        "unreachable",
+        "unreachable",
         "unconfigured",
     ]
     why = r.stdout.split("WHY", 1)[1]
@@ -197,9 +204,7 @@ def test_all_envs_one_bad_url_is_one_unconfigured_cell(fleet: tuple[Project, lis
     data = p.registry()
     data["environments"]["prod"]["urls"]["core"] = "${ORCH_T_BAD_DRIVER}"
     p.write_registry(data)
-    r = p.orch(
-        "status", "--all-envs", "--json", env={"ORCH_T_BAD_DRIVER": "mysql://u:pw@h/db"}
-    )
+    r = p.orch("status", "--all-envs", "--json", env={"ORCH_T_BAD_DRIVER": "mysql://u:pw@h/db"})
     assert r.exit_code == 1  # the unusable cell (and the other unreadable ones)
     cells = _cells(r.json())
     assert cells[("prod", "core")]["state"] == "unconfigured"

@@ -30,18 +30,18 @@ DBS = ("alpha", "beta")  # independent: --jobs 2 runs them in two worker process
 
 def _noise(where: str) -> str:
     """Python that writes *where* to stdout both ways: print() and descriptor 1."""
-    return (
-        f"print('PRINT-{where}')\n"
-        f"os.write(1, b'FD1-{where}\\n')\n"
-    )
+    return f"print('PRINT-{where}')\nos.write(1, b'FD1-{where}\\n')\n"
 
 
 def noisy_project(root: Path, urls: dict[str, str]) -> Project:
     """Two databases whose revisions, revision modules and env.py all write to stdout."""
     dbs = {
         db: [
-            Rev(up=[f"CREATE TABLE {db}_t{i} (id INTEGER)"], down=[f"DROP TABLE {db}_t{i}"],
-                code=_noise(f"{db}-upgrade-{i}"))
+            Rev(
+                up=[f"CREATE TABLE {db}_t{i} (id INTEGER)"],
+                down=[f"DROP TABLE {db}_t{i}"],
+                code=_noise(f"{db}-upgrade-{i}"),
+            )
             for i in (1, 2)
         ]
         for db in DBS
@@ -83,7 +83,8 @@ def test_run_commands_keep_stdout_one_json_document(
     assert r.returncode == 0, r.stdout + r.stderr
     doc = _doc(r)
     assert [(d["name"], d["outcome"]) for d in doc["databases"]] == [
-        ("alpha", "done"), ("beta", "done")
+        ("alpha", "done"),
+        ("beta", "done"),
     ]
     _no_noise(r.stdout)
     # visible, on stderr: printed and written to descriptor 1, in every process.  Each text

@@ -161,8 +161,7 @@ def test_a_worker_that_died_idle_is_replaced(tmp_path: Path) -> None:
 
 # a hook that holds the database named in $ORCH_TEST_HOLD (under its lock) until ./gate exists
 HOLD = (
-    'if [ "$ORCH_TEST_HOLD" = {db} ]; then touch held; '
-    "while [ ! -e gate ]; do sleep 0.05; done; fi"
+    'if [ "$ORCH_TEST_HOLD" = {db} ]; then touch held; while [ ! -e gate ]; do sleep 0.05; done; fi'
 )
 
 
@@ -233,7 +232,13 @@ def test_a_downgrade_refuses_when_a_dependent_moved_up_after_the_plan(
     assert p.orch("upgrade", "f0", "fa").exit_code == 0
     # f0 goes first (--jobs 1) and its hook holds the run after the plan was made
     proc = popen(
-        p, "downgrade", "f0@base", "fa@base", "--jobs", "1", "--json",
+        p,
+        "downgrade",
+        "f0@base",
+        "fa@base",
+        "--jobs",
+        "1",
+        "--json",
         env={"ORCH_TEST_HOLD": "f0"},
     )
     try:

@@ -1,50 +1,10 @@
-"""What ``migrations/env.py`` calls: the :class:`~orch.alembic_run.Job` of the run.
+"""The one name a project's ``migrations/env.py`` imports: ``job_from_context``.
 
-Under orch the job is in ``config.attributes["orch"]``.  Under plain
-``alembic`` it is built from ``-x db=NAME [-x env=ENV]`` and the registry
-beside alembic.ini, so the one env.py still serves every database; without
-``-x db`` it stops with a message that says how to run it.
+It is public and stable (``orch init`` writes ``from orch.alembic_env import
+job_from_context`` into every project); the implementation lives in
+:mod:`orch.alembic_bridge.env`, with every other touch of Alembic.
 """
 
-from __future__ import annotations
+from orch.alembic_bridge.env import job_from_context
 
-import os
-from pathlib import Path
-from typing import Any
-
-from orch.alembic_run import Job
-from orch.errors import OrchError
-
-
-def job_from_context(context: Any) -> Job:
-    config = context.config
-    job = config.attributes.get("orch")
-    if isinstance(job, Job):
-        return job
-    return _plain_alembic_job(context)
-
-
-def _plain_alembic_job(context: Any) -> Job:
-    from alembic.util import CommandError
-
-    from orch.registry import load_registry
-
-    x = context.get_x_argument(as_dictionary=True)
-    db_name = x.get("db")
-    if not db_name:
-        raise CommandError(
-            "this env.py serves every database of an orch project: run it through orch "
-            "('orch upgrade core', 'orch status'), or tell plain alembic which database and "
-            "environment: alembic -x db=NAME -x env=ENV upgrade NAME@head"
-        )
-    ini = context.config.config_file_name
-    where = Path(ini).resolve().parent if ini else Path.cwd()
-    try:
-        registry = load_registry(None, cwd=where)
-        # the same environment orch would use: -x env, else $ORCH_ENV, else default_env
-        target = registry.target(x.get("env") or os.environ.get("ORCH_ENV"), db_name)
-    except OrchError as exc:
-        raise CommandError(str(exc)) from exc
-    if target.url is None:
-        raise CommandError(f"{db_name}: {target.missing}")
-    return Job(registry, target.db, target.url)
+__all__ = ["job_from_context"]

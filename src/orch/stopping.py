@@ -38,7 +38,7 @@ ABORT_SIGNAL = signal.SIGUSR1
 CURRENT: Stop | None = None
 #: True while a revision runs in this process: only then may a second signal abort
 _ABORTABLE = False
-#: set while an async driver's event loop runs the migration (see orch.aio): aborts there
+#: set while an async driver's event loop runs the migration (see orch.store.aio): aborts there
 _LOOP_ABORT: Callable[[], bool] | None = None
 
 

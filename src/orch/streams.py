@@ -92,4 +92,3 @@ def result_to_private_stdout() -> Iterator[None]:
                 original.flush()
             os.dup2(saved, 1)
             os.close(saved)
-

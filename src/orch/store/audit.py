@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch import __version__
-from orch.db import os_user
 from orch.redact import redact
+from orch.store.db import os_user
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
-    from orch.registry import Registry
+    from orch.config.registry import Registry
 
 MIGRATION_DIRECTIONS = ("upgrade", "downgrade", "stamp")
 #: ``detail`` of a failed revision row when none of its statements had run: not dirty
@@ -351,8 +351,8 @@ def collect_log(
     """
     import concurrent.futures
 
-    from orch.db import NoDatabase, connect, describe_error
-    from orch.locks import is_locked
+    from orch.store.db import NoDatabase, connect, describe_error
+    from orch.store.locks import is_locked
 
     targets = {t.name: t for t in registry.targets(env)}
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.registry import Registry
-from orch.revisions import Graph
+from orch.config.registry import Registry
+from orch.config.revisions import Graph
 
 _DATE = re.compile(r"^Create Date:\s*(?P<date>.+?)\s*$", re.M)
 
@@ -124,10 +124,11 @@ def history(registry: Registry, env: str | None, name: str) -> History:
     revision files, and reading them is what ``history`` is for: they are
     listed unmarked, with state ``absent`` saying why.
     """
-    from orch import status as st
+    from orch.planning.live import graphs_for as live_graphs_for
+    from orch.queries import status as st
 
     registry.database(name)
-    graphs = st.graphs_for(registry, [name])
+    graphs = live_graphs_for(registry, [name])
     graph = graphs[name]
     spec = registry.environment(env)
     environment = spec.name
@@ -173,7 +174,7 @@ def render_graph(registry: Registry, fmt: str) -> str:
     The graph is the registry's, every database in it; the text form adds a
     NOT IN column when some environment leaves databases out.
     """
-    from orch.plan import levels
+    from orch.planning.plan import levels
 
     edges = dependency_edges(registry)
     names = list(registry.databases)
@@ -209,7 +210,7 @@ def render_graph(registry: Registry, fmt: str) -> str:
 
 
 def graph_json(registry: Registry) -> dict[str, Any]:
-    from orch.plan import levels
+    from orch.planning.plan import levels
 
     names = list(registry.databases)
     level_of = {n: i for i, group in enumerate(levels(registry, names)) for n in group}

@@ -14,14 +14,14 @@ import contextvars
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from orch.config.registry import DatabaseSpec, sqlite_path
 from orch.errors import DatabaseError
 from orch.redact import redact
-from orch.registry import DatabaseSpec, sqlite_path
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -52,13 +52,13 @@ def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = Fals
     """An engine for one database; read-only engines never create a SQLite file.
 
     Always synchronous: an async driver's URL gets the sync driver of the same
-    server (:func:`orch.aio.sync_url`); migrations through the async driver
-    itself go through :func:`run_on_connection`.
+    server (:func:`orch.store.aio.sync_url`); migrations through the async driver
+    itself go through :func:`orch.store.aio.run_on_connection`.
     """
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
-    from orch.aio import sync_url
+    from orch.backends import sync_url
 
     shown = url  # errors name the URL as the user wrote it
     url = sync_url(url)
@@ -162,9 +162,7 @@ def _pymysql_handshake_timeout(engine: Engine, timeout: int) -> None:
     @event.listens_for(engine, "do_connect")
     def _do_connect(dialect: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         wanted = {k: cparams.get(k) for k in ("read_timeout", "write_timeout")}
-        handshake = {
-            k: timeout if v is None else min(float(v), timeout) for k, v in wanted.items()
-        }
+        handshake = {k: timeout if v is None else min(float(v), timeout) for k, v in wanted.items()}
         conn = dialect.loaded_dbapi.connect(*cargs, **{**cparams, **handshake})
         for key, value in wanted.items():
             attr = f"_{key}"
@@ -182,13 +180,13 @@ def preload_drivers(urls: Iterable[str | None]) -> None:
     Callers that fan out over threads call this first.  Unusable URLs are
     left for the threads to report.
     """
-    from orch.aio import is_async, sync_url
+    from orch.backends import is_async, sync_url
 
     seen: set[str] = set()
     for url in urls:
         if not url:
             continue
-        # an async URL: its driver migrates, its sync twin reads (see orch.aio)
+        # an async URL: its driver migrates, its sync twin reads (see orch.store.aio)
         if is_async(url) and "async" not in seen:
             seen.add("async")
             with contextlib.suppress(Exception):  # greenlet missing: reported on connect
@@ -226,7 +224,7 @@ def connect(
     server and login, see :func:`_shared_pg_engine`.
     """
     if shared and backend(url) == "postgresql":
-        from orch.aio import sync_url
+        from orch.backends import sync_url
 
         engine, database = _shared_pg_engine(sync_url(url), connect_timeout)
         token = _PG_DATABASE.set((database,))
@@ -241,30 +239,6 @@ def connect(
         return engine.connect()
     except Exception as exc:
         raise DatabaseError(describe_error(exc)) from exc
-
-
-def run_on_connection(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
-    """Open the migration connection of *url*, run ``work(connection)``, close it.
-
-    The one entry point of the code that migrates: a sync driver's URL gets
-    a :func:`connect` connection; an async driver's (``postgresql+asyncpg``,
-    ``sqlite+aiosqlite``, ``mysql+aiomysql``, ``mysql+asyncmy``) runs the same
-    *work* through that driver, on the sync facade of ``run_sync`` (see
-    :mod:`orch.aio`).  A failed connect is a redacted :class:`DatabaseError`
-    either way; what *work* raises propagates.
-    """
-    from orch.aio import is_async
-
-    if is_async(url):
-        from orch import aio
-
-        return aio.run(url, connect_timeout, work)
-    conn = connect(url, connect_timeout)
-    try:
-        return work(conn)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 _SHARED_ENGINES: dict[str, Engine] = {}

@@ -3,7 +3,7 @@
 No database I/O happens here: the caller reads the live revisions and passes
 them in, so every rule (selector syntax, dependency rules, wrong-side
 targets, order and parallel levels) is tested with literals.  The revisions
-of each step are Alembic's (see :func:`orch.revisions.resolve_target`).  The
+of each step are Alembic's (see :func:`orch.config.revisions.resolve_target`).  The
 executor resolves each target again after it has taken the database's lock;
 for a plan that was shown (:meth:`Plan.announced`) it runs exactly the
 announced steps or nothing.
@@ -16,9 +16,10 @@ import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from orch.config.registry import Registry
+from orch.config.revisions import Graph
 from orch.errors import RefusedError, UsageError
-from orch.registry import Registry
-from orch.revisions import Graph, Resolved, resolve_target
+from orch.planning.resolve import Resolved, resolve_target
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,7 @@ class Plan:
     def announced(self) -> Plan:
         """This plan, its resolved steps marked as shown: the executor then runs them or
         nothing (``refused``) for a database whose steps changed in between."""
-        steps = tuple(
-            dataclasses.replace(s, announced=s.resolved is not None) for s in self.steps
-        )
+        steps = tuple(dataclasses.replace(s, announced=s.resolved is not None) for s in self.steps)
         return Plan(self.direction, steps)
 
     def levels(self) -> list[list[PlanStep]]:
@@ -249,9 +248,7 @@ def plan_stamp(
     return _build(registry, "stamp", targets, graphs, currents)
 
 
-def _explicit_targets(
-    selectors: Sequence[Selector], command: str, examples: str
-) -> dict[str, str]:
+def _explicit_targets(selectors: Sequence[Selector], command: str, examples: str) -> dict[str, str]:
     """database -> target, refusing a selector without one (downgrade and stamp never guess)."""
     targets: dict[str, str] = {}
     for s in selectors:

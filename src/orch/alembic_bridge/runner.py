@@ -11,140 +11,19 @@ it runs (every ``alembic.command`` call would import every revision file).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orch.db import backend
+from orch.alembic_bridge.job import Job, add_sys_path
+from orch.config.registry import DatabaseSpec, Registry
 from orch.errors import UsageError
-from orch.registry import DatabaseSpec, Registry
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-    from sqlalchemy import MetaData
     from sqlalchemy.engine import Connection
-
-
-@dataclass
-class Job:
-    """What ``migrations/env.py`` needs to run one database (see :func:`configure_kwargs`)."""
-
-    registry: Registry
-    db: DatabaseSpec
-    url: str
-    connection: Connection | None = None
-    as_sql: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.db.name
-
-    def metadata(self) -> MetaData | None:
-        return load_metadata(self.registry, self.db)
-
-    def configure_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``context.configure`` (besides connection/url)."""
-        kind = backend(self.url)
-        opts: dict[str, Any] = {
-            "target_metadata": self.metadata(),
-            "version_table": self.db.version_table,
-            "version_table_schema": self.db.version_table_schema,
-            "transaction_per_migration": True,
-            "render_as_batch": kind == "sqlite",
-            "compare_type": True,
-            "include_object": self.include_object,
-        }
-        if self.db.version_table_schema:
-            opts["include_schemas"] = False
-        if kind == "sqlite" and not self.as_sql:
-            # with the pysqlite BEGIN recipe DDL really is transactional on SQLite
-            opts["transactional_ddl"] = True
-        opts.update(self.extra)
-        return opts
-
-    def include_object(
-        self, obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-    ) -> bool:
-        """Leave orch's own table, the version table and ``exclude_tables`` alone."""
-        if type_ == "table" and name is not None:
-            if name in (self.registry.settings.log_table, self.db.version_table):
-                return False
-            if self.db.excluded(name):
-                return False
-        if type_ in ("index", "column", "unique_constraint", "foreign_key_constraint"):
-            table = getattr(obj, "table", None)
-            tname = getattr(table, "name", None)
-            if tname and (self.db.excluded(tname) or tname == self.registry.settings.log_table):
-                return False
-        return True
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """The migration connection: orch's (lock held) or, under plain alembic, a new one.
-
-        Under plain alembic an async URL connects through the sync driver of
-        the same server (see :mod:`orch.aio`): this context manager has no
-        event loop to run the async driver in.  orch itself migrates through
-        the async driver.
-        """
-        if self.connection is not None:
-            yield self.connection
-            return
-        from orch.db import connect
-
-        conn = connect(self.url, self.registry.settings.connect_timeout)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-
-def load_metadata(registry: Registry, db: DatabaseSpec) -> MetaData | None:
-    """Import ``module:attribute`` with the registry's ``prepend_sys_path``."""
-    if not db.metadata:
-        return None
-    module_name, _, attr = db.metadata.partition(":")
-    add_sys_path(registry)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise UsageError(
-            f"{registry.path}: databases.{db.name}.metadata: cannot import {module_name!r}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(
-                f"{registry.path}: databases.{db.name}.metadata: {module_name!r} has no "
-                f"attribute {attr!r}"
-            )
-        obj = getattr(obj, part)
-    from sqlalchemy import MetaData
-
-    if not isinstance(obj, MetaData):
-        metadata = getattr(obj, "metadata", None)  # a declarative Base is fine too
-        if isinstance(metadata, MetaData):
-            return metadata
-        raise UsageError(
-            f"{registry.path}: databases.{db.name}.metadata: {db.metadata} is a "
-            f"{type(obj).__name__}, not a SQLAlchemy MetaData"
-        )
-    return obj
-
-
-def add_sys_path(registry: Registry) -> None:
-    for p in reversed(registry.prepend_sys_path):
-        s = str(p)
-        if s not in sys.path:
-            sys.path.insert(0, s)
 
 
 def check_project(registry: Registry) -> None:
@@ -295,13 +174,13 @@ def _lazy_revisions(directory: Path) -> Iterator[Any]:
     (revision, down_revision, branch_labels, depends_on): on a history of
     2,000 revisions that is most of a run, and without bytecode caching
     (``PYTHONDONTWRITEBYTECODE``, common in containers) every module is also
-    compiled.  The headers come from :mod:`orch.revisions`, which status and
+    compiled.  The headers come from :mod:`orch.config.revisions`, which status and
     plan already trust; each module is imported on first use of anything
     else (``upgrade``, ``downgrade``, its docstring), which for a migration
     means: when it runs.  Alembic builds the same graph from the same four
     values, so the order of the steps is the one it would compute.
     """
-    from orch.revisions import scan_directory
+    from orch.config.revisions import scan_directory
 
     return _scripts(scan_directory(directory).values())
 
@@ -354,7 +233,7 @@ class _LazyRevision:
         if self._module is None:
             from alembic import util
 
-            from orch.revisions import GraphError, _as_tuple
+            from orch.config.revisions import GraphError, _as_tuple
 
             module = util.load_python_file(self._path.parent, self._path.name)
             rev = self._rev
@@ -419,7 +298,7 @@ def _load_modules(steps: Sequence[Any]) -> None:
 def preload(registry: Registry, dbs: Iterable[DatabaseSpec]) -> None:
     """Import what a migration run needs and build each database's ScriptDirectory, here.
 
-    :func:`orch.execute.execute` calls this before it forks its workers, so
+    :func:`orch.run.execute.execute` calls this before it forks its workers, so
     they inherit Alembic, Mako, every dialect's DDL implementation and
     env.py's imports instead of each importing them on its first database
     (about 0.1 s of CPU per worker: on a small machine more than the
@@ -434,9 +313,9 @@ def preload(registry: Registry, dbs: Iterable[DatabaseSpec]) -> None:
     import alembic.runtime.environment  # noqa: F401
     import alembic.runtime.migration  # noqa: F401
 
-    import orch.alembic_env  # noqa: F401  what migrations/env.py imports
-    import orch.audit  # noqa: F401
-    import orch.locks  # noqa: F401
+    import orch.alembic_bridge.env  # noqa: F401  what migrations/env.py imports
+    import orch.store.audit  # noqa: F401
+    import orch.store.locks  # noqa: F401
 
     seen: set[Path] = set()
     for db in dbs:

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orch.config.registry import DatabaseSpec, Registry, Target
 from orch.errors import MissingVariable, UsageError
-from orch.registry import DatabaseSpec, Registry, Target
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -39,7 +39,7 @@ def inspection_connection(registry: Registry, target: Target) -> Iterator[Connec
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from orch.db import NoDatabase, backend, connect
+    from orch.store.db import NoDatabase, backend, connect
 
     if target.url is None:
         raise MissingVariable(f"{target.name}: {target.missing}")
@@ -72,8 +72,8 @@ def require_metadata(db: DatabaseSpec, what: str) -> None:
 
 def require_up_to_date(conn: Connection, db: DatabaseSpec, env: str) -> None:
     """Autogenerate against a database that is behind would re-create pending work."""
-    from orch.db import read_current
-    from orch.revisions import load_graph
+    from orch.config.revisions import load_graph
+    from orch.store.db import read_current
 
     graph = load_graph(db.versions, db.name)
     current = read_current(conn, db)
@@ -111,7 +111,8 @@ def autogenerate_revision(
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
-    from orch import alembic_run
+    from orch.alembic_bridge import job as job_mod
+    from orch.alembic_bridge import runner as alembic_run
 
     require_metadata(db, "autogenerate")
     target = registry.target(env, db.name)
@@ -137,8 +138,8 @@ def autogenerate_revision(
         "depends_on": None,
         **command_args,
     }
-    alembic_run.add_sys_path(registry)
-    alembic_run.load_metadata(registry, db)  # a clear error before Alembic runs env.py
+    job_mod.add_sys_path(registry)
+    job_mod.load_metadata(registry, db)  # a clear error before Alembic runs env.py
     script = ScriptDirectory.from_config(cfg)
     revision_context = RevisionContext(cfg, script, args, process_revision_directives=directives)
 
@@ -150,7 +151,7 @@ def autogenerate_revision(
     with inspection_connection(registry, target) as conn:
         require_up_to_date(conn, db, env_name)
         assert target.url is not None
-        cfg.attributes["orch"] = alembic_run.Job(registry, db, target.url, connection=conn)
+        cfg.attributes["orch"] = job_mod.Job(registry, db, target.url, connection=conn)
         with EnvironmentContext(
             cfg,
             script,

@@ -5,7 +5,7 @@ built on a read-only connection, not ``alembic.command.check``: the latter
 runs env.py's ``run_migrations``, which creates the version table on a
 fresh database (and on MySQL that DDL commits at once).  The comparison
 options are the ones orch's env.py uses for autogenerate
-(:meth:`orch.alembic_run.Job.configure_kwargs`: type comparison, SQLite
+(:meth:`orch.alembic_bridge.job.Job.configure_kwargs`: type comparison, SQLite
 batch mode, orch's own tables and ``exclude_tables`` left out), so ``check``
 reports exactly what ``revision --autogenerate`` would write.
 """
@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orch.config.registry import Registry, Target
 from orch.errors import OrchError
-from orch.registry import Registry, Target
 
 # check outcomes per database
 CHECK_STATES = ("clean", "drift", "not_checkable", "unreachable", "unconfigured", "failed")
@@ -100,16 +100,20 @@ def describe(diff: Any, dialect: Any = None) -> dict[str, Any]:
         if op in ("add_table", "remove_table"):
             table = d[1]
             out["table"] = _table_name(table)
-            verb = "table in the models, missing in the database" if op == "add_table" else (
-                "table in the database, not in the models"
+            verb = (
+                "table in the models, missing in the database"
+                if op == "add_table"
+                else ("table in the database, not in the models")
             )
             out["text"] = f"{op} {out['table']}: {verb}"
         elif op in ("add_column", "remove_column"):
             schema, tname, col = d[1], d[2], d[3]
             out["table"] = f"{schema}.{tname}" if schema else tname
             out["column"] = col.name
-            where = "in the models, missing in the database" if op == "add_column" else (
-                "in the database, not in the models"
+            where = (
+                "in the models, missing in the database"
+                if op == "add_column"
+                else ("in the database, not in the models")
             )
             out["text"] = f"{op} {out['table']}.{col.name} {_type(col.type, dialect)}: {where}"
         elif op in ("add_index", "remove_index"):
@@ -168,24 +172,26 @@ def compare(registry: Registry, target: Target) -> DriftResult:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from orch import alembic_run
-    from orch.autogen import inspection_connection
-    from orch.db import describe_error, read_current
+    from orch.alembic_bridge import job as job_mod
+    from orch.alembic_bridge.autogen import inspection_connection
+    from orch.config.revisions import load_graph
     from orch.errors import DatabaseError
-    from orch.revisions import load_graph
+    from orch.store.db import describe_error, read_current
 
     db = target.db
     heads = list(load_graph(db.versions, db.name).heads)
     if not db.metadata:
         return DriftResult(
-            db.name, "not_checkable", heads=heads,
+            db.name,
+            "not_checkable",
+            heads=heads,
             error=f"no 'metadata' in the registry (databases.{db.name}.metadata: module:attribute)",
         )
     if target.url is None:
         return DriftResult(db.name, "unconfigured", heads=heads, error=target.missing)
-    metadata = alembic_run.load_metadata(registry, db)
+    metadata = job_mod.load_metadata(registry, db)
     assert metadata is not None
-    job = alembic_run.Job(registry, db, target.url)
+    job = job_mod.Job(registry, db, target.url)
     opts = job.configure_kwargs()
     opts.pop("target_metadata", None)
     opts.pop("transactional_ddl", None)
@@ -222,11 +228,11 @@ def check(
     targets = [t for t in registry.targets(env) if not names or t.name in names]
     if any(t.db.metadata for t in targets):
         # import models once, before threads race on the import machinery
-        from orch import alembic_run
+        from orch.alembic_bridge import job as job_mod
 
         for t in targets:
             if t.db.metadata:
-                alembic_run.load_metadata(registry, t.db)
+                job_mod.load_metadata(registry, t.db)
     if len(targets) <= 1:
         return [compare(registry, t) for t in targets]
     with concurrent.futures.ThreadPoolExecutor(min(8, len(targets))) as pool:

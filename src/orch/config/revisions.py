@@ -17,6 +17,7 @@ plan, ``--sql``, the protected prompt and the run cannot disagree.
 from __future__ import annotations
 
 import ast
+import copy
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -284,12 +285,11 @@ class Graph:
             for label in r.branch_labels:
                 self._labels[label] = r.revision
         self._script_factory: Callable[[], Any] | None = None
-        self._detached: Any = None
 
     def bind_script(self, factory: Callable[[], Any]) -> None:
         """Resolve targets with the ScriptDirectory *factory* returns: the one that runs.
 
-        The factory (:func:`orch.alembic_run.script_directory`) is cached per
+        The factory (:func:`orch.alembic_bridge.runner.script_directory`) is cached per
         process and per state of the files, so planning and running share one
         ``RevisionMap``; it is built from the same headers without importing
         a revision module.
@@ -297,19 +297,16 @@ class Graph:
         self._script_factory = factory
 
     def script(self) -> Any:
-        """The Alembic ScriptDirectory whose ``RevisionMap`` resolves targets for this graph.
+        """The Alembic ScriptDirectory bound with :meth:`bind_script` (None if unbound).
 
-        A graph made from literal :class:`Rev` values (tests, tools) gets a
-        ScriptDirectory over a ``RevisionMap`` of those values: still
-        Alembic's resolution, with no files.
+        The planner binds one for graphs made from literal :class:`Rev` values
+        too (see :func:`orch.planning.resolve.script_of`).
         """
-        if self._script_factory is not None:
-            return self._script_factory()
-        if self._detached is None:
-            from orch.alembic_run import detached_script
+        return self._script_factory() if self._script_factory is not None else None
 
-            self._detached = detached_script(self.revs.values())
-        return self._detached
+    @property
+    def bound(self) -> bool:
+        return self._script_factory is not None
 
     def _topo(self) -> list[str]:
         import graphlib
@@ -323,6 +320,12 @@ class Graph:
             raise GraphError(
                 f"revision cycle in {self.name or 'database'}: {' -> '.join(exc.args[1])}"
             ) from exc
+
+    def renamed(self, name: str) -> Graph:
+        """The same graph under another database's name (databases sharing a directory)."""
+        clone = copy.copy(self)
+        clone.name = name
+        return clone
 
     def __len__(self) -> int:
         return len(self.revs)
@@ -379,139 +382,6 @@ class Graph:
         for r in revs:
             below |= self.ancestors(self.revs[r].down) | self.ancestors(self.revs[r].depends_on)
         return tuple(sorted(revs - below))
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A target resolved against the live current revisions, by Alembic."""
-
-    target: tuple[str, ...]  # heads after the operation ((): base)
-    path: tuple[str, ...]  # revisions to apply (upgrade) or undo (downgrade), in order
-    label: str  # what to show: a revision id, 'head' or 'base'
-    destination: str = ""  # what is given to Alembic as the destination of the run
-
-
-def _relative(spec: str, sign: str) -> bool:
-    return spec[:1] == sign and spec[1:].isdigit()
-
-
-def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction: str) -> Resolved:
-    """Resolve ``head``/``+N``/``-N``/``base``/rev/label against *current* for *direction*.
-
-    The steps are Alembic's: the same ``_upgrade_revs``/``_downgrade_revs``
-    calls on the same ScriptDirectory that ``alembic upgrade``/``downgrade``
-    (and orch's run) make, from the same current heads.  So ``+1`` from one
-    side of a merge counts as Alembic counts it (the merge needs the other
-    side first: two revisions), and ``-1`` below a merge is refused where
-    Alembic's walk is ambiguous.  orch adds its refusals (exit 2): a target
-    on the wrong side of the current revision, past head or base, unknown.
-    Pure apart from reading the ScriptDirectory: the executor calls it again
-    after the lock is taken and compares.
-    """
-    unknown = graph.unknown(current)
-    if unknown and direction != "stamp":  # stamp is the repair: it replaces the rows
-        raise UsageError(
-            f"{graph.name}: the database is at {', '.join(unknown)}, which no revision file "
-            "declares; fix the files or 'orch stamp' it"
-        )
-    where = f"{graph.name}@{spec}"
-    rev: str | None = None
-    if direction == "stamp":
-        if spec in ("head", "heads"):
-            return Resolved(graph.heads, (), "head")
-        if spec == "base":
-            return Resolved((), (), "base")
-        rev = graph.resolve(spec)
-        return Resolved((rev,), (), rev)
-    if direction not in ("upgrade", "downgrade"):  # pragma: no cover
-        raise ValueError(direction)
-    up = direction == "upgrade"
-    if up and (spec == "base" or _relative(spec, "-")):
-        raise UsageError(f"{where}: that is a downgrade target, not an upgrade")
-    if not up and (spec in ("head", "heads") or _relative(spec, "+")):
-        raise UsageError(f"{where}: that is an upgrade target, not a downgrade")
-    if spec in ("head", "heads"):
-        destination, label = "heads", "head"
-    elif spec == "base":
-        destination, label = "base", "base"
-    elif _relative(spec, "+" if up else "-"):
-        if int(spec[1:]) == 0:
-            raise UsageError(f"{where}: a relative target needs N >= 1")
-        if not up and len(current) > 1:
-            # Alembic only warns ("will be disallowed") and picks one head
-            raise UsageError(
-                f"{where}: the database is at several heads ({', '.join(current)}); "
-                "a relative downgrade from them is ambiguous: name the revision to go down to"
-            )
-        destination, label = spec, ""
-    elif up and "," in spec:
-        # "A,B": up to each of these revisions, so the database ends with exactly those
-        # heads (how a rollback returns a database that started at several heads)
-        revs = tuple(dict.fromkeys(graph.resolve(part.strip()) for part in spec.split(",")))
-        under = [r for r in revs if r not in current and r in graph.ancestors(current)]
-        if under:
-            raise UsageError(
-                f"{where}: {', '.join(under)} is below the current revision "
-                f"({', '.join(current)}); use 'orch downgrade'"
-            )
-        destination = label = ",".join(revs)
-    else:
-        rev = graph.resolve(spec)
-        destination, label = rev, rev
-        if not up and rev not in graph.ancestors(current):
-            raise UsageError(
-                f"{where}: {rev} is not below the current revision "
-                f"({', '.join(current) or 'base'}); use 'orch upgrade'"
-            )
-    path, heads = _alembic(graph, current, spec, direction, destination)
-    below = rev is not None and rev not in current and rev in graph.ancestors(current)
-    if up and below and not path:
-        raise UsageError(
-            f"{where}: {rev} is below the current revision "
-            f"({', '.join(current)}); use 'orch downgrade'"
-        )
-    if not label:
-        label = path[-1] if up else ",".join(heads) or "base"
-    return Resolved(heads, path, label, destination)
-
-
-def _alembic(
-    graph: Graph, current: tuple[str, ...], spec: str, direction: str, destination: str
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(revisions in run order, heads after) from Alembic, its refusals as UsageError."""
-    from alembic.script.revision import RevisionError
-    from alembic.util import CommandError
-
-    from orch.alembic_run import alembic_steps, heads_after, step_revision
-
-    where = f"{graph.name}@{spec}"
-    at = ", ".join(current) or "base"
-    try:
-        steps = alembic_steps(graph.script(), direction, destination, current)
-        path = tuple(step_revision(s) for s in steps)
-        heads = heads_after(current, steps) if steps else tuple(sorted(current))
-    except (CommandError, RevisionError) as exc:
-        text = str(exc)
-        if "didn't produce" in text:
-            n = int(spec[1:])
-            if direction == "upgrade":
-                have, what, end = len(graph.pending(current)), "pending", "head"
-            else:
-                have, what, end = len(graph.ancestors(current)), "applied", "base"
-            if have < n:
-                raise UsageError(
-                    f"{where}: only {have} revision(s) {what}; {spec} goes past {end}"
-                ) from None
-            raise UsageError(
-                f"{where}: {spec} goes past {end}: Alembic counts {spec} along the revision "
-                f"chain from {at}, which has fewer than {n} step(s) ({have} revision(s) "
-                f"{what} in all); name a revision instead"
-            ) from None
-        raise UsageError(
-            f"{where}: Alembic cannot {direction} to {destination} from {at}: {text}"
-            + ("; name a revision instead" if "mbiguous" in text else "")
-        ) from None
-    return path, heads
 
 
 def load_graph(directory: Path, name: str = "") -> Graph:

@@ -16,7 +16,7 @@ The loop is created per call, so every worker process makes its own after
 the fork and none is ever shared across one.
 
 Read-only commands (status, plan, history, check, log, ``--sql``) read
-through the synchronous driver of the same server (:func:`sync_url`): the
+through the synchronous driver of the same server (:func:`orch.backends.sync_url`): the
 same server, database, login and version rows, hence the same results,
 without an event loop per database, and with the per-server engine sharing
 ``status`` relies on for large fleets.
@@ -36,66 +36,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: async driver scheme -> (driver module, the synchronous scheme of the same server)
-ASYNC_DRIVERS: dict[str, tuple[str, str]] = {
-    "postgresql+asyncpg": ("asyncpg", "postgresql+psycopg"),
-    "sqlite+aiosqlite": ("aiosqlite", "sqlite"),
-    "mysql+aiomysql": ("aiomysql", "mysql+pymysql"),
-    "mariadb+aiomysql": ("aiomysql", "mariadb+pymysql"),
-    "mysql+asyncmy": ("asyncmy", "mysql+pymysql"),
-    "mariadb+asyncmy": ("asyncmy", "mariadb+pymysql"),
-}
-
-#: URL query options that only the async driver understands (dropped for its sync twin)
-_ASYNC_ONLY_QUERY = {
-    "postgresql": {
-        "prepared_statement_cache_size",
-        "prepared_statement_name_func",
-        "statement_cache_size",
-        "max_cached_statement_lifetime",
-        "max_cacheable_statement_size",
-        "command_timeout",
-        "timeout",
-    },
-}
-
-
-def scheme(url: str) -> str:
-    return url.split("://", 1)[0].lower()
-
-
-def is_async(url: str) -> bool:
-    """Whether *url* names one of the async drivers orch migrates through."""
-    return scheme(url) in ASYNC_DRIVERS
-
-
-def sync_url(url: str) -> str:
-    """The URL of the same database through the synchronous driver (unchanged if not async).
-
-    Only the scheme changes, plus the few query options that differ between
-    the two drivers of one server: asyncpg's ``ssl=`` is libpq's ``sslmode=``
-    (same values), and asyncpg's statement-cache and timeout options have no
-    meaning for psycopg (libpq would refuse them).  Host, port, login,
-    database and every other option stay as written.
-    """
-    s = scheme(url)
-    if s not in ASYNC_DRIVERS:
-        return url
-    target = ASYNC_DRIVERS[s][1]
-    rest = url.split("://", 1)[1]
-    if "?" not in rest or not target.startswith("postgresql"):
-        return f"{target}://{rest}"
-    from urllib.parse import parse_qsl, urlencode
-
-    head, query = rest.split("?", 1)
-    drop = _ASYNC_ONLY_QUERY["postgresql"]
-    pairs = []
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key in drop:
-            continue
-        pairs.append(("sslmode" if key == "ssl" else key, value))
-    return f"{target}://{head}" + (f"?{urlencode(pairs)}" if pairs else "")
-
 
 def make_engine(url: str, connect_timeout: float = 5.0) -> AsyncEngine:
     """An AsyncEngine for *url* with the connect timeout of the sync engines.
@@ -109,10 +49,10 @@ def make_engine(url: str, connect_timeout: float = 5.0) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    from orch.db import _sqlite_transactional, backend, mysql_utf8_password
+    from orch.config.registry import sqlite_path
     from orch.errors import DatabaseError
     from orch.redact import redact
-    from orch.registry import sqlite_path
+    from orch.store.db import _sqlite_transactional, backend, mysql_utf8_password
 
     kind = backend(url)
     connect_args: dict[str, Any] = {}
@@ -145,7 +85,7 @@ def run(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
     *work* gets the sync ``Connection`` facade of ``run_sync`` and may do
     anything it does on a sync connection (every statement is awaited on the
     driver underneath).  A failed connect raises a redacted
-    :class:`~orch.errors.DatabaseError`, like :func:`orch.db.connect`; what
+    :class:`~orch.errors.DatabaseError`, like :func:`orch.store.db.connect`; what
     *work* raises propagates.  A new event loop per call: safe in forked
     workers, never shared across a fork.
     """
@@ -157,8 +97,8 @@ def run(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
 async def _run(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
     import asyncio
 
-    from orch.db import describe_error
     from orch.errors import DatabaseError
+    from orch.store.db import describe_error
 
     engine = make_engine(url, connect_timeout)
     try:
@@ -226,3 +166,26 @@ def _abort_by_cancelling() -> Iterator[None]:
         yield
     finally:
         stopping.set_loop_abort(previous)
+
+
+def run_on_connection(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
+    """Open the migration connection of *url*, run ``work(connection)``, close it.
+
+    The one entry point of the code that migrates: a sync driver's URL gets
+    a :func:`connect` connection; an async driver's (``postgresql+asyncpg``,
+    ``sqlite+aiosqlite``, ``mysql+aiomysql``, ``mysql+asyncmy``) runs the same
+    *work* through that driver, on the sync facade of ``run_sync`` (see
+    this module).  A failed connect is a redacted :class:`DatabaseError`
+    either way; what *work* raises propagates.
+    """
+    from orch.backends import is_async
+    from orch.store.db import connect
+
+    if is_async(url):
+        return run(url, connect_timeout, work)
+    conn = connect(url, connect_timeout)
+    try:
+        return work(conn)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()

@@ -37,11 +37,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from orch.plan import Plan, PlanStep, levels
+from orch.planning.plan import Plan, PlanStep, levels
 
 if TYPE_CHECKING:
-    from orch.execute import DbResult
-    from orch.registry import Registry
+    from orch.config.registry import Registry
+    from orch.run.execute import DbResult
 
 
 def wanted(results: Sequence[DbResult], interrupted: bool) -> bool:
@@ -114,9 +114,7 @@ def _held_by(
     """
     out: dict[str, str] = {}
     for stuck in cannot:
-        around = (
-            registry.dependencies(stuck) if undo == "downgrade" else registry.dependents(stuck)
-        )
+        around = registry.dependencies(stuck) if undo == "downgrade" else registry.dependents(stuck)
         for name in around:
             if name in targets and name not in out:
                 relation = "dependent" if undo == "downgrade" else "dependency"
@@ -139,8 +137,8 @@ def _not_back_to_start(
     undone: such a database is reported, not half rolled back.
     """
     from orch.errors import OrchError
-    from orch.revisions import resolve_target
-    from orch.status import graphs_for
+    from orch.planning.live import graphs_for
+    from orch.planning.resolve import resolve_target
 
     by_name = {r.name: r for r in results}
     graphs = graphs_for(registry, list(targets))

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.config.registry import Registry, Target
+from orch.config.revisions import Graph
 from orch.errors import DatabaseError, MissingVariable, UsageError
-from orch.plan import Plan, PlanStep
-from orch.registry import Registry, Target
-from orch.revisions import Graph
+from orch.planning.plan import Plan, PlanStep
 
 RULE = "-- " + "=" * 72
 
@@ -141,7 +141,7 @@ def read_starts(
     graphs: Mapping[str, Graph],
 ) -> dict[str, tuple[str, ...]]:
     """The start of each database: ``--from`` if given, else its live revision (read-only)."""
-    from orch import status as st
+    from orch.queries import status as st
 
     starts: dict[str, tuple[str, ...]] = dict(given)
     to_read = [n for n in names if n not in given]
@@ -186,8 +186,8 @@ def get_bind_line(path: str | None) -> int | None:
 
 def _reason(exc: BaseException, rev_path: str | None) -> str:
     """Why a revision could not be rendered offline, naming the cause when it is known."""
-    from orch.alembic_run import StepsDiffer
-    from orch.db import describe_error
+    from orch.alembic_bridge.runner import StepsDiffer
+    from orch.store.db import describe_error
 
     text = f"{type(exc).__name__}: {describe_error(exc)}"
     # Alembic explains itself (batch, --sql limits); so does a steps mismatch
@@ -212,8 +212,8 @@ def render(
     source: str,
 ) -> Section:
     """The offline SQL of one plan step (``step.resolved`` from its start)."""
-    from orch import alembic_run
-    from orch.db import backend
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.store.db import backend
 
     assert step.resolved is not None and step.current is not None
     url = target.url
@@ -376,9 +376,9 @@ def build(
 ) -> Preview:
     """Plan like ``upgrade``/``downgrade`` would, from the live (or ``--from``) revisions,
     and render the SQL of every step.  Reads, never writes."""
-    from orch.alembic_run import check_project
-    from orch.plan import parse_selectors, plan_downgrade, plan_upgrade
-    from orch.status import graphs_for
+    from orch.alembic_bridge.runner import check_project
+    from orch.planning.live import graphs_for
+    from orch.planning.plan import parse_selectors, plan_downgrade, plan_upgrade
 
     environment = registry.environment(env).name
     check_project(registry)

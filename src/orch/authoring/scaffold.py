@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from orch.config.registry import CONFIG_NAME, NAME_RE
 from orch.errors import UsageError
-from orch.registry import CONFIG_NAME, NAME_RE
 
 _METADATA_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -66,7 +66,7 @@ def init_project(
     directory: Path, database: str = "main", metadata: str | None = None
 ) -> InitResult:
     """Scaffold an orch project in *directory* (created if needed); never overwrite."""
-    from orch.registry import _script_location
+    from orch.config.registry import _script_location
 
     if not NAME_RE.match(database):
         raise UsageError(f"--database {database!r}: database names must match [a-z][a-z0-9_]*")
@@ -82,9 +82,7 @@ def init_project(
     values = {
         "database": database,
         "DATABASE": database.upper(),
-        "metadata": f"metadata: {metadata}"
-        if metadata
-        else "# metadata: myapp.models:Base",
+        "metadata": f"metadata: {metadata}" if metadata else "# metadata: myapp.models:Base",
     }
 
     def write(rel: Path, text: str) -> None:
@@ -140,7 +138,7 @@ def init_project(
         )
         step += 1
     result.next_steps += [
-        f"{step}. orch revision {database} -m \"initial schema\" --autogenerate",
+        f'{step}. orch revision {database} -m "initial schema" --autogenerate',
         f"{step + 1}. orch upgrade --all",
         f"{step + 2}. orch status",
     ]
@@ -148,9 +146,9 @@ def init_project(
 
 
 def _ini_notes(root: Path) -> list[str]:
-    from orch.alembic_ini import disagreements
+    from orch.config.alembic_ini import disagreements
+    from orch.config.registry import parse_registry
     from orch.errors import OrchError
-    from orch.registry import parse_registry
 
     try:
         registry = parse_registry(root / CONFIG_NAME)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orch.aio import ASYNC_DRIVERS
+from orch.backends import ASYNC_DRIVERS
+from orch.config.hookspec import PLACEHOLDERS, quoting_problems, unknown_placeholders
 from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
-from orch.hooks import PLACEHOLDERS, quoting_problems, unknown_placeholders
 from orch.redact import REDACTOR, redact_url, userinfo_problem
 
 CONFIG_NAME = "databases.yaml"
@@ -74,7 +74,7 @@ _DRIVERS: dict[str, tuple[str | None, str | None]] = {
     "mysql+mysqldb": ("MySQLdb", "mysql+pymysql"),
     "mariadb": ("MySQLdb", "mariadb+pymysql"),
     "mariadb+mysqldb": ("MySQLdb", "mariadb+pymysql"),
-    # async drivers (see orch.aio): migrations run through them, reads through the sync twin
+    # async drivers (see orch.store.aio): migrations run through them, reads through the sync twin
     **{scheme: (module, None) for scheme, (module, _) in ASYNC_DRIVERS.items()},
 }
 _ASYNC_MODULES = {module for module, _ in ASYNC_DRIVERS.values()}
@@ -1031,7 +1031,7 @@ def driver_problem(url: str) -> str | None:
     orch supports SQLite, PostgreSQL and MySQL/MariaDB through drivers it has
     a migration lock and a connect timeout for: pysqlite, psycopg 3 and PyMySQL,
     and the async drivers applications use (asyncpg, aiosqlite, aiomysql,
-    asyncmy; see :mod:`orch.aio`), which need the optional ``async`` extra.
+    asyncmy; see :mod:`orch.store.aio`), which need the optional ``async`` extra.
     Other drivers of those databases get the supported driver as the fix;
     ``mysql://`` means MySQLdb and ``postgresql://`` means psycopg2, which are
     usually not installed.
@@ -1057,10 +1057,7 @@ def driver_problem(url: str) -> str | None:
                 f"{scheme}:// needs driver {module}, which is not installed; "
                 f"pip install {module}{extra}"
             )
-        return (
-            f"{scheme}:// needs driver {module}, which is not installed; "
-            f"use {fix}:// instead"
-        )
+        return f"{scheme}:// needs driver {module}, which is not installed; use {fix}:// instead"
     family, _, driver = scheme.partition("+")
     if family in _FIX:
         return (
@@ -1113,9 +1110,7 @@ def _identity(url: str, schema: str | None, table: str) -> tuple[str, ...]:
     if not m:
         return (url, schema or "", table)
     family = _family(m["name"])
-    query = dict(
-        part.partition("=")[::2] for part in (m["query"] or "").split("&") if part
-    )
+    query = dict(part.partition("=")[::2] for part in (m["query"] or "").split("&") if part)
     host = (query.get("host") or m["ipv6host"] or m["ipv4host"] or "").lower()
     host = "localhost" if host in _LOOPBACK else host
     port = m["port"] or query.get("port") or str(_DEFAULT_PORT.get(family, ""))
@@ -1162,13 +1157,25 @@ def _name_problem(registry: Registry, t: Target) -> str | None:
     server = "PostgreSQL" if limit == 63 else "MySQL/MariaDB"
     # Alembic names the version table's primary key "<table>_pkc": 4 characters more
     names = [
-        (f"databases.{t.name}.version_table", t.db.version_table, limit - 4,
-         f"; Alembic names its primary key '<table>_pkc', and {server} takes identifiers of "
-         f"at most {limit}"),
-        (f"databases.{t.name}.version_table_schema", t.db.version_table_schema or "", limit,
-         f"; {server} takes identifiers of at most {limit}"),
-        ("settings.log_table", registry.settings.log_table, limit,
-         f"; {server} takes identifiers of at most {limit}"),
+        (
+            f"databases.{t.name}.version_table",
+            t.db.version_table,
+            limit - 4,
+            f"; Alembic names its primary key '<table>_pkc', and {server} takes identifiers of "
+            f"at most {limit}",
+        ),
+        (
+            f"databases.{t.name}.version_table_schema",
+            t.db.version_table_schema or "",
+            limit,
+            f"; {server} takes identifiers of at most {limit}",
+        ),
+        (
+            "settings.log_table",
+            registry.settings.log_table,
+            limit,
+            f"; {server} takes identifiers of at most {limit}",
+        ),
     ]
     for key, name, most, why in names:
         if len(name.encode()) > most:

@@ -1,4 +1,4 @@
-"""Runs a :class:`~orch.plan.Plan`: locks, one transaction per revision, order, workers.
+"""Runs a :class:`~orch.planning.plan.Plan`: locks, one transaction per revision, order, workers.
 
 Per database (:func:`run_one`): connect, take the migration lock, then *under
 the lock* close rows of interrupted earlier runs, read the live revision,
@@ -19,7 +19,7 @@ Faults:
 - The autobegin trap: any statement on the migration connection begins a
   transaction, and Alembic then treats the connection as the caller's and
   never commits per revision.  Every statement orch issues outside a
-  revision is followed by a commit, and :func:`orch.alembic_run.run` refuses
+  revision is followed by a commit, and :func:`orch.alembic_bridge.runner.run` refuses
   a connection that is inside a transaction.
 - A SIGKILLed orch: locks are session/connection/process-bound, so they die
   with it; PostgreSQL sessions set ``client_connection_check_interval`` so a
@@ -29,7 +29,7 @@ Faults:
   fails, with where it stands read from the database (:func:`_died`); the
   pool (:class:`_Pool`) goes on with a fresh worker.
 - Concurrent runs and the dependency rule: checked again under the locks
-  (:func:`_dependency_rule`; the lock order is in :mod:`orch.locks`).
+  (:func:`_dependency_rule`; the lock order is in :mod:`orch.store.locks`).
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orch import stopping
-from orch.audit import repair_hint
+from orch.config.registry import Registry, Target
 from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
-from orch.plan import Plan, PlanStep, edges
+from orch.planning.plan import Plan, PlanStep, edges
+from orch.planning.resolve import Resolved
 from orch.redact import REDACTOR, redact
-from orch.registry import Registry, Target
-from orch.revisions import Resolved
+from orch.store.audit import repair_hint
 
 OUTCOMES = ("done", "unchanged", "failed", "skipped", "locked", "refused")
 BAD = ("failed", "locked", "refused", "skipped")
@@ -127,16 +127,16 @@ def _step_revision(step: Any) -> str:
 
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
-    from orch.audit import AuditLog, dirty_revision
-    from orch.db import (
+    from orch.errors import DatabaseError
+    from orch.store.aio import run_on_connection
+    from orch.store.audit import AuditLog, dirty_revision
+    from orch.store.db import (
         check_version_schema,
         describe_error,
         read_current,
-        run_on_connection,
         transactional_ddl,
     )
-    from orch.errors import DatabaseError
-    from orch.locks import LockCancelled, LockTimeout, MigrationLock
+    from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     for s in task.secrets:
         REDACTOR.add(s)
@@ -218,11 +218,18 @@ def run_one(task: Task) -> DbResult:
                     res.outcome, res.error = "refused", str(exc)
                     return
                 if direction == "stamp":
-                    from orch.revisions import load_graph
+                    from orch.config.revisions import load_graph
 
                     files = load_graph(db.versions, db.name)
                     _stamp(
-                        task, conn, audit, resolved.target, resolved.label, res, say, dirty,
+                        task,
+                        conn,
+                        audit,
+                        resolved.target,
+                        resolved.label,
+                        res,
+                        say,
+                        dirty,
                         purge=bool(files.unknown(current)),
                     )
                 elif not resolved.path:
@@ -266,9 +273,10 @@ def _resolve(task: Task, current: tuple[str, ...]) -> Resolved:
     both).  A plan made without reading the database (``upgrade --all``) is
     resolved here.
     """
-    from orch import alembic_run
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.config.revisions import load_graph
     from orch.errors import RefusedError
-    from orch.revisions import load_graph, resolve_target
+    from orch.planning.resolve import resolve_target
 
     db = task.target.db
     step = task.step
@@ -295,7 +303,7 @@ def _dependency_rule(
     concurrent run may change in between.  So, with *db*'s own lock held:
 
     - a **downgrade** takes the locks of *db*'s dependents (in the order of
-      :func:`orch.locks.lock_order`), checks that they are at base and keeps
+      :func:`orch.store.locks.lock_order`), checks that they are at base and keeps
       those locks (in *held*) until its run on *db* ends: no dependent can
       move up meanwhile;
     - an **upgrade** reads its dependencies and checks that they are at head.
@@ -315,14 +323,14 @@ def _dependency_rule(
         return True
     if task.step.direction == "downgrade":
         return _dependents_at_base(task, res, say, held)
-    from orch.status import read_live
+    from orch.planning.live import read_live
 
     behind: list[str] = []
     for dep in task.guard:
         try:
             current = read_live(dep, task.registry)[0]
         except Exception as exc:
-            from orch.db import describe_error
+            from orch.store.db import describe_error
 
             res.outcome = "refused"
             res.error = f"cannot check that its dependency {dep.name} is at head: " + (
@@ -346,9 +354,9 @@ def _dependents_at_base(
     task: Task, res: DbResult, say: Callable[[str], None], held: contextlib.ExitStack
 ) -> bool:
     """A downgrade's half of :func:`_dependency_rule`: lock the dependents, check them."""
-    from orch.db import backend, connect, describe_error, read_current
-    from orch.locks import LockCancelled, LockTimeout, MigrationLock
-    from orch.status import read_live
+    from orch.planning.live import read_live
+    from orch.store.db import backend, connect, describe_error, read_current
+    from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     settings = task.registry.settings
     above: list[str] = []
@@ -400,7 +408,7 @@ def _dependents_at_base(
 
 
 def _at_head(target: Target, current: Sequence[str]) -> bool:
-    from orch.revisions import load_graph
+    from orch.config.revisions import load_graph
 
     graph = load_graph(target.db.versions, target.name)
     return not graph.unknown(tuple(current)) and not graph.pending(tuple(current))
@@ -422,7 +430,7 @@ def _hook(
     hook leaves the migration in place but fails the database too: whatever
     it was for (a grant, a cache flush, a notice) did not happen.
     """
-    from orch.hooks import run_logged
+    from orch.run.hooks import run_logged
 
     conn.rollback()  # no transaction open while the hook runs
     result = run_logged(
@@ -449,7 +457,7 @@ def _session_setup(conn: Any, url: str, registry: Registry) -> None:
     """Per-session settings: end orphaned work promptly, fail fast behind DDL locks."""
     from sqlalchemy import text
 
-    from orch.db import backend
+    from orch.store.db import backend
 
     kind = backend(url)
     ddl = registry.settings.ddl_lock_timeout
@@ -493,9 +501,9 @@ def _migrate(
     """
     from sqlalchemy import event
 
-    from orch import alembic_run
-    from orch.audit import NOTHING_APPLIED
-    from orch.db import backend, describe_error
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.store.audit import NOTHING_APPLIED
+    from orch.store.db import backend, describe_error
 
     db = task.target.db
     direction = task.step.direction
@@ -517,6 +525,7 @@ def _migrate(
         words = statement.lstrip()[:8].split(None, 1)
         if not words or words[0].upper() not in _READ_ONLY:
             state["writes"] += 1
+
     say(
         f"{db.name}: {direction} {', '.join(res.start or []) or 'base'} -> "
         f"{resolved.label} ({len(resolved.path)} revision(s))"
@@ -696,8 +705,8 @@ def _stamp(
     a revision it does not know, so the rows are deleted and the target
     written, in the one transaction of the stamp (Alembic's ``stamp --purge``).
     """
-    from orch import alembic_run
-    from orch.db import describe_error
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.store.db import describe_error
 
     db = task.target.db
     current = tuple(res.start or ())
@@ -829,8 +838,8 @@ def execute(
     database's lock (see :func:`_dependency_rule`); the CLI passes it unless
     ``--ignore-deps``/``--force``.
     """
-    from orch.audit import git_commit
-    from orch.hooks import timestamp
+    from orch.run.hooks import timestamp
+    from orch.store.audit import git_commit
 
     run_id = run_id or str(uuid.uuid4())
     timeout = registry.settings.lock_timeout if lock_timeout is None else lock_timeout
@@ -883,7 +892,7 @@ def execute(
     if n_jobs > 1 and len(tasks) > 1:
         method = start_method()
         if method == "fork":
-            from orch.alembic_run import preload
+            from orch.alembic_bridge.runner import preload
 
             preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
             _FORKED_TASKS.clear()
@@ -943,7 +952,7 @@ def _guard(registry: Registry, targets: dict[str, Target], step: PlanStep) -> tu
     the plan does).  A database the environment has no URL for is not part
     of it and counts as satisfied.
     """
-    from orch.locks import lock_order
+    from orch.store.locks import lock_order
 
     if step.direction == "upgrade":
         names = registry.dependencies(step.db)
@@ -951,9 +960,7 @@ def _guard(registry: Registry, targets: dict[str, Target], step: PlanStep) -> tu
         names = registry.dependents(step.db)
     else:
         return ()
-    return tuple(
-        targets[n] for n in lock_order(registry, names) if n in targets and targets[n].url
-    )
+    return tuple(targets[n] for n in lock_order(registry, names) if n in targets and targets[n].url)
 
 
 def _read_untouched(
@@ -976,15 +983,22 @@ def _read_untouched(
     ]
     if not unread:
         return
-    from orch.status import collect
+    import concurrent.futures
 
-    by_env: dict[str, list[str]] = {}
-    for n in unread:
-        by_env.setdefault(targets[n].env, []).append(n)
-    for env, names in by_env.items():
-        for s in collect(registry, env, names):
-            if s.current is not None:
-                results[s.name].start = results[s.name].end = list(s.current)
+    from orch.planning.live import read_live
+
+    def current(name: str) -> tuple[str, ...] | None:
+        if targets[name].url is None:
+            return None
+        try:
+            return read_live(targets[name], registry)[0]
+        except Exception:  # noqa: BLE001  unreadable: the summary leaves it unknown
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(min(16, len(unread))) as pool:
+        for name, cur in zip(unread, pool.map(current, unread), strict=True):
+            if cur is not None:
+                results[name].start = results[name].end = list(cur)
 
 
 # The tasks of the run in progress, set before the pool forks its workers: a
@@ -1028,7 +1042,7 @@ def _worker_main(conn: Any, parent: int) -> None:
         try:
             result = run_one(task)
         except Exception as exc:  # run_one turns failures into results: this is a bug
-            from orch.db import describe_error
+            from orch.store.db import describe_error
 
             error = f"worker: {describe_error(exc)}"
             result = DbResult(task.target.name, task.step.direction, "failed", error=error)
@@ -1168,8 +1182,8 @@ def _died(task: Task, notes: dict[str, Any], exitcode: int | None) -> DbResult:
     """
     import signal
 
-    from orch.db import describe_error
-    from orch.status import read_live
+    from orch.planning.live import read_live
+    from orch.store.db import describe_error
 
     db = task.target.db
     if exitcode is not None and exitcode < 0:

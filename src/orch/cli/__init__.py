@@ -23,8 +23,8 @@ from orch import __version__
 from orch.errors import EXIT_FAILED, EXIT_USAGE, OrchError, RefusedError
 
 if TYPE_CHECKING:
-    from orch.execute import DbResult
-    from orch.registry import Registry
+    from orch.config.registry import Registry
+    from orch.run.execute import DbResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +42,7 @@ class State:
 
     def registry(self) -> Registry:
         from orch import errors
-        from orch.registry import load_registry
+        from orch.config.registry import load_registry
 
         if self._registry is None:
             self._registry = load_registry(self.config)
@@ -272,12 +272,13 @@ def _live_currents(
     ``read=False`` connects to nothing (every revision None) but still
     imports the drivers here, once, before any worker forks.
     """
-    from orch import status as st
+    from orch.planning.live import graphs_for as live_graphs_for
+    from orch.queries import status as st
 
     targets = {t.name: t for t in registry.targets(env)}
-    graphs = st.graphs_for(registry)
+    graphs = live_graphs_for(registry)
     if not read:
-        from orch.db import preload_drivers
+        from orch.store.db import preload_drivers
 
         preload_drivers(targets[n].url for n in names)
         return targets, {"graphs": graphs, "currents": dict.fromkeys(names), "statuses": []}
@@ -310,7 +311,7 @@ def _confirm_protected(
     """In a protected environment, show the plan and make the operator type the env's name.
 
     True when the plan was shown and confirmed: the run must then be that
-    plan (see :meth:`orch.plan.Plan.announced`).
+    plan (see :meth:`orch.planning.plan.Plan.announced`).
 
     Typing the name (not just "y") is the point: it is the moment an operator
     notices they are about to touch prod.  Without a terminal on stdin and
@@ -332,7 +333,7 @@ def _confirm_protected(
             "terminal to confirm on; nothing was changed"
         )
         if state.json:
-            from orch.execute import DbResult
+            from orch.run.execute import DbResult
 
             emit_json(
                 {
@@ -451,9 +452,9 @@ def _run_and_report(
     """
     import uuid
 
-    from orch import rollback
-    from orch.alembic_run import check_project
-    from orch.execute import effective_jobs, execute, exit_code
+    from orch.alembic_bridge.runner import check_project
+    from orch.run import rollback
+    from orch.run.execute import effective_jobs, execute, exit_code
     from orch.stopping import Stop
 
     check_project(registry)  # a broken alembic.ini: exit 2 before any database is touched
@@ -516,10 +517,10 @@ def _roll_back(
     run_id: str,
     on_result: Callable[[DbResult], None],
 ) -> bool:
-    """Undo a failed *direction* run (see :mod:`orch.rollback`); attach each outcome to its
+    """Undo a failed *direction* run (see :mod:`orch.run.rollback`); attach each outcome to its
     database's result."""
-    from orch import rollback
-    from orch.execute import execute
+    from orch.run import rollback
+    from orch.run.execute import execute
 
     rb_plan, cannot = rollback.plan(registry, results, direction)
     by_name = {r.name: r for r in results}
@@ -560,8 +561,8 @@ def _report_run(
     on_failure: str,
     rolled_back: bool,
 ) -> None:
-    from orch import rollback
     from orch.render import short, table
+    from orch.run import rollback
 
     interrupted = stop.name or None
     if state.json:
@@ -658,7 +659,7 @@ class _Seconds(_FloatParam):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        from orch.registry import seconds_problem
+        from orch.config.registry import seconds_problem
 
         try:
             number = float(value)
@@ -695,7 +696,7 @@ _yes_opt = click.option(
 
 
 def _sql_options(f: F) -> F:
-    """--sql / --from / --out: review the exact SQL instead of running it (see orch.offline)."""
+    """--sql / --from / --out: review the exact SQL instead of running it (orch.queries.offline)."""
     opts = [
         click.option(
             "--sql",
@@ -741,7 +742,7 @@ def _sql_preview(
     """The ``--sql`` branch of upgrade/downgrade: render, print or write files, exit."""
     from pathlib import Path
 
-    from orch import offline
+    from orch.queries import offline
 
     registry = state.env_registry()
     if out_dir:
@@ -828,8 +829,14 @@ def upgrade(
     _sql_only(sql, from_, out_dir)
     if sql:
         _sql_preview(
-            state, "upgrade", selectors, from_, out_dir,
-            all_=all_, with_deps=with_deps, ignore_deps=ignore_deps,
+            state,
+            "upgrade",
+            selectors,
+            from_,
+            out_dir,
+            all_=all_,
+            with_deps=with_deps,
+            ignore_deps=ignore_deps,
         )
     registry = state.env_registry()
     env = state.env_name()
@@ -882,7 +889,7 @@ def _upgrade_plan(
     hundreds for a fleet).  The drivers are still imported here, once,
     before the workers fork.
     """
-    from orch.plan import parse_selectors, plan_upgrade
+    from orch.planning.plan import parse_selectors, plan_upgrade
 
     sels = parse_selectors(registry, selectors, command="upgrade")
     if all_ and sels:
@@ -938,7 +945,7 @@ def downgrade(
     out_dir: str | None,
 ) -> None:
     """Migrate databases down to an explicit target (DB@-1, DB@REV, DB@base); dependents first."""
-    from orch.plan import parse_selectors, plan_downgrade
+    from orch.planning.plan import parse_selectors, plan_downgrade
 
     state = _state()
     _sql_only(sql, from_, out_dir)
@@ -956,9 +963,7 @@ def downgrade(
     _require_urls(targets, plan.names)
     notes = []
     if on_failure == "rollback":
-        notes.append(
-            "on failure: every database this run changed goes back up to where it started"
-        )
+        notes.append("on failure: every database this run changed goes back up to where it started")
     if _confirm_protected(state, registry, env, yes, plan, notes=notes):
         plan = plan.announced()
     _run_and_report(
@@ -981,8 +986,8 @@ def downgrade(
 @global_options
 def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> None:
     """Set the version of databases without running migrations (baseline, repair)."""
-    from orch.plan import parse_selectors, plan_stamp
-    from orch.status import graphs_for
+    from orch.planning.live import graphs_for
+    from orch.planning.plan import parse_selectors, plan_stamp
 
     state = _state()
     registry = state.env_registry()
@@ -1016,7 +1021,8 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     (unreachable, or unconfigured: a missing variable), its cell saying why,
     or with --check when any is not up_to_date; 2 when it could not start.
     """
-    from orch import status as st
+    from orch.planning.live import graphs_for as live_graphs_for
+    from orch.queries import status as st
     from orch.render import short, table
 
     state = _state()
@@ -1025,7 +1031,7 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     for name in databases:
         registry.database(name)
     names = list(databases) or None
-    graphs = st.graphs_for(registry, names)
+    graphs = live_graphs_for(registry, names)
     if all_envs:
         matrix = dict(st.collect_all(registry, names, graphs=graphs))
         envs = list(matrix)
@@ -1205,8 +1211,8 @@ def log_(databases: tuple[str, ...], limit: int) -> None:
     are kept with their error; 'running (interrupted)' is a step whose run
     was killed (the next run on that database records it as failed).
     """
-    from orch.audit import collect_log
     from orch.render import table
+    from orch.store.audit import collect_log
 
     state = _state()
     registry = state.env_registry()
@@ -1246,8 +1252,17 @@ def log_(databases: tuple[str, ...], limit: int) -> None:
     if rows:
         out(
             table(
-                ["STARTED (UTC)", "DATABASE", "DIRECTION", "REVISION", "OUTCOME", "TIME", "BY",
-                 "RUN", "ERROR"],
+                [
+                    "STARTED (UTC)",
+                    "DATABASE",
+                    "DIRECTION",
+                    "REVISION",
+                    "OUTCOME",
+                    "TIME",
+                    "BY",
+                    "RUN",
+                    "ERROR",
+                ],
                 rows,
             )
         )
@@ -1280,7 +1295,7 @@ def revision(
     Autogenerate reads DB's live schema and writes nothing to it: no version
     table, no SQLite file.  DB must be at its head first.
     """
-    from orch.authoring import new_revision
+    from orch.authoring.revision import new_revision
 
     state = _state()
     registry = state.registry()
@@ -1317,7 +1332,7 @@ def revision(
 @global_options
 def merge(database: str, message: str | None, rev_id: str | None) -> None:
     """Merge the heads of DB (branches of one database) into one revision."""
-    from orch.authoring import merge_heads
+    from orch.authoring.revision import merge_heads
 
     state = _state()
     written = merge_heads(state.registry(), database, message, rev_id=rev_id)
@@ -1343,9 +1358,9 @@ def check(databases: tuple[str, ...]) -> None:
     declare), 2 when a database has no usable URL or a named one has no
     metadata, else 0.
     """
-    from orch import drift
-    from orch import status as st
-    from orch.alembic_ini import disagreements
+    from orch.config.alembic_ini import disagreements
+    from orch.planning import live
+    from orch.queries import drift
     from orch.render import short, table
 
     state = _state()
@@ -1358,7 +1373,7 @@ def check(databases: tuple[str, ...]) -> None:
     warnings = disagreements(full)
     shared = [
         s
-        for s in st.shared_ids(full, st.graphs_for(full, warn=False))
+        for s in live.shared_ids(full, live.graphs_for(full, warn=False))
         if not databases or set(databases) & {*s.databases[0], *s.databases[1]}
     ]
     code = drift.exit_code(results, databases)
@@ -1376,9 +1391,7 @@ def check(databases: tuple[str, ...]) -> None:
             fine = ("clean", "not_checkable")
             found = [f"{r.name} {r.state}" for r in results if r.state not in fine]
             found += [f"revision id {s.revision} shared by two databases" for s in shared]
-            doc["error"] = "; ".join(found) or "; ".join(
-                f"{r.name} not_checkable" for r in results
-            )
+            doc["error"] = "; ".join(found) or "; ".join(f"{r.name} not_checkable" for r in results)
         emit_json(doc)
         raise Exit(code)
     rows = []
@@ -1409,7 +1422,7 @@ def check(databases: tuple[str, ...]) -> None:
 @global_options
 def history(database: str) -> None:
     """Revisions of DB, newest first; '*' marks those applied in this environment."""
-    from orch.history import history as read_history
+    from orch.queries.history import history as read_history
     from orch.render import short, table
 
     state = _state()
@@ -1447,7 +1460,7 @@ def history(database: str) -> None:
 @global_options
 def graph(fmt: str) -> None:
     """The database dependency graph of the registry (depends_on)."""
-    from orch.history import graph_json, render_graph
+    from orch.queries.history import graph_json, render_graph
 
     state = _state()
     registry = state.registry()
@@ -1475,7 +1488,7 @@ def init(directory: str, database: str, metadata: str | None) -> None:
     database in DIR (default: here).  Never overwrites: existing files are skipped."""
     from pathlib import Path
 
-    from orch.scaffold import init_project
+    from orch.authoring.scaffold import init_project
 
     state = _state()
     result = init_project(Path(directory), database, metadata)
@@ -1526,7 +1539,7 @@ def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
         _report(state, "interrupted", EXIT_FAILED, None)
         code = 130
     except Exception as exc:  # a bug: still one line unless -v
-        from orch.db import describe_error
+        from orch.store.db import describe_error
 
         code = EXIT_FAILED
         _report(

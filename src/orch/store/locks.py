@@ -39,9 +39,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orch.db import backend, lock_path
+from orch.config.registry import DatabaseSpec, Registry, sqlite_path
 from orch.errors import DatabaseError
-from orch.registry import DatabaseSpec, Registry, sqlite_path
+from orch.store.db import backend, lock_path
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -136,9 +136,7 @@ class MigrationLock:
             if self.kind == "postgresql":
                 from sqlalchemy import text
 
-                self.conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": pg_key(self.db)}
-                )
+                self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": pg_key(self.db)})
                 self.conn.commit()
             elif self.kind == "mysql":
                 from sqlalchemy import text

@@ -5,10 +5,10 @@ directory, created on demand, and carries its branch label, so plain
 ``alembic heads`` over the whole repo shows one labelled head per database.
 Every later revision's parent is that database's single head: the Config
 knows only the database's directory, so another database's head can never
-be picked.  Autogenerate (:mod:`orch.autogen`) compares the database's
+be picked.  Autogenerate (:mod:`orch.alembic_bridge.autogen`) compares the database's
 metadata with its *own* live database and writes no file when nothing
 changed.  Creating a database's directory also adds it to alembic.ini's
-``version_locations`` (:mod:`orch.alembic_ini`).
+``version_locations`` (:mod:`orch.config.alembic_ini`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.config.registry import Registry
 from orch.errors import MissingVariable, UsageError
-from orch.registry import Registry
 
 _REV_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
@@ -60,7 +60,7 @@ def _check_rev_id(rev_id: str | None, registry: Registry, name: str) -> None:
     alembic.ini's ``version_locations`` would not, so it is refused before the
     file exists rather than warned about ever after.
     """
-    from orch.revisions import RESERVED_REV_IDS, GraphError, scan_directory
+    from orch.config.revisions import RESERVED_REV_IDS, GraphError, scan_directory
 
     if rev_id is None:
         return
@@ -108,8 +108,10 @@ def new_revision(
     """Create a revision file for database *name* (``path`` None: autogenerate found nothing)."""
     from alembic import command
 
-    from orch import alembic_ini, alembic_run
-    from orch.revisions import load_graph
+    from orch.alembic_bridge import job as job_mod
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.config import alembic_ini
+    from orch.config.revisions import load_graph
 
     db = registry.database(name)
     _check_rev_id(rev_id, registry, name)
@@ -127,10 +129,10 @@ def new_revision(
         )
     if autogenerate:
         # fail on bad metadata or an unusable URL before creating any directory
-        from orch.autogen import require_metadata
+        from orch.alembic_bridge.autogen import require_metadata
 
         require_metadata(db, "autogenerate")
-        alembic_run.load_metadata(registry, db)
+        job_mod.load_metadata(registry, db)
         target = registry.target(env, db.name)
         if target.url is None:
             raise MissingVariable(f"{name}: {target.missing}")
@@ -144,7 +146,7 @@ def new_revision(
     cfg = alembic_run.make_config(registry, db)
     # a revision without autogenerate needs no database: never run env.py for it
     cfg.set_main_option("revision_environment", "false")
-    alembic_run.add_sys_path(registry)
+    job_mod.add_sys_path(registry)
     kwargs: dict[str, Any] = {
         "message": message,
         "head": "base" if first else "head",
@@ -158,7 +160,7 @@ def new_revision(
     operations: list[Any] = []
     try:
         if autogenerate:
-            from orch.autogen import autogenerate_revision
+            from orch.alembic_bridge.autogen import autogenerate_revision
 
             path, operations = autogenerate_revision(
                 registry, env, db, cfg, {**kwargs, "allow_empty": allow_empty}
@@ -180,7 +182,7 @@ def new_revision(
         notes=notes,
     )
     if path is not None:
-        from orch.revisions import parse_header
+        from orch.config.revisions import parse_header
 
         header = parse_header(path)
         if header is not None:
@@ -195,8 +197,9 @@ def merge_heads(
     """Merge the heads of database *name* into one revision (nothing to do: path None)."""
     from alembic import command
 
-    from orch import alembic_run
-    from orch.revisions import load_graph
+    from orch.alembic_bridge import job as job_mod
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.config.revisions import load_graph
 
     db = registry.database(name)
     _check_rev_id(rev_id, registry, name)
@@ -205,12 +208,14 @@ def merge_heads(
         return Written(
             name,
             None,
-            notes=[f"{name} has {len(graph.heads) or 'no'} head{'s' if not graph.heads else ''}; "
-                   "nothing to merge"],
+            notes=[
+                f"{name} has {len(graph.heads) or 'no'} head{'s' if not graph.heads else ''}; "
+                "nothing to merge"
+            ],
         )
     cfg = alembic_run.make_config(registry, db)
     cfg.set_main_option("revision_environment", "false")
-    alembic_run.add_sys_path(registry)
+    job_mod.add_sys_path(registry)
     heads = list(graph.heads)
     msg = message or f"merge {name} heads {', '.join(h[:12] for h in heads)}"
     try:
@@ -224,7 +229,7 @@ def merge_heads(
 
 
 def describe_op(diff: Any) -> str:
-    """One line for an autogenerate/compare diff tuple (see :mod:`orch.drift`)."""
-    from orch.drift import describe
+    """One line for an autogenerate/compare diff tuple (see :mod:`orch.queries.drift`)."""
+    from orch.queries.drift import describe
 
     return str(describe(diff)["text"])

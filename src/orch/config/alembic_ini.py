@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from orch.registry import Registry
+from orch.config.registry import Registry
 
 # Alembic's names for path_separator values (alembic/config.py)
 _SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": ";"}
