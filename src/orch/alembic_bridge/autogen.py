@@ -6,7 +6,8 @@ DB's version directory, and the connection is DB's.  It must not write to
 that database either, which ``alembic revision --autogenerate`` does not
 promise: its ``run_migrations`` creates the version table when there is
 none (on MySQL that DDL commits at once).  So orch drives the revision the
-way ``alembic.command.revision`` does, but with ``dont_mutate`` set, on a
+way ``alembic.command.revision`` does, but with ``dont_mutate`` set (see
+:func:`orch.alembic_bridge.internals.prepare_revision`), on a
 connection that is read-only where the backend allows it, rolled back at the
 end; a SQLite file that does not exist is compared as an empty database
 instead of being created.  env.py still runs, so its customisations apply.
@@ -107,10 +108,7 @@ def autogenerate_revision(
     head, branch_label, version_path, rev_id).  Returns the new file and the
     operations found (``UpgradeOps.as_diffs()``), for the report.
     """
-    from alembic.autogenerate.api import RevisionContext
-    from alembic.runtime.environment import EnvironmentContext
-    from alembic.script import ScriptDirectory
-
+    from orch.alembic_bridge import internals
     from orch.alembic_bridge import job as job_mod
     from orch.alembic_bridge import runner as alembic_run
 
@@ -126,43 +124,18 @@ def autogenerate_revision(
         if not allow_empty and all(ops.is_empty() for ops in script.upgrade_ops_list):
             dirs[:] = []
 
-    args = {
-        "message": None,
-        "autogenerate": True,
-        "sql": False,
-        "head": "head",
-        "splice": False,
-        "branch_label": None,
-        "version_path": None,
-        "rev_id": None,
-        "depends_on": None,
-        **command_args,
-    }
+    args = internals.revision_command_args(autogenerate=True, **command_args)
     job_mod.add_sys_path(registry)
     job_mod.load_metadata(registry, db)  # a clear error before Alembic runs env.py
-    script = ScriptDirectory.from_config(cfg)
-    revision_context = RevisionContext(cfg, script, args, process_revision_directives=directives)
-
-    def retrieve(rev: Any, context: Any) -> list[Any]:
-        revision_context.run_autogenerate(rev, context)
-        return []
+    revision_context = internals.prepare_revision(cfg, args, directives)
 
     env_name = target.env
     with inspection_connection(registry, target) as conn:
         require_up_to_date(conn, db, env_name)
         assert target.url is not None
         cfg.attributes["orch"] = job_mod.Job(registry, db, target.url, connection=conn)
-        with EnvironmentContext(
-            cfg,
-            script,
-            fn=retrieve,
-            as_sql=False,
-            template_args=revision_context.template_args,
-            revision_context=revision_context,
-            dont_mutate=True,
-        ):
-            script.run_env()
-    scripts = [s for s in revision_context.generate_scripts() if s is not None]
+        internals.compare_in_env(cfg, revision_context)
+    scripts = internals.write_revisions(revision_context)
     alembic_run.forget_scripts()
     if not scripts:
         return None, found

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orch.alembic_bridge import internals
 from orch.alembic_bridge.job import Job, add_sys_path
 from orch.config.registry import DatabaseSpec, Registry
 from orch.errors import UsageError
@@ -80,14 +81,11 @@ def _ini_problem(ini: Path, exc: Exception) -> str:
 
 def make_config(registry: Registry, db: DatabaseSpec, stdout: Any = None) -> Config:
     """A Config for *db* alone: alembic.ini's settings, only *db*'s version directory."""
-    import argparse
-
     from alembic.config import Config
 
     check_project(registry)
     ini = registry.root / "alembic.ini"
-    # quiet: Alembic's "Generating ... done" lines would land on orch's stdout
-    kwargs: dict[str, Any] = {"cmd_opts": argparse.Namespace(quiet=True)}
+    kwargs: dict[str, Any] = {"cmd_opts": internals.quiet_cmd_opts()}
     if stdout is not None:
         kwargs["stdout"] = stdout
     cfg = Config(str(ini), **kwargs) if ini.is_file() else Config(**kwargs)
@@ -151,7 +149,6 @@ def script_directory(registry: Registry, db: DatabaseSpec) -> ScriptDirectory:
     after a failure) is read again.
     """
     from alembic.script import ScriptDirectory
-    from alembic.script.revision import RevisionMap
 
     key = (registry.script_location, db.versions)
     fingerprint = _fingerprint(db.versions)
@@ -160,9 +157,9 @@ def script_directory(registry: Registry, db: DatabaseSpec) -> ScriptDirectory:
         add_sys_path(registry)
         _drop_stale_bytecode(db.versions)
         script = ScriptDirectory.from_config(make_config(registry, db))
-        if not (script.sourceless or script.recursive_version_locations):
+        if internals.reads_plain_files(script):
             directory = db.versions
-            script.revision_map = RevisionMap(lambda: _lazy_revisions(directory))
+            internals.use_revision_map(script, lambda: _lazy_revisions(directory))
         _SCRIPTS[key] = (fingerprint, script)
     return _SCRIPTS[key][1]
 
@@ -177,21 +174,13 @@ def _lazy_revisions(directory: Path) -> Iterator[Any]:
     compiled.  The headers come from :mod:`orch.config.revisions`, which status and
     plan already trust; each module is imported on first use of anything
     else (``upgrade``, ``downgrade``, its docstring), which for a migration
-    means: when it runs.  Alembic builds the same graph from the same four
-    values, so the order of the steps is the one it would compute.
+    means: when it runs (see :class:`~orch.alembic_bridge.internals.LazyRevision`).
+    Alembic builds the same graph from the same four values, so the order of
+    the steps is the one it would compute.
     """
     from orch.config.revisions import scan_directory
 
-    return _scripts(scan_directory(directory).values())
-
-
-def _scripts(revs: Iterable[Any]) -> Iterator[Any]:
-    """Alembic Script objects for orch's revision headers (modules imported on first use)."""
-    from alembic.script import Script
-
-    for rev in revs:
-        path = Path(rev.path).resolve() if rev.path else Path(rev.revision + ".py")
-        yield Script(_LazyRevision(rev, path), rev.revision, path)  # type: ignore[arg-type]
+    return internals.lazy_scripts(scan_directory(directory).values())
 
 
 def detached_script(revs: Iterable[Any]) -> ScriptDirectory:
@@ -201,98 +190,11 @@ def detached_script(revs: Iterable[Any]) -> ScriptDirectory:
     resolution as :func:`script_directory`, with no Config and no file read.
     """
     from alembic.script import ScriptDirectory
-    from alembic.script.revision import RevisionMap
 
     headers = list(revs)
     script = ScriptDirectory(os.path.dirname(__file__))  # must exist; nothing of it is read
-    script.revision_map = RevisionMap(lambda: _scripts(headers))
+    internals.use_revision_map(script, lambda: internals.lazy_scripts(headers))
     return script
-
-
-class _LazyRevision:
-    """Stands in for a revision module; imports it on first use of anything but its header.
-
-    The header values given to Alembic are checked against the module's own
-    when it loads: a file whose header reads differently from what its code
-    computes (an assignment made twice, a value built at import time that
-    the reader could not see) stops before any of its statements run,
-    instead of running in an order computed from the wrong parents.
-    """
-
-    def __init__(self, rev: Any, path: Path) -> None:
-        self._rev = rev
-        self._path = path
-        self._module: Any = None
-        self.revision = rev.revision
-        down = rev.down
-        self.down_revision = None if not down else down[0] if len(down) == 1 else down
-        self.branch_labels = rev.branch_labels or None
-        self.depends_on = rev.depends_on or None
-
-    def _load(self) -> Any:
-        if self._module is None:
-            from alembic import util
-
-            from orch.config.revisions import GraphError, _as_tuple
-
-            module = util.load_python_file(self._path.parent, self._path.name)
-            rev = self._rev
-            seen = {
-                "revision": (getattr(module, "revision", None),),
-                "down_revision": _as_tuple(getattr(module, "down_revision", None)),
-                "branch_labels": _as_tuple(getattr(module, "branch_labels", None)),
-                "depends_on": _as_tuple(getattr(module, "depends_on", None)),
-            }
-            read = {
-                "revision": (rev.revision,),
-                "down_revision": rev.down,
-                "branch_labels": rev.branch_labels,
-                "depends_on": rev.depends_on,
-            }
-            for name, value in seen.items():
-                if value != read[name]:
-                    raise GraphError(
-                        f"{self._path}: {name} is {value!r} when the module runs but reads "
-                        f"{read[name]!r} in its source; orch plans from the source: assign "
-                        "each of revision, down_revision, branch_labels and depends_on once, "
-                        "as a plain literal"
-                    )
-            self._module = module
-        return self._module
-
-    @property
-    def __doc__(self) -> str | None:  # type: ignore[override]
-        return self._load().__doc__  # type: ignore[no-any-return]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__"):  # copy, pickle, ... probing
-            raise AttributeError(name)
-        if name in ("upgrade", "downgrade") and self._module is None:
-            # Alembic's steps take these functions when they are made, which is
-            # also when orch plans: import the module only when one is called
-            # (:func:`run` loads every module of its steps before the first runs)
-            return _deferred(self, name)
-        return getattr(self._load(), name)
-
-
-def _deferred(lazy: _LazyRevision, name: str) -> Callable[..., Any]:
-    def call(*args: Any, **kw: Any) -> Any:
-        return getattr(lazy._load(), name)(*args, **kw)
-
-    call.__name__ = call.__qualname__ = name  # Alembic names the step after it
-    return call
-
-
-def _load_modules(steps: Sequence[Any]) -> None:
-    """Import the revision modules of *steps* now, before the first step runs.
-
-    A module whose header reads differently from its code (see
-    :class:`_LazyRevision`) then stops the run before anything changed.
-    """
-    for step in steps:
-        module = getattr(getattr(step, "revision", None), "module", None)
-        if isinstance(module, _LazyRevision):
-            module._load()
 
 
 def preload(registry: Registry, dbs: Iterable[DatabaseSpec]) -> None:
@@ -354,51 +256,15 @@ def alembic_steps(
     ``--sql`` header, the protected prompt and the run all take their steps
     from here, so what orch announces is what Alembic runs.
     """
-    heads: Any = tuple(current)  # Alembic's annotations say str; it takes the heads tuple
+    heads = tuple(current)
     if direction == "upgrade":
         # "A,B": up to each of these revisions (a start with several heads); Alembic
         # takes the tuple as one destination
         several: Any = tuple(destination.split(",")) if "," in destination else destination
-        return list(script._upgrade_revs(several, heads))
+        return internals.upgrade_steps(script, several, heads)
     if direction == "downgrade":
-        return list(script._downgrade_revs(destination, heads))
-    return list(script._stamp_revs(destination, heads))
-
-
-def step_revision(step: Any) -> str:
-    """The revision id a migration step applies or undoes."""
-    rev = getattr(step, "revision", None)
-    if rev is not None and hasattr(rev, "revision"):
-        return str(rev.revision)
-    to = getattr(step, "to_", ()) or ()
-    return ",".join(to) or "base"
-
-
-def heads_after(current: Sequence[str], steps: Sequence[Any]) -> tuple[str, ...]:
-    """The version rows Alembic leaves after *steps*, by Alembic's own bookkeeping.
-
-    :class:`HeadMaintainer` decides per step whether a row is inserted,
-    deleted or updated (branches, merges, unmerges); here it runs on a set
-    instead of the version table, so the "to" of a plan is what Alembic
-    would write.
-    """
-    from alembic.runtime.migration import HeadMaintainer
-
-    class _Rows(HeadMaintainer):
-        def _insert_version(self, version: str) -> None:
-            self.heads.add(version)
-
-        def _delete_version(self, version: str) -> None:
-            self.heads.remove(version)
-
-        def _update_version(self, from_: str, to_: str) -> None:
-            self.heads.remove(from_)
-            self.heads.add(to_)
-
-    rows = _Rows(None, current)  # type: ignore[arg-type]  # no context: no version table
-    for step in steps:
-        rows.update_to_step(step)
-    return tuple(sorted(rows.heads))
+        return internals.downgrade_steps(script, destination, heads)
+    return internals.stamp_steps(script, destination, heads)
 
 
 def run(
@@ -443,10 +309,10 @@ def run(
     def steps(rev: Any, context: Any) -> Iterator[Any]:
         planned = alembic_steps(script, direction, destination, _as_heads(rev))
         if expect is not None:
-            got = [step_revision(step) for step in planned]
+            got = [internals.step_revision(step) for step in planned]
             if got != list(expect):
                 raise StepsDiffer(expect, got)
-        _load_modules(planned)
+        internals.load_modules(planned)
         if on_plan is not None:
             on_plan(planned)
         for step in planned:
@@ -469,9 +335,7 @@ def run(
     if starting_rev is not None:
         env_kwargs["starting_rev"] = starting_rev
     if direction == "stamp":
-        env_kwargs["dont_mutate"] = False
-        if purge:
-            env_kwargs["purge"] = True
+        env_kwargs.update(internals.stamp_options(purge))
     with EnvironmentContext(cfg, script, **env_kwargs):
         script.run_env()
 

@@ -44,13 +44,14 @@ def _relative(spec: str, sign: str) -> bool:
 def resolve_target(graph: Graph, current: tuple[str, ...], spec: str, direction: str) -> Resolved:
     """Resolve ``head``/``+N``/``-N``/``base``/rev/label against *current* for *direction*.
 
-    The steps are Alembic's: the same ``_upgrade_revs``/``_downgrade_revs``
-    calls on the same ScriptDirectory that ``alembic upgrade``/``downgrade``
-    (and orch's run) make, from the same current heads.  So ``+1`` from one
-    side of a merge counts as Alembic counts it (the merge needs the other
-    side first: two revisions), and ``-1`` below a merge is refused where
-    Alembic's walk is ambiguous.  orch adds its refusals (exit 2): a target
-    on the wrong side of the current revision, past head or base, unknown.
+    The steps are Alembic's: the same calls (see
+    :mod:`orch.alembic_bridge.internals`) on the same ScriptDirectory that
+    ``alembic upgrade``/``downgrade`` (and orch's run) make, from the same
+    current heads.  So ``+1`` from one side of a merge counts as Alembic
+    counts it (the merge needs the other side first: two revisions), and
+    ``-1`` below a merge is refused where Alembic's walk is ambiguous.  orch
+    adds its refusals (exit 2): a target on the wrong side of the current
+    revision, past head or base, unknown.
     Pure apart from reading the ScriptDirectory: the executor calls it again
     after the lock is taken and compares.
     """
@@ -125,20 +126,18 @@ def _alembic(
     graph: Graph, current: tuple[str, ...], spec: str, direction: str, destination: str
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(revisions in run order, heads after) from Alembic, its refusals as UsageError."""
-    from alembic.script.revision import RevisionError
-    from alembic.util import CommandError
-
-    from orch.alembic_bridge.runner import alembic_steps, heads_after, step_revision
+    from orch.alembic_bridge import internals
+    from orch.alembic_bridge.runner import alembic_steps
 
     where = f"{graph.name}@{spec}"
     at = ", ".join(current) or "base"
     try:
         steps = alembic_steps(script_of(graph), direction, destination, current)
-        path = tuple(step_revision(s) for s in steps)
-        heads = heads_after(current, steps) if steps else tuple(sorted(current))
-    except (CommandError, RevisionError) as exc:
+        path = tuple(internals.step_revision(s) for s in steps)
+        heads = internals.heads_after(current, steps) if steps else tuple(sorted(current))
+    except internals.resolution_errors() as exc:
         text = str(exc)
-        if "didn't produce" in text:
+        if internals.is_relative_shortfall(exc):
             n = int(spec[1:])
             if direction == "upgrade":
                 have, what, end = len(graph.pending(current)), "pending", "head"
@@ -155,6 +154,6 @@ def _alembic(
             ) from None
         raise UsageError(
             f"{where}: Alembic cannot {direction} to {destination} from {at}: {text}"
-            + ("; name a revision instead" if "mbiguous" in text else "")
+            + ("; name a revision instead" if internals.is_ambiguous(exc) else "")
         ) from None
     return path, heads

@@ -213,6 +213,7 @@ def render(
 ) -> Section:
     """The offline SQL of one plan step (``step.resolved`` from its start)."""
     from orch.alembic_bridge import runner as alembic_run
+    from orch.alembic_bridge.internals import step_revision
     from orch.store.db import backend
 
     assert step.resolved is not None and step.current is not None
@@ -237,8 +238,7 @@ def render(
     state: dict[str, str | None] = {"rev": None}
 
     def before_step(s: Any) -> None:
-        rev = getattr(getattr(s, "revision", None), "revision", None)
-        state["rev"] = str(rev) if rev is not None else None
+        state["rev"] = step_revision(s)  # an upgrade or downgrade step: never a stamp
 
     def on_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         if state["rev"]:

@@ -117,14 +117,6 @@ def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -
     return "heads" if direction != "downgrade" else resolved_target[0]
 
 
-def _step_revision(step: Any) -> str:
-    rev = getattr(step, "revision", None)
-    if rev is not None and hasattr(rev, "revision"):
-        return str(rev.revision)
-    to = getattr(step, "to_", ()) or ()
-    return ",".join(to) or "base"
-
-
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
     from orch.errors import DatabaseError
@@ -502,6 +494,7 @@ def _migrate(
     from sqlalchemy import event
 
     from orch.alembic_bridge import runner as alembic_run
+    from orch.alembic_bridge.internals import step_revision
     from orch.store.audit import NOTHING_APPLIED
     from orch.store.db import backend, describe_error
 
@@ -541,11 +534,11 @@ def _migrate(
             state["row"] = None
 
     def on_plan(planned: Sequence[Any]) -> None:
-        state["revs"] = [_step_revision(step) for step in planned]
+        state["revs"] = [step_revision(step) for step in planned]
 
     def before_step(step: Any) -> None:
         confirm()  # the previous revision's transaction has committed
-        rev = _step_revision(step)
+        rev = step_revision(step)
         state["i"] += 1
         if stopping.requested():  # before the revision's transaction: nothing of it ran
             raise stopping.Interrupted(rev)
