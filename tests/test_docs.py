@@ -337,7 +337,21 @@ def _shared_revision_id(root: Path) -> None:
         )
 
 
+def _failing_analytics_revision(root: Path) -> None:
+    """analytics gets a new head, 0badc0ffee00, whose upgrade adds a column and then raises."""
+    (root / "migrations" / "analytics" / "0badc0ffee00_add_events_source.py").write_text(
+        '"""add events.source, then backfill it\n\nRevision ID: 0badc0ffee00\n'
+        'Revises: ce37b359c1da\n"""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        "revision = '0badc0ffee00'\ndown_revision = 'ce37b359c1da'\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n    op.add_column('events', sa.Column('source', sa.String(32)))\n"
+        "    raise RuntimeError('the backfill found 3 events without a user')\n\n\n"
+        "def downgrade():\n    op.drop_column('events', 'source')\n"
+    )
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
+    "failing-analytics-revision": _failing_analytics_revision,
     "legacy-alembic": _legacy_alembic,
     "init": _init,
     "models-core-currency": _models_core_currency,
