@@ -242,7 +242,7 @@ def option_problems(page: str) -> list[str]:
                 if not re.search(rf"`{re.escape(o)}[ `]", body):
                     problems.append(f"{name}: option {o}")
             for choice in getattr(p.type, "choices", ()) or ():
-                if str(choice) not in body:
+                if f"`{choice}`" not in body:
                     problems.append(f"{name}: {names[0]} choice {choice}")
         rows = re.findall(r"^\| (`-[^|]*) \|", body, re.M)
         for row in rows:
