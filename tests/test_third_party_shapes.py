@@ -594,3 +594,21 @@ def test_alembic_reads_head_heads_and_base_as_symbols_before_revision_ids(symbol
     found = script.revision_map.get_revisions(symbol)
     resolved = {getattr(r, "revision", r) for r in found}
     assert symbol not in resolved
+
+
+def test_orch_upgrade_on_an_alembic_without_the_resolver_says_so_and_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, restore_checks: None, tmp_path: Path
+) -> None:
+    import alembic
+    from alembic.script import ScriptDirectory
+
+    from conftest import copy_project
+
+    p = copy_project(tmp_path / "proj")
+    monkeypatch.delattr(ScriptDirectory, "_upgrade_revs")
+    r = p.orch("upgrade", "core")
+    out = r.stdout + r.stderr
+    assert r.exit_code == 2, out
+    assert f"Alembic {alembic.__version__} has no ScriptDirectory._upgrade_revs" in out
+    assert "Traceback" not in out
+    assert p.versions("core") == [] and p.tables("core") <= {"orch_log"}

@@ -296,11 +296,7 @@ class LazyRevision:
         self.branch_labels = rev.branch_labels or None
         self.depends_on = rev.depends_on or None
 
-    @property
-    def loaded(self) -> bool:
-        return self._module is not None
-
-    def load(self) -> Any:
+    def _load(self) -> Any:
         """The module, imported now if it was not, its header checked against the reading."""
         if self._module is None:
             from orch.config.revisions import GraphError, _as_tuple
@@ -332,7 +328,7 @@ class LazyRevision:
 
     @property
     def __doc__(self) -> str | None:  # type: ignore[override]
-        return self.load().__doc__  # type: ignore[no-any-return]
+        return self._load().__doc__  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):  # copy, pickle, ... probing
@@ -342,12 +338,12 @@ class LazyRevision:
             # also when orch plans: import the module only when one is called
             # (orch's run loads every module of its steps before the first runs)
             return _deferred(self, name)
-        return getattr(self.load(), name)
+        return getattr(self._load(), name)
 
 
 def _deferred(lazy: LazyRevision, name: str) -> Callable[..., Any]:
     def call(*args: Any, **kw: Any) -> Any:
-        return getattr(lazy.load(), name)(*args, **kw)
+        return getattr(lazy._load(), name)(*args, **kw)
 
     # Alembic names a step after its function (MigrationStep.name: migration_fn.__name__)
     call.__name__ = call.__qualname__ = name
@@ -363,7 +359,7 @@ def load_modules(steps: Sequence[Any]) -> None:
     for step in steps:
         module = step_module(step)
         if isinstance(module, LazyRevision):
-            module.load()
+            module._load()
 
 
 # --- options Alembic's commands pass that its API does not document ----------------------
