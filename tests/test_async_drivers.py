@@ -378,14 +378,14 @@ def test_async_urls_are_accepted(tmp_path: Path) -> None:
 def test_an_async_driver_that_is_not_installed_names_the_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, module: str
 ) -> None:
-    from orch.config import registry
+    from orch import backends
 
     monkeypatch.setitem(sys.modules, module, None)  # Python's own "not importable" marker
-    registry._installed.cache_clear()
+    backends._installed.cache_clear()
     try:
         got = reasons(tmp_path, one_url(url))
     finally:
-        registry._installed.cache_clear()
+        backends._installed.cache_clear()
     msg = got["environments.dev.urls.core"]
     assert f"needs driver {module}, which is not installed; pip install {module}" in msg
     assert "orch[async]" in msg

@@ -40,7 +40,8 @@ def inspection_connection(registry: Registry, target: Target) -> Iterator[Connec
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from orch.store.db import NoDatabase, backend, connect
+    from orch.backends import for_url
+    from orch.store.db import NoDatabase, connect
 
     if target.url is None:
         raise MissingVariable(f"{target.name}: {target.missing}")
@@ -49,11 +50,9 @@ def inspection_connection(registry: Registry, target: Target) -> Iterator[Connec
     except NoDatabase:
         conn = create_engine("sqlite://", poolclass=NullPool).connect()
     try:
-        kind = backend(target.url)
-        if kind == "postgresql":
-            conn.execute(text("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
-        elif kind == "mysql":
-            conn.execute(text("SET SESSION TRANSACTION READ ONLY"))
+        readonly = for_url(target.url).readonly_session_sql
+        if readonly is not None:
+            conn.execute(text(readonly))
         conn.commit()
         yield conn
     finally:

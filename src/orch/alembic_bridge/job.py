@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orch.backends import for_url
 from orch.config.registry import DatabaseSpec, Registry
 from orch.errors import UsageError
-from orch.store.db import backend
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -43,21 +43,18 @@ class Job:
 
     def configure_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``context.configure`` (besides connection/url)."""
-        kind = backend(self.url)
         opts: dict[str, Any] = {
             "target_metadata": self.metadata(),
             "version_table": self.db.version_table,
             "version_table_schema": self.db.version_table_schema,
             "transaction_per_migration": True,
-            "render_as_batch": kind == "sqlite",
             "compare_type": True,
             "include_object": self.include_object,
         }
         if self.db.version_table_schema:
             opts["include_schemas"] = False
-        if kind == "sqlite" and not self.as_sql:
-            # with the pysqlite BEGIN recipe DDL really is transactional on SQLite
-            opts["transactional_ddl"] = True
+        # render_as_batch, transactional_ddl: see orch.backends (SQLite's table-copy ALTERs)
+        opts.update(for_url(self.url).alembic_options(as_sql=self.as_sql))
         opts.update(self.extra)
         return opts
 

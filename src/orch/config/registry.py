@@ -3,17 +3,15 @@
 Validation reports every problem at once (file, key path, reason) before any
 side effect.  Environment variables are only substituted for the environment
 being used, so a missing ``PROD_CORE_URL`` never stops work on ``dev``.  The
-module imports no SQLAlchemy: driver checks look the driver module up with
-``importlib.util.find_spec``.
+module imports no SQLAlchemy; what a URL means (driver, identity, limits) is
+its backend's to say (:func:`orch.backends.for_url`).
 """
 
 from __future__ import annotations
 
 import configparser
 import fnmatch
-import functools
 import graphlib
-import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -21,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orch.backends import ASYNC_DRIVERS
+from orch.backends import driver_problem, for_url
+from orch.backends.sqlite import absolutize
+from orch.backends.sqlite import sqlite_path as sqlite_path  # where callers find it
 from orch.config.hookspec import PLACEHOLDERS, quoting_problems, unknown_placeholders
 from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
 from orch.redact import REDACTOR, redact_url, userinfo_problem
@@ -31,9 +31,6 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 #: Table and schema names orch creates: plain identifiers, the same on every backend
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IDENT_RULE = "letters, digits and '_', not starting with a digit"
-#: The longest identifier each server takes (PostgreSQL: NAMEDATALEN - 1 bytes; it
-#: would silently truncate a longer one; MySQL/MariaDB: 64 characters)
-MAX_IDENTIFIER = {"postgresql": 63, "mysql": 64}
 #: The longest URL or path orch takes (PATH_MAX): a longer one is a mistake, and
 #: resolving a path of 100,000 components takes minutes
 MAX_URL = 4096
@@ -59,25 +56,6 @@ DB_KEYS = {
     "version_table_schema",
 }
 ENV_KEYS = {"urls", "protected", "hooks"}
-
-# scheme -> (driver module to look for, fix to suggest when it is missing or wrong)
-_DRIVERS: dict[str, tuple[str | None, str | None]] = {
-    "sqlite": (None, None),
-    "sqlite+pysqlite": (None, None),
-    "postgresql+psycopg": ("psycopg", None),
-    "postgresql+psycopg2": ("psycopg2", "postgresql+psycopg"),
-    "postgresql": ("psycopg2", "postgresql+psycopg"),
-    "postgres": (None, "postgresql+psycopg"),
-    "mysql+pymysql": ("pymysql", None),
-    "mariadb+pymysql": ("pymysql", None),
-    "mysql": ("MySQLdb", "mysql+pymysql"),
-    "mysql+mysqldb": ("MySQLdb", "mysql+pymysql"),
-    "mariadb": ("MySQLdb", "mariadb+pymysql"),
-    "mariadb+mysqldb": ("MySQLdb", "mariadb+pymysql"),
-    # async drivers (see orch.store.aio): migrations run through them, reads through the sync twin
-    **{scheme: (module, None) for scheme, (module, _) in ASYNC_DRIVERS.items()},
-}
-_ASYNC_MODULES = {module for module, _ in ASYNC_DRIVERS.values()}
 
 
 @dataclass(frozen=True)
@@ -979,208 +957,21 @@ def resolve_url(raw: str, root: Path, key: str) -> str:
 
 
 def absolutize_sqlite(url: str, root: Path) -> str:
-    m = re.match(r"^(sqlite(?:\+\w+)?):///(.*)$", url)
-    if not m:
-        return url
-    rest = m.group(2)
-    path_part, sep, query = rest.partition("?")
-    if path_part in ("", ":memory:") or path_part.startswith("/") or path_part.startswith("file:"):
-        return url
-    return f"{m.group(1)}:///{(root / path_part).resolve()}{sep}{query}"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL, or None for in-memory / non-SQLite URLs."""
-    m = re.match(r"^sqlite(?:\+\w+)?:///([^?]*)", url)
-    if not m or m.group(1) in ("", ":memory:"):
-        return None
-    return Path(m.group(1))
-
-
-# the fix to suggest for each database family orch supports
-_FIX = {
-    "sqlite": "sqlite",
-    "postgresql": "postgresql+psycopg",
-    "mysql": "mysql+pymysql",
-    "mariadb": "mariadb+pymysql",
-}
-# SQLAlchemy's URL grammar (sqlalchemy.engine.url._parse_url), without importing SQLAlchemy
-_URL_RE = re.compile(
-    r"""
-    (?P<name>[\w+]+)://
-    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
-    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
-    (?:/(?P<database>[^?]*))?
-    (?:\?(?P<query>.*))?
-    """,
-    re.X,
-)
-_LOOPBACK = {"", "localhost", "127.0.0.1", "::1"}
-_DEFAULT_PORT = {"postgresql": 5432, "mysql": 3306}
-
-
-@functools.cache
-def _installed(module: str) -> bool:
-    """Whether *module* can be imported (asked once per module, not once per URL)."""
-    return importlib.util.find_spec(module) is not None
-
-
-def driver_problem(url: str) -> str | None:
-    """Why orch cannot use the URL's driver, with the fix; None when it is fine.
-
-    orch supports SQLite, PostgreSQL and MySQL/MariaDB through drivers it has
-    a migration lock and a connect timeout for: pysqlite, psycopg 3 and PyMySQL,
-    and the async drivers applications use (asyncpg, aiosqlite, aiomysql,
-    asyncmy; see :mod:`orch.store.aio`), which need the optional ``async`` extra.
-    Other drivers of those databases get the supported driver as the fix;
-    ``mysql://`` means MySQLdb and ``postgresql://`` means psycopg2, which are
-    usually not installed.
-    """
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+._\-]*)://", url)
-    if not m:
-        return f"not a database URL: {redact_url(url)!r}"
-    scheme = m.group(1).lower()
-    if scheme in _DRIVERS:
-        module, fix = _DRIVERS[scheme]
-        if module is None and fix is None:
-            return None
-        if module is not None and _installed(module):
-            if module in _ASYNC_MODULES and not _installed("greenlet"):
-                # SQLAlchemy's asyncio support needs greenlet (orch's "async" extra has it)
-                return f"{scheme}:// needs greenlet, which is not installed; pip install greenlet"
-            return _port_problem(url)
-        if module is None:
-            return f"{scheme}:// is not a SQLAlchemy URL scheme; use {fix}:// instead"
-        if fix is None:  # a supported driver, not installed here
-            extra = " (or 'orch[async]' for every async driver)" if module in _ASYNC_MODULES else ""
-            return (
-                f"{scheme}:// needs driver {module}, which is not installed; "
-                f"pip install {module}{extra}"
-            )
-        return f"{scheme}:// needs driver {module}, which is not installed; use {fix}:// instead"
-    family, _, driver = scheme.partition("+")
-    if family in _FIX:
-        return (
-            f"driver {driver!r} of {scheme}:// is not supported by orch (it needs a driver it "
-            f"can lock with and set a connect timeout on); use {_FIX[family]}:// instead"
-            + _async_alternative(family)
-        )
-    return (
-        f"unknown or unsupported database URL scheme {scheme!r}; orch supports sqlite://, "
-        "postgresql+psycopg:// and mysql+pymysql:// (or mariadb+pymysql://)"
-    )
-
-
-def _async_alternative(family: str) -> str:
-    """`` (async: postgresql+asyncpg://)`` for a family that has supported async drivers."""
-    schemes = [s for s in ASYNC_DRIVERS if s.split("+")[0] == family]
-    return f" (async: {' or '.join(s + '://' for s in schemes)})" if schemes else ""
-
-
-def _port_problem(url: str) -> str | None:
-    m = _URL_RE.match(url)
-    port = m["port"] if m else None
-    if port and not port.isdigit():
-        if m is not None and m["username"] is None:
-            # user:password with no @host: what SQLAlchemy takes for the port may be a password
-            return (
-                f"the port is not a number in {redact_url(url)} (not shown: with no "
-                "'@' before the host, the text after the first ':' may be a password)"
-            )
-        return f"port {port!r} is not a number in {redact_url(url)}"
-    return None
-
-
-def _family(scheme: str) -> str:
-    family = scheme.split("+")[0].lower()
-    return {"mariadb": "mysql", "postgres": "postgresql"}.get(family, family)
-
-
-def _identity(url: str, schema: str | None, table: str) -> tuple[str, ...]:
-    """Which version table a URL and schema denote: server, database, schema, table.
-
-    Not user or password.  Loopback names count as one host and default ports
-    are filled in.  PostgreSQL's default schema is ``public``; on MySQL/MariaDB
-    a schema *is* a database, so ``version_table_schema`` replaces the URL's.
-    """
-    path = sqlite_path(url)
-    if path is not None:
-        return ("sqlite", str(path.resolve()), schema or "main", table)
-    m = _URL_RE.match(url)
-    if not m:
-        return (url, schema or "", table)
-    family = _family(m["name"])
-    query = dict(part.partition("=")[::2] for part in (m["query"] or "").split("&") if part)
-    host = (query.get("host") or m["ipv6host"] or m["ipv4host"] or "").lower()
-    host = "localhost" if host in _LOOPBACK else host
-    port = m["port"] or query.get("port") or str(_DEFAULT_PORT.get(family, ""))
-    database = m["database"] or query.get("dbname") or ""
-    if family == "postgresql":
-        database = database or m["username"] or ""
-        return (family, f"{host}:{port}", database, schema or "public", table)
-    if family == "mysql":
-        return (family, f"{host}:{port}", schema or database, table)
-    return (family, f"{host}:{port}", database, schema or "", table)
-
-
-def _memory_problem(url: str) -> str | None:
-    """In-memory SQLite: every connection gets its own empty database.
-
-    orch connects several times per database (lock, migration, audit), so a
-    migration into memory reports ``done`` and keeps nothing.  Covers
-    ``sqlite://``, ``sqlite:///:memory:`` and the URI forms
-    (``file::memory:``, ``file:NAME?mode=memory``).
-    """
-    m = re.match(r"^sqlite(?:\+\w+)?://(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$", url, re.S)
-    if not m:
-        return None
-    path, query = m["path"] or "", m["query"] or ""
-    memory = (
-        path in ("", ":memory:")
-        or (path.startswith("file:") and path[5:].split("?")[0] in ("", ":memory:"))
-        or re.search(r"(?:^|&)mode=memory(?:&|$)", query) is not None
-    )
-    if not memory:
-        return None
-    return (
-        "an in-memory SQLite database: each connection orch opens gets a new, empty one, "
-        "so nothing would be kept; give a file path (sqlite:///path/to/file.db)"
-    )
+    """A relative SQLite path made relative to the registry's directory *root*."""
+    return absolutize(url, root)
 
 
 def _name_problem(registry: Registry, t: Target) -> str | None:
     """A version/log table or schema name longer than this URL's server accepts."""
     assert t.url is not None
-    limit = MAX_IDENTIFIER.get(_family(t.url.split("://", 1)[0]))
-    if limit is None:
-        return None
-    server = "PostgreSQL" if limit == 63 else "MySQL/MariaDB"
-    # Alembic names the version table's primary key "<table>_pkc": 4 characters more
-    names = [
-        (
-            f"databases.{t.name}.version_table",
-            t.db.version_table,
-            limit - 4,
-            f"; Alembic names its primary key '<table>_pkc', and {server} takes identifiers of "
-            f"at most {limit}",
-        ),
-        (
-            f"databases.{t.name}.version_table_schema",
-            t.db.version_table_schema or "",
-            limit,
-            f"; {server} takes identifiers of at most {limit}",
-        ),
-        (
-            "settings.log_table",
-            registry.settings.log_table,
-            limit,
-            f"; {server} takes identifiers of at most {limit}",
-        ),
-    ]
-    for key, name, most, why in names:
-        if len(name.encode()) > most:
-            return f"{key} {name!r} is {len(name.encode())} characters long (at most {most}){why}"
-    return None
+    return for_url(t.url).identifier_problem(
+        [
+            # Alembic names the version table's primary key "<table>_pkc": 4 characters more
+            (f"databases.{t.name}.version_table", t.db.version_table, 4),
+            (f"databases.{t.name}.version_table_schema", t.db.version_table_schema or "", 0),
+            ("settings.log_table", registry.settings.log_table, 0),
+        ]
+    )
 
 
 def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list[Problem]:
@@ -1193,7 +984,7 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
         reason = (
             userinfo_problem(t.url)
             or driver_problem(t.url)
-            or _memory_problem(t.url)
+            or for_url(t.url).url_problem()
             or _name_problem(registry, t)
         )
         if reason:
@@ -1201,7 +992,7 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
                 Problem(str(registry.path), f"environments.{env}.urls.{t.name}", reason)
             )
             continue
-        key = _identity(t.url, t.db.version_table_schema, t.db.version_table)
+        key = for_url(t.url).identity(t.db.version_table_schema, t.db.version_table)
         other = seen.setdefault(key, t.name)
         if other != t.name:
             problems.append(

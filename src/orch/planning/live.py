@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from orch import errors
-from orch.config.registry import DatabaseSpec, Registry, Target, sqlite_path
+from orch.backends import for_url
+from orch.config.registry import DatabaseSpec, Registry, Target
 from orch.config.revisions import Graph, load_graph
 from orch.store.db import (
     NoDatabase,
     check_version_schema,
     connect,
     read_current_readonly,
-    read_sqlite_versions,
-    transactional_ddl,
 )
 
 
@@ -152,9 +151,20 @@ def read_live(
     from orch.store.locks import is_locked
 
     assert target.url is not None
-    path = sqlite_path(target.url)
-    if path is not None and not target.db.version_table_schema:
-        return _read_live_sqlite(target, target.url, path, registry)
+    b = for_url(target.url)
+    try:
+        direct = b.read_versions_directly(
+            target.db.version_table_schema,
+            target.db.version_table,
+            registry.settings.connect_timeout,
+        )
+    except NoDatabase:  # no file yet; a first run may be creating it right now
+        direct = ()
+    if direct is not None:
+        # read without SQLAlchemy (SQLite: see orch.backends.sqlite.read_sqlite_versions);
+        # such a backend has transactional DDL, so it is never dirty, and a lock that
+        # needs no connection
+        return direct, is_locked(None, target.db, target.url), None
     try:
         conn = connect(target.url, registry.settings.connect_timeout, readonly=True, shared=True)
     except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
@@ -165,7 +175,7 @@ def read_live(
             check_version_schema(conn, target.db)
         running = is_locked(conn, target.db, target.url)
         dirty = None
-        if not transactional_ddl(target.url):
+        if not b.transactional_ddl:  # a failed revision may have left DDL behind
             dirty = dirty_revision(
                 conn, registry.settings.log_table, target.db.version_table_schema, target.name
             )
@@ -173,22 +183,3 @@ def read_live(
         return current, running, dirty
     finally:
         conn.close()
-
-
-def _read_live_sqlite(
-    target: Target, url: str, path: Path, registry: Registry
-) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
-    """read_live for a SQLite file without SQLAlchemy (see db.read_sqlite_versions).
-
-    SQLite has transactional DDL (orch's recipe), so it is never dirty, and
-    its migration lock is a file lock that needs no connection.
-    """
-    from orch.store.locks import is_locked
-
-    try:
-        current = read_sqlite_versions(
-            path, target.db.version_table, registry.settings.connect_timeout
-        )
-    except NoDatabase:  # no file yet; a first run may be creating it right now
-        current = ()
-    return current, is_locked(None, target.db, url), None

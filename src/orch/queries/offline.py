@@ -214,7 +214,7 @@ def render(
     """The offline SQL of one plan step (``step.resolved`` from its start)."""
     from orch.alembic_bridge import runner as alembic_run
     from orch.alembic_bridge.internals import step_revision
-    from orch.store.db import backend
+    from orch.backends import for_url
 
     assert step.resolved is not None and step.current is not None
     url = target.url
@@ -225,7 +225,7 @@ def render(
     section = Section(
         name=step.db,
         direction=step.direction,
-        backend=backend(url),
+        backend=for_url(url).name,
         start=step.current,
         end=resolved.target,
         revisions=resolved.path,

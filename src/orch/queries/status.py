@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orch.backends import for_url
 from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import DatabaseError, OrchError
 from orch.planning.live import graphs_for, read_live
 from orch.store.db import (
     MissingSchema,
-    backend,
     describe_error,
     preload_drivers,
 )
@@ -99,7 +99,7 @@ def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
     else:
         state, error = "up_to_date", None
     st = DbStatus(target.name, url, cur, heads, pending, state, error)
-    st.extra["backend"] = backend(target.url)
+    st.extra["backend"] = for_url(target.url).name
     return st
 
 

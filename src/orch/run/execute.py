@@ -119,15 +119,11 @@ def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -
 
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
+    from orch.backends import for_url
     from orch.errors import DatabaseError
     from orch.store.aio import run_on_connection
     from orch.store.audit import AuditLog, dirty_revision
-    from orch.store.db import (
-        check_version_schema,
-        describe_error,
-        read_current,
-        transactional_ddl,
-    )
+    from orch.store.db import check_version_schema, describe_error, read_current
     from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     for s in task.secrets:
@@ -140,7 +136,7 @@ def run_one(task: Task) -> DbResult:
     if url is None:
         res.outcome, res.error = "refused", task.target.missing
         return res
-    transactional = transactional_ddl(url)
+    transactional = for_url(url).transactional_ddl
     if stopping.requested():  # queued in the pool before the stop: do not start
         res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
         return res
@@ -346,8 +342,9 @@ def _dependents_at_base(
     task: Task, res: DbResult, say: Callable[[str], None], held: contextlib.ExitStack
 ) -> bool:
     """A downgrade's half of :func:`_dependency_rule`: lock the dependents, check them."""
+    from orch.backends import for_url
     from orch.planning.live import read_live
-    from orch.store.db import backend, connect, describe_error, read_current
+    from orch.store.db import connect, describe_error, read_current
     from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     settings = task.registry.settings
@@ -356,7 +353,7 @@ def _dependents_at_base(
         url = dep.url or ""
         try:
             conn = None
-            if backend(url) != "sqlite":  # a SQLite lock is a file: no connection needed
+            if not url or for_url(url).lock_needs_connection:  # SQLite: a file lock
                 conn = connect(url, settings.connect_timeout)
                 held.callback(conn.close)
             lock = MigrationLock(
@@ -447,26 +444,9 @@ def _hook(
 
 def _session_setup(conn: Any, url: str, registry: Registry) -> None:
     """Per-session settings: end orphaned work promptly, fail fast behind DDL locks."""
-    from sqlalchemy import text
+    from orch.backends import for_url
 
-    from orch.store.db import backend
-
-    kind = backend(url)
-    ddl = registry.settings.ddl_lock_timeout
-    if kind == "postgresql":
-        try:
-            # a backend busy in a long statement checks every second that orch
-            # is still there: a SIGKILLed run releases its lock within ~1 s
-            conn.execute(text("SET client_connection_check_interval = '1s'"))
-            conn.commit()
-        except Exception:  # PostgreSQL < 14
-            conn.rollback()
-        if ddl:
-            conn.execute(text(f"SET lock_timeout = '{int(ddl * 1000)}ms'"))
-            conn.commit()
-    elif kind == "mysql" and ddl:
-        conn.execute(text(f"SET SESSION lock_wait_timeout = {max(1, int(ddl))}"))
-        conn.commit()
+    for_url(url).session_setup(conn, registry.settings.ddl_lock_timeout)
 
 
 def _migrate(
@@ -495,12 +475,14 @@ def _migrate(
 
     from orch.alembic_bridge import runner as alembic_run
     from orch.alembic_bridge.internals import step_revision
+    from orch.backends import for_url
     from orch.store.audit import NOTHING_APPLIED
-    from orch.store.db import backend, describe_error
+    from orch.store.db import describe_error
 
     db = task.target.db
     direction = task.step.direction
-    async_marker = backend(task.target.url or "") == "postgresql"
+    url = task.target.url
+    marker_sql = for_url(url).marker_commit_sql if url else None
     state: dict[str, Any] = {
         "row": None,
         "rev": None,
@@ -548,11 +530,10 @@ def _migrate(
         if state["ahead"] is not None:  # committed with the previous revision
             state["row"], state["ahead"] = state["ahead"], None
         else:  # the run's first revision
-            if async_marker:
-                # The marker need not wait for its WAL flush: PostgreSQL rolls a failed
-                # revision back anyway, and the revision's own (synchronous) commit
-                # flushes everything before it.  Saves one fsync.
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            if marker_sql is not None:
+                # e.g. PostgreSQL: the marker need not wait for its WAL flush
+                # (see orch.backends.postgresql.PostgreSQL.marker_commit_sql)
+                conn.exec_driver_sql(marker_sql)
             state["row"] = audit.start(rev, direction, detail=detail)
         conn.commit()  # none open: Alembic begins (and commits) the revision's own
         state["writes"] = 0

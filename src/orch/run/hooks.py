@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     from orch.config.registry import Registry, Target
     from orch.store.audit import AuditLog
 
-_DEFAULT_PORTS = {"postgresql": "5432", "mysql": "3306"}
-_PASSWORD_VARS = {"postgresql": "PGPASSWORD", "mysql": "MYSQL_PWD"}
 OUTPUT_LIMIT = 4000
 
 
@@ -70,12 +68,14 @@ def timestamp(when: dt.datetime | None = None) -> str:
 class Connection:
     """What a hook may know about a database: everything but the password."""
 
-    kind: str  # postgresql | mysql | sqlite
+    kind: str  # the backend's name (orch.backends.Backend.name)
     host: str
     port: str
     user: str
     database: str
     password: str | None
+    #: the variable the server's clients read the password from (None: no logins)
+    password_env: str | None = None
 
 
 def parse(url: str) -> Connection:
@@ -86,28 +86,12 @@ def parse(url: str) -> Connection:
     never becomes ``-h '' -p ''``.  For SQLite, ``database`` is the file path
     and the other values are empty.
     """
-    from sqlalchemy.engine import make_url
+    from orch.backends import for_url
+    from orch.store.db import os_user
 
-    from orch.store.db import backend, os_user
-
-    kind = backend(url)
-    u = make_url(url)
-    if kind == "sqlite":
-        return Connection(kind, "", "", "", u.database or "", None)
-    query_host = u.query.get("host")
-    if isinstance(query_host, tuple):
-        query_host = query_host[0] if query_host else None
-    host = u.host or query_host or "localhost"
-    port = str(u.port) if u.port else _DEFAULT_PORTS.get(kind, "")
-    password = u.password
-    return Connection(
-        kind,
-        host,
-        port,
-        u.username or os_user(),
-        u.database or "",
-        str(password) if password is not None else None,
-    )
+    b = for_url(url)
+    p = b.client_params(os_user())
+    return Connection(b.name, p.host, p.port, p.user, p.database, p.password, b.password_env)
 
 
 def values(conn: Connection, db: str, env: str, stamp: str) -> dict[str, str]:
@@ -147,9 +131,8 @@ def render(template: str, vals: Mapping[str, str]) -> str:
 def environment(conn: Connection, hook: str, db: str, env: str) -> dict[str, str]:
     """The hook's process environment: orch's own, the password in the driver's variable."""
     out = dict(os.environ)
-    var = _PASSWORD_VARS.get(conn.kind)
-    if var is not None and conn.password:
-        out[var] = conn.password
+    if conn.password_env is not None and conn.password:
+        out[conn.password_env] = conn.password
     out["ORCH_HOOK"] = hook
     out["ORCH_DB"] = db
     out["ORCH_ENV"] = env

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -40,43 +40,17 @@ T = TypeVar("T")
 def make_engine(url: str, connect_timeout: float = 5.0) -> AsyncEngine:
     """An AsyncEngine for *url* with the connect timeout of the sync engines.
 
-    asyncpg takes ``timeout``, aiomysql and asyncmy ``connect_timeout``,
-    aiosqlite passes ``timeout`` (the busy timeout) to sqlite3.  On top of
-    that :func:`run` bounds the whole connect (TCP, greeting, login) by the
-    same timeout, like the PyMySQL handshake bound of the sync path.  SQLite
-    gets the same transactional-DDL recipe as pysqlite (explicit ``BEGIN``).
+    Each driver's connect arguments are its backend's
+    (:meth:`orch.backends.Backend.async_connect_args`): asyncpg takes
+    ``timeout``, aiomysql and asyncmy ``connect_timeout``, aiosqlite passes
+    ``timeout`` (the busy timeout) to sqlite3.  On top of that :func:`run`
+    bounds the whole connect (TCP, greeting, login) by the same timeout,
+    like the PyMySQL handshake bound of the sync path.  SQLite gets the same
+    transactional-DDL recipe as pysqlite (explicit ``BEGIN``).
     """
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
+    from orch.backends import for_url
 
-    from orch.config.registry import sqlite_path
-    from orch.errors import DatabaseError
-    from orch.redact import redact
-    from orch.store.db import _sqlite_transactional, backend, mysql_utf8_password
-
-    kind = backend(url)
-    connect_args: dict[str, Any] = {}
-    timeout = max(1.0, float(connect_timeout)) if connect_timeout else None
-    if kind == "postgresql":
-        if timeout:
-            connect_args["timeout"] = timeout
-    elif kind == "mysql":
-        if timeout:
-            connect_args["connect_timeout"] = timeout
-    elif kind == "sqlite":
-        path = sqlite_path(url)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        connect_args["timeout"] = max(connect_timeout or 5.0, 5.0)
-    try:
-        engine = create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
-    except Exception as exc:  # bad URL, missing driver or greenlet
-        raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
-    if kind == "sqlite":
-        _sqlite_transactional(engine.sync_engine)
-    elif kind == "mysql":
-        mysql_utf8_password(engine.sync_engine)
-    return engine
+    return for_url(url).make_async_engine(connect_timeout)
 
 
 def run(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch import __version__
+from orch.backends import for_url
 from orch.redact import redact
 from orch.store.db import os_user
 
@@ -150,6 +151,7 @@ class AuditLog:
         t = self.table
         self._insert = t.insert()
         self._chain: Any = None  # PostgreSQL's finish-and-start, built on first use
+        self._chains = for_url(str(conn.engine.url)).chained_audit_rows
         self._finish = (
             t.update()
             .where(t.c.id == bindparam("row_id_"))
@@ -240,7 +242,7 @@ class AuditLog:
         revision; other backends run the two.
         """
         started = self._started.get(row_id)
-        if started is None or self.conn.dialect.name != "postgresql":
+        if started is None or not self._chains:
             self.finish(row_id, "ok")
             return self.start(revision, direction, detail)
         if self._chain is None:

@@ -1,25 +1,26 @@
-"""Engines and connections for the three backends, read-only paths included.
+"""Engines and connections for every backend, read-only paths included.
 
 Every engine uses NullPool: a pooled connection would keep a MySQL GET_LOCK
 or a PostgreSQL advisory lock alive after orch thinks it has let go, and orch
-never reuses connections anyway.  SQLite gets the pysqlite recipe that makes
-DDL transactional (``isolation_level=None`` + explicit ``BEGIN``), so a failed
-revision rolls back on SQLite as it does on PostgreSQL.
+never reuses connections anyway.  What differs per server (connect
+arguments, the SQLite transactional-DDL recipe, PyMySQL's handshake bound,
+PostgreSQL's shared status engine) is the backend's
+(:func:`orch.backends.for_url`); this module is where orch opens them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
-import sqlite3
-import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
-from orch.config.registry import DatabaseSpec, sqlite_path
+from orch.backends import Backend, for_url
+from orch.backends import describe_error as describe_error
+from orch.backends.base import NoDatabase as NoDatabase
+from orch.backends.sqlite import lock_path as lock_path
+from orch.backends.sqlite import read_sqlite_versions as read_sqlite_versions
+from orch.config.registry import DatabaseSpec
 from orch.errors import DatabaseError
 from orch.redact import redact
 
@@ -29,146 +30,21 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def backend(url: str) -> str:
-    """``sqlite``, ``postgresql`` or ``mysql`` (MariaDB counts as mysql)."""
-    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
-    if scheme in ("mariadb", "mysql"):
-        return "mysql"
-    if scheme in ("postgres", "postgresql"):
-        return "postgresql"
-    return scheme
-
-
-def transactional_ddl(url: str) -> bool:
-    """Whether a failed revision is rolled back completely on this backend."""
-    return backend(url) in ("postgresql", "sqlite")
-
-
-class NoDatabase(Exception):
-    """A read-only open of a SQLite file that does not exist (nothing was created)."""
-
-
 def make_engine(url: str, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
     """An engine for one database; read-only engines never create a SQLite file.
 
     Always synchronous: an async driver's URL gets the sync driver of the same
-    server (:func:`orch.store.aio.sync_url`); migrations through the async driver
+    server (:func:`orch.backends.sync_url`); migrations through the async driver
     itself go through :func:`orch.store.aio.run_on_connection`.
     """
-    from sqlalchemy import create_engine, event
-    from sqlalchemy.pool import NullPool
+    return _backend(url).make_engine(connect_timeout, readonly=readonly)
 
-    from orch.backends import sync_url
 
-    shown = url  # errors name the URL as the user wrote it
-    url = sync_url(url)
-    kind = backend(url)
-    connect_args: dict[str, Any] = {}
-    timeout = max(1, int(round(connect_timeout))) if connect_timeout else None
-    if kind == "postgresql":
-        if timeout:
-            connect_args["connect_timeout"] = timeout
-    elif kind == "mysql":
-        if timeout:
-            connect_args["connect_timeout"] = timeout
-        if readonly:
-            connect_args["read_timeout"] = max(timeout or 5, 30)
-    elif kind == "sqlite":
-        path = sqlite_path(url)
-        if readonly and path is not None:
-            if not path.exists():
-                raise NoDatabase(str(path))
-            uri = f"file:{quote(str(path), safe='/')}?mode=ro"
-
-            def creator() -> sqlite3.Connection:
-                return sqlite3.connect(uri, uri=True, timeout=connect_timeout or 5.0)
-
-            engine = create_engine("sqlite://", creator=creator, poolclass=NullPool)
-            _sqlite_transactional(engine)
-            return engine
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)  # writers only
-            except OSError as exc:
-                raise DatabaseError(
-                    f"cannot create the directory of the SQLite file {path}: "
-                    f"{exc.strerror}: {exc.filename}"
-                ) from exc
-        connect_args["timeout"] = max(connect_timeout or 5.0, 5.0)
+def _backend(url: str) -> Backend:
     try:
-        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
-    except Exception as exc:  # bad URL, missing driver
-        raise DatabaseError(f"cannot use URL {redact(shown)}: {redact(str(exc))}") from exc
-    if kind == "sqlite":
-        _sqlite_transactional(engine)
-    elif kind == "mysql":
-        mysql_utf8_password(engine)  # first: the handshake listener connects with its cparams
-        if timeout and _is_pymysql(engine):
-            _pymysql_handshake_timeout(engine, timeout)
-    _ = event  # imported for the listeners above
-    return engine
-
-
-_LATIN1_PASSWORD_DRIVERS = frozenset({"pymysql", "aiomysql", "asyncmy"})
-
-
-def mysql_utf8_password(engine: Engine) -> None:
-    """Send a MariaDB/MySQL password as UTF-8 bytes, as the ``mysql`` client does.
-
-    The server checks the password against the bytes it was set with, which
-    are UTF-8 for any ``CREATE USER ... IDENTIFIED BY`` over a utf8/utf8mb4
-    connection (the ``mysql`` client's default).  PyMySQL, aiomysql and asyncmy
-    encode a ``str`` password as Latin-1 instead: ``pä`` gets "Access denied"
-    and ``p€x`` cannot be encoded at all.  aiomysql accepts only ``str`` (it
-    calls ``.encode('latin1')`` itself), so the password is handed to all three
-    as the ``str`` whose Latin-1 encoding is its UTF-8 bytes: an ASCII password
-    is unchanged, any other now logs in.  Done per connection in
-    ``do_connect`` (SQLAlchemy passes a fresh copy of the arguments to each
-    connect), so the URL, the hooks' ``MYSQL_PWD`` and every message keep the
-    password as the user wrote it.  For an async engine, pass its
-    ``sync_engine``.
-    """
-    from sqlalchemy import event
-
-    if getattr(engine.dialect, "driver", "") not in _LATIN1_PASSWORD_DRIVERS:
-        return  # mysqlclient and others take the str as it is
-
-    @event.listens_for(engine, "do_connect")
-    def _utf8_password(_dialect: Any, _rec: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-        password = cparams.get("password")
-        if isinstance(password, str):
-            cparams["password"] = password.encode("utf-8").decode("latin-1")
-
-
-def _is_pymysql(engine: Engine) -> bool:
-    return getattr(engine.dialect, "driver", "") == "pymysql"
-
-
-def _pymysql_handshake_timeout(engine: Engine, timeout: int) -> None:
-    """Bound PyMySQL's handshake by the connect timeout, not only the TCP connect.
-
-    PyMySQL's ``connect_timeout`` covers the TCP connect only; the server's
-    greeting and the authentication are read with ``read_timeout``, which is
-    unlimited by default.  A host that accepts the TCP connection and never
-    answers (a hung server, a proxy with nothing behind it) would hang
-    ``status`` and ``upgrade`` forever.  So the connection is opened with
-    read/write timeouts equal to the connect timeout, and the timeouts the URL
-    asked for (usually none: a migration may run for hours) are restored once
-    the handshake is done.  PyMySQL reads ``_read_timeout``/``_write_timeout``
-    before every socket operation (stable since PyMySQL 0.7).
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "do_connect")
-    def _do_connect(dialect: Any, _rec: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
-        wanted = {k: cparams.get(k) for k in ("read_timeout", "write_timeout")}
-        handshake = {k: timeout if v is None else min(float(v), timeout) for k, v in wanted.items()}
-        conn = dialect.loaded_dbapi.connect(*cargs, **{**cparams, **handshake})
-        for key, value in wanted.items():
-            attr = f"_{key}"
-            if hasattr(conn, attr):
-                setattr(conn, attr, value)
-        return conn
+        return for_url(url)
+    except ValueError as exc:  # no family orch knows: the registry refuses these first
+        raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
 
 
 def preload_drivers(urls: Iterable[str | None]) -> None:
@@ -193,7 +69,7 @@ def preload_drivers(urls: Iterable[str | None]) -> None:
                 import sqlalchemy.ext.asyncio  # noqa: F401
         for one in (url, sync_url(url)) if is_async(url) else (url,):
             scheme = one.split("://", 1)[0]
-            if scheme in seen or scheme == "sqlite":  # status reads SQLite without SQLAlchemy
+            if scheme in seen or _without_sqlalchemy(one):
                 continue
             from sqlalchemy.engine import make_url
 
@@ -202,16 +78,13 @@ def preload_drivers(urls: Iterable[str | None]) -> None:
                 make_url(one).get_dialect().import_dbapi()
 
 
-def _sqlite_transactional(engine: Engine) -> None:
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _rec: Any) -> None:
-        dbapi_conn.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+def _without_sqlalchemy(url: str) -> bool:
+    """Whether ``status`` reads *url* with no SQLAlchemy dialect to preload."""
+    try:
+        b = for_url(url)
+    except ValueError:
+        return False  # reported, redacted, by whoever connects
+    return b.reads_without_sqlalchemy and not b.is_async
 
 
 def connect(
@@ -219,109 +92,20 @@ def connect(
 ) -> Connection:
     """Open one connection; connection errors become a redacted DatabaseError.
 
-    *shared* (PostgreSQL only, for reads that need no per-database dialect
-    state, such as ``status``): the connection comes from one Engine per
-    server and login, see :func:`_shared_pg_engine`.
+    *shared* (for reads that need no per-database dialect state, such as
+    ``status``): the connection may come from an Engine the databases of one
+    server share, where the backend has one
+    (:func:`orch.backends.postgresql.shared_engine`).
     """
-    if shared and backend(url) == "postgresql":
-        from orch.backends import sync_url
-
-        engine, database = _shared_pg_engine(sync_url(url), connect_timeout)
-        token = _PG_DATABASE.set((database,))
-        try:
-            return engine.connect()
-        except Exception as exc:
-            raise DatabaseError(describe_error(exc)) from exc
-        finally:
-            _PG_DATABASE.reset(token)
+    if shared:
+        conn = _backend(url).shared_connect(connect_timeout)
+        if conn is not None:
+            return conn
     engine = make_engine(url, connect_timeout, readonly=readonly)
     try:
         return engine.connect()
     except Exception as exc:
         raise DatabaseError(describe_error(exc)) from exc
-
-
-_SHARED_ENGINES: dict[str, Engine] = {}
-_SHARED_LOCK = threading.Lock()
-# the database the next connection of a shared engine opens (per thread: a ContextVar)
-_PG_DATABASE: contextvars.ContextVar[tuple[str | None]] = contextvars.ContextVar("orch_pg_database")
-
-
-def _shared_pg_engine(url: str, connect_timeout: float) -> tuple[Engine, str | None]:
-    """One Engine per PostgreSQL server, login and options; the database is picked per connection.
-
-    A new Engine's first connection runs the dialect's initialisation: five
-    queries (server version, current schema, isolation level, ...) plus
-    SQLAlchemy's own setup, about 4 ms of CPU per database.  For a fleet of
-    hundreds of databases on one server that is most of ``status``'s work,
-    and none of it differs between the databases of one server for what
-    status reads (its SQL names the version table explicitly and asks the
-    catalogs with ``current_database()``).  Only the ``dbname`` connect
-    argument changes, through the ``do_connect`` event.  Not for reflection
-    or autogenerate: the default schema can differ per database.
-    """
-    from sqlalchemy import event
-    from sqlalchemy.engine import make_url
-
-    try:
-        u = make_url(url)
-    except Exception as exc:
-        raise DatabaseError(f"cannot use URL {redact(url)}: {redact(str(exc))}") from exc
-    key = f"{connect_timeout}|{u.set(database='').render_as_string(hide_password=False)}"
-    with _SHARED_LOCK:
-        engine = _SHARED_ENGINES.get(key)
-        if engine is None:
-            engine = make_engine(url, connect_timeout)
-            event.listen(engine, "do_connect", _pick_pg_database)
-            _SHARED_ENGINES[key] = engine
-    return engine, u.database
-
-
-def _pick_pg_database(_dialect: Any, _rec: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-    (database,) = _PG_DATABASE.get()
-    if database is None:
-        cparams.pop("dbname", None)  # libpq's default: the user's name
-    else:
-        cparams["dbname"] = database
-
-
-# SQLite's own words for "this user may not write here" say neither what nor where
-_SQLITE_HINTS = {
-    "attempt to write a readonly database": (
-        " (the SQLite file, or the directory it is in, is not writable by this user)"
-    ),
-    "unable to open database file": (
-        " (the SQLite file cannot be opened or created: its directory must exist and be "
-        "writable by this user)"
-    ),
-}
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for a driver error, without SQL parameters or passwords."""
-    orig = getattr(exc, "orig", None)
-    err = orig if orig is not None else exc
-    args: tuple[Any, ...] = tuple(getattr(err, "args", ()))
-    module = type(err).__module__.split(".")[0]
-    if (
-        module in ("pymysql", "MySQLdb")
-        and len(args) == 2
-        and isinstance(args[0], int)
-        and isinstance(args[1], str)
-    ):
-        # PyMySQL errors are (code, message) tuples: print them as a sentence
-        msg = f"{args[1]} (MySQL error {args[0]})"
-    elif isinstance(err, OSError) and err.strerror:
-        # an OSError is (errno, strerror) too: not a MySQL error; name the file
-        msg = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
-    else:
-        msg = str(err).strip()
-        if module == "sqlite3":
-            msg += _SQLITE_HINTS.get(msg, "")
-    msg = msg.split("\n(Background on this error")[0]
-    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
-    text = " ".join(lines[:3]) if lines else type(exc).__name__
-    return redact(text)
 
 
 class MissingSchema(DatabaseError):
@@ -342,45 +126,11 @@ def check_version_schema(conn: Connection, db: DatabaseSpec) -> None:
 
     if inspect(conn).has_schema(schema):
         return
-    if backend(str(conn.engine.url)) == "mysql":
-        how = f"on MySQL/MariaDB a schema is a database: CREATE DATABASE `{schema}`"
-    else:
-        how = f'create it first: CREATE SCHEMA "{schema}"'
+    how = for_url(str(conn.engine.url)).missing_schema_hint(schema)
     raise MissingSchema(
         f"{db.name}: version_table_schema {schema!r} does not exist in this database; "
         f"{how}, or change databases.{db.name}.version_table_schema in the registry"
     )
-
-
-def read_sqlite_versions(path: Path, version_table: str, timeout: float = 5.0) -> tuple[str, ...]:
-    """The version rows of a SQLite file, read with the stdlib driver alone.
-
-    The read-only path of ``status``/``plan`` for SQLite: importing
-    SQLAlchemy (~0.2 s) would cost more than the reads themselves, and a
-    read-only SQLite connection through SQLAlchemy is this same
-    ``sqlite3.connect("file:...?mode=ro")`` anyway.  Never creates the file
-    (:class:`NoDatabase` when it is missing) or the table (``()``).
-    Connection failures are a redacted :class:`DatabaseError`, like
-    :func:`connect`'s.
-    """
-    if not path.exists():
-        raise NoDatabase(str(path))
-    uri = f"file:{quote(str(path), safe='/')}?mode=ro"
-    try:
-        con = sqlite3.connect(uri, uri=True, timeout=timeout or 5.0, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise DatabaseError(describe_error(exc)) from exc
-    try:
-        quoted = '"' + version_table.replace('"', '""') + '"'
-        try:
-            rows = con.execute(f"SELECT version_num FROM {quoted}").fetchall()
-        except sqlite3.OperationalError as exc:
-            if str(exc).startswith("no such table"):
-                return ()
-            raise
-        return tuple(sorted(str(r[0]) for r in rows))
-    finally:
-        con.close()
 
 
 def read_current_readonly(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]:
@@ -432,11 +182,6 @@ def read_current(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]:
         table = f"{conn.dialect.identifier_preparer.quote_schema(db.version_table_schema)}.{table}"
     rows = conn.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
     return tuple(sorted(str(r) for r in rows))
-
-
-def lock_path(db_file: Path) -> Path:
-    """The file orch locks beside a SQLite database (never the database itself)."""
-    return db_file.with_name(db_file.name + ".orch-lock")
 
 
 def is_tty(stream: Any) -> bool:

@@ -1,0 +1,391 @@
+"""The :class:`Backend` interface: everything orch does differently per database server.
+
+One object per URL (:func:`orch.backends.for_url`).  Its class is the
+server family (:mod:`~orch.backends.sqlite`, :mod:`~orch.backends.postgresql`,
+:mod:`~orch.backends.mysql` for MySQL and MariaDB); its :attr:`~Backend.driver`
+says which driver of that family the URL names, async drivers included
+(asyncpg, aiosqlite, aiomysql, asyncmy are variants of their family, with
+their own connect arguments).  Code above this package asks the object and
+never branches on a backend's name: adding a server means adding a class
+here, not an ``elif`` in ten modules.
+
+SQLAlchemy and the drivers are imported inside the methods that need them:
+``orch --help`` imports this package and must stay fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orch.errors import DatabaseError
+from orch.redact import redact, redact_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class NoDatabase(Exception):
+    """A read-only open of a SQLite file that does not exist (nothing was created)."""
+
+
+#: SQLAlchemy's URL grammar (sqlalchemy.engine.url._parse_url), without importing SQLAlchemy
+URL_RE = re.compile(
+    r"""
+    (?P<name>[\w+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/?]+)\]|(?P<ipv4host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?
+    (?:/(?P<database>[^?]*))?
+    (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+_LOOPBACK = {"", "localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One URL scheme orch knows: which family, which module, what to suggest instead.
+
+    *module* is the import name :func:`orch.backends.driver_problem` looks for
+    (None: nothing to install).  *fix* is the scheme to suggest when that
+    driver is unsupported or usually missing (``postgresql://`` means
+    psycopg2).  *sync_scheme* is set for the async drivers: the scheme of
+    the synchronous driver of the same server, which orch reads through.
+    """
+
+    scheme: str
+    family: type[Backend]
+    module: str | None
+    fix: str | None = None
+    #: an async driver's synchronous twin (same server, same family)
+    sync_driver: Driver | None = None
+
+    @property
+    def sync_scheme(self) -> str | None:
+        return self.sync_driver.scheme if self.sync_driver is not None else None
+
+    @property
+    def name(self) -> str:
+        """The driver's name as SQLAlchemy spells it after the ``+`` (``""``: the default)."""
+        return self.scheme.partition("+")[2]
+
+    @property
+    def is_async(self) -> bool:
+        return self.sync_scheme is not None
+
+
+@dataclass(frozen=True)
+class ClientParams:
+    """What a command-line client (``pg_dump``, ``mysqldump``) needs, password apart."""
+
+    host: str
+    port: str
+    user: str
+    database: str
+    password: str | None
+
+
+class LockPrimitive:
+    """One attempt at, and the release of, a database's migration lock.
+
+    :mod:`orch.store.locks` owns the waiting (polling, timeout, giving up on
+    a stop, lock order); a backend owns only what one attempt is.  Every
+    primitive dies with its connection or process: a killed orch leaves no
+    stale lock.
+    """
+
+    def attempt(self) -> bool:
+        """Try once without waiting; True when the lock is now held."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Let go (errors are the caller's to ignore: the connection closes next)."""
+
+    def close(self) -> None:
+        """Free what :meth:`attempt` needs, lock or not (after a failed wait, too)."""
+
+
+class Backend:
+    """A database URL and everything its server does differently.
+
+    Class attributes describe the family; the instance knows its URL and
+    driver.  Subclasses override what differs; the defaults here are what
+    a server without the feature does.
+    """
+
+    #: the family, as orch shows it (``status --json``'s ``backend``, ``--sql`` headers)
+    name: ClassVar[str] = ""
+    #: the server's name in messages
+    label: ClassVar[str] = ""
+    #: spelled family -> the scheme orch suggests for it (``mariadb`` -> ``mariadb+pymysql``)
+    recommended: ClassVar[dict[str, str]] = {}
+    #: the port a URL without one means (None: no network)
+    default_port: ClassVar[int | None] = None
+    #: the longest identifier the server takes, in bytes (None: no limit orch checks)
+    max_identifier: ClassVar[int | None] = None
+    #: whether a failed revision is rolled back completely (DDL included)
+    transactional_ddl: ClassVar[bool] = False
+    #: the variable the server's command-line clients read the password from
+    password_env: ClassVar[str | None] = None
+    #: whether the migration lock is taken on a database connection (else: a file)
+    lock_needs_connection: ClassVar[bool] = True
+    #: whether ``status`` reads the version table without SQLAlchemy (no driver to preload)
+    reads_without_sqlalchemy: ClassVar[bool] = False
+    #: whether the audit log may close one row and open the next in one statement
+    chained_audit_rows: ClassVar[bool] = False
+    #: SQL run before the first ``running`` row of a run is committed, if any
+    marker_commit_sql: ClassVar[str | None] = None
+    #: SQL that makes a session read-only (autogenerate, drift), if the server has it
+    readonly_session_sql: ClassVar[str | None] = None
+
+    def __init__(self, url: str, driver: Driver, *, shown: str | None = None) -> None:
+        self.url = url
+        self.driver = driver
+        #: the URL as the user wrote it (an async URL for its sync twin): what errors name
+        self.shown = shown if shown is not None else url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display()}>"
+
+    # -- the URL
+
+    @property
+    def scheme(self) -> str:
+        return self.driver.scheme
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the URL names one of the async drivers orch migrates through."""
+        return self.driver.is_async
+
+    def display(self) -> str:
+        """The URL as orch shows it: password masked, see :func:`orch.redact.redact_url`."""
+        return redact_url(self.shown)
+
+    def sync_url(self) -> str:
+        """The URL of the same database through the synchronous driver (unchanged if sync).
+
+        Only the scheme changes, plus the query options a family's drivers
+        spell differently (:meth:`_sync_rest`).  Host, port, login, database
+        and every other option stay as written.
+        """
+        if self.driver.sync_driver is None:
+            return self.url
+        rest = self._sync_rest(self.url.split("://", 1)[1])
+        return f"{self.driver.sync_driver.scheme}://{rest}"
+
+    def _sync_rest(self, rest: str) -> str:
+        """The URL after ``://``, as the family's synchronous driver takes it."""
+        return rest
+
+    def sync(self) -> Backend:
+        """The backend of :meth:`sync_url` (``self`` for a synchronous driver)."""
+        if self.driver.sync_driver is None:
+            return self
+        return type(self)(self.sync_url(), self.driver.sync_driver, shown=self.shown)
+
+    def identity(self, schema: str | None, table: str) -> tuple[str, ...]:
+        """Which version table the URL and *schema* denote: server, database, schema, table.
+
+        Two URLs with one identity share one history.  Not user or password;
+        loopback names count as one host and default ports are filled in.
+        """
+        m = URL_RE.match(self.url)
+        if not m:
+            return (self.url, schema or "", table)
+        host, port, database = self._server(m)
+        return (self.name, f"{host}:{port}", database, schema or "", table)
+
+    def _server(self, m: re.Match[str]) -> tuple[str, str, str]:
+        """(host, port, database) of a parsed URL, as the server would read them."""
+        query = dict(part.partition("=")[::2] for part in (m["query"] or "").split("&") if part)
+        host = (query.get("host") or m["ipv6host"] or m["ipv4host"] or "").lower()
+        host = "localhost" if host in _LOOPBACK else host
+        default = "" if self.default_port is None else str(self.default_port)
+        port = m["port"] or query.get("port") or default
+        database = m["database"] or query.get("dbname") or ""
+        return host, port, database
+
+    def url_problem(self) -> str | None:
+        """Why this URL cannot hold a migrated database (None: it can)."""
+        return None
+
+    def identifier_problem(self, names: list[tuple[str, str, int]]) -> str | None:
+        """The first of *names* (key, name, room taken by a suffix) too long for the server.
+
+        Alembic names the version table's primary key ``<table>_pkc``: the
+        version table has 4 characters less than the server's limit.
+        """
+        limit = self.max_identifier
+        if limit is None:
+            return None
+        for key, name, suffix in names:
+            most = limit - suffix
+            if len(name.encode()) > most:
+                why = f"; {self.label} takes identifiers of at most {limit}"
+                if suffix:
+                    why = (
+                        f"; Alembic names its primary key '<table>_pkc', and {self.label} "
+                        f"takes identifiers of at most {limit}"
+                    )
+                return (
+                    f"{key} {name!r} is {len(name.encode())} characters long (at most {most}){why}"
+                )
+        return None
+
+    # -- connecting
+
+    def connect_args(self, connect_timeout: float, *, readonly: bool) -> dict[str, Any]:
+        """The synchronous driver's connect arguments for this connect timeout."""
+        return {}
+
+    def configure_engine(self, engine: Engine, connect_timeout: float) -> None:
+        """Event listeners a synchronous engine of this server needs."""
+
+    def make_engine(self, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
+        """A NullPool engine through the synchronous driver (:func:`orch.store.db.make_engine`)."""
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        if self.is_async:
+            return self.sync().make_engine(connect_timeout, readonly=readonly)
+        args = self.connect_args(connect_timeout, readonly=readonly)
+        try:
+            engine = create_engine(self.url, poolclass=NullPool, connect_args=args)
+        except Exception as exc:  # bad URL, missing driver
+            raise DatabaseError(f"cannot use URL {redact(self.shown)}: {redact(str(exc))}") from exc
+        self.configure_engine(engine, connect_timeout)
+        return engine
+
+    def async_connect_args(self, connect_timeout: float) -> dict[str, Any]:
+        """The async driver's connect arguments for this connect timeout."""
+        return {}
+
+    def configure_async_engine(self, engine: AsyncEngine) -> None:
+        """Event listeners an async engine of this server needs (on its ``sync_engine``)."""
+
+    def make_async_engine(self, connect_timeout: float = 5.0) -> AsyncEngine:
+        """A NullPool AsyncEngine through the URL's async driver (see :mod:`orch.store.aio`)."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import NullPool
+
+        args = self.async_connect_args(connect_timeout)
+        try:
+            engine = create_async_engine(self.url, poolclass=NullPool, connect_args=args)
+        except Exception as exc:  # bad URL, missing driver or greenlet
+            raise DatabaseError(f"cannot use URL {redact(self.url)}: {redact(str(exc))}") from exc
+        self.configure_async_engine(engine)
+        return engine
+
+    def shared_connect(self, connect_timeout: float) -> Connection | None:
+        """A read-only connection from an engine shared by many databases, if the family has one.
+
+        None: open a connection of its own (:func:`orch.store.db.connect`).
+        """
+        return None
+
+    # -- sessions and version tables
+
+    def session_setup(self, conn: Connection, ddl_lock_timeout: float | None) -> None:
+        """Per-session settings of a migration connection."""
+
+    def missing_schema_hint(self, schema: str) -> str:
+        """How to create a ``version_table_schema`` the server does not have."""
+        return f'create it first: CREATE SCHEMA "{schema}"'
+
+    def read_versions_directly(
+        self, schema: str | None, table: str, timeout: float
+    ) -> tuple[str, ...] | None:
+        """The version rows read without SQLAlchemy, or None when this URL has no such path.
+
+        Raises :class:`NoDatabase` when there is no database to read.
+        """
+        return None
+
+    def alembic_options(self, *, as_sql: bool) -> dict[str, Any]:
+        """Options for Alembic's ``context.configure`` that depend on the server."""
+        return {"render_as_batch": False}
+
+    # -- the migration lock
+
+    def lock_name(self, schema: str | None, table: str) -> str:
+        """A stable name for the lock of a version table (<= 64 characters)."""
+        import hashlib
+
+        ident = f"{(schema or '').lower()}.{table.lower()}"
+        return "orch:" + hashlib.sha1(ident.encode()).hexdigest()[:40]
+
+    def lock(
+        self, conn: Connection | None, schema: str | None, table: str, *, who: str = ""
+    ) -> LockPrimitive:
+        """The migration lock of a version table.
+
+        *conn* is the migration connection (None where
+        :attr:`lock_needs_connection` is false); *who* names the database in
+        errors.  Creating the primitive may already touch the system (the
+        SQLite lock file); :meth:`LockPrimitive.close` undoes that.
+        """
+        raise NotImplementedError(f"{self.label} has no migration lock")
+
+    def lock_held(self, conn: Connection | None, schema: str | None, table: str) -> bool:
+        """Whether another session holds the lock now (a read-only probe)."""
+        return False
+
+    # -- the hooks' values and errors
+
+    def client_params(self, default_user: str) -> ClientParams:
+        """The values a hook gets, the client's defaults filled in (never ``-h ''``)."""
+        from sqlalchemy.engine import make_url
+
+        u = make_url(self.url)
+        query_host = u.query.get("host")
+        if isinstance(query_host, tuple):
+            query_host = query_host[0] if query_host else None
+        host = u.host or query_host or "localhost"
+        default = "" if self.default_port is None else str(self.default_port)
+        port = str(u.port) if u.port else default
+        password = u.password
+        return ClientParams(
+            host,
+            port,
+            u.username or default_user,
+            u.database or "",
+            str(password) if password is not None else None,
+        )
+
+    @classmethod
+    def error_message(cls, err: BaseException, module: str) -> str | None:
+        """One line for a driver error of this family (None: the generic wording)."""
+        return None
+
+    @classmethod
+    def error_hint(cls, module: str, message: str) -> str:
+        """Words to add to a driver's message that says neither what nor where."""
+        return ""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a driver error, without SQL parameters or passwords.
+
+    Each family may word its driver's errors (:meth:`Backend.error_message`)
+    or add a hint to them (:meth:`Backend.error_hint`).
+    """
+    orig = getattr(exc, "orig", None)
+    err = orig if orig is not None else exc
+    module = type(err).__module__.split(".")[0]
+    families = Backend.__subclasses__()
+    msg = next((m for m in (f.error_message(err, module) for f in families) if m), None)
+    if msg is None:
+        if isinstance(err, OSError) and err.strerror:
+            # an OSError is (errno, strerror) too: not a driver error; name the file
+            msg = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+        else:
+            msg = str(err).strip()
+            msg += "".join(f.error_hint(module, msg) for f in families)
+    msg = msg.split("\n(Background on this error")[0]
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    text = " ".join(lines[:3]) if lines else type(exc).__name__
+    return redact(text)
