@@ -21,13 +21,21 @@ warning_sink: Callable[[str], None] | None = None
 
 
 class OrchError(Exception):
-    """Base of every error orch reports to a user (never with a traceback unless -v)."""
+    """Base of every error orch reports to a user (never with a traceback unless -v).
+
+    ``databases`` names the databases the error is about, when it is about
+    some (an unknown name, a dependency behind, a missing URL): a program
+    using :mod:`orch.service` can act on them without parsing the message.
+    """
 
     exit_code: int = EXIT_FAILED
 
-    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, databases: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.databases: tuple[str, ...] = tuple(databases)
         if exit_code is not None:
             self.exit_code = exit_code
 
@@ -65,7 +73,7 @@ class RegistryError(OrchError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem]) -> None:  # .problems: where and why
         self.problems = list(problems)
         if len(self.problems) == 1:
             message = str(self.problems[0])

@@ -224,6 +224,10 @@ class Redactor:
             self._secrets.add(secret)
             self._ordered = None
 
+    def secrets(self) -> tuple[str, ...]:
+        """The known secrets, sorted: handed to worker processes, which redact alike."""
+        return tuple(sorted(self._secrets))
+
     def add_url(self, url: str) -> None:
         for pw in url_passwords(url):
             self.add(pw)

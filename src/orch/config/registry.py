@@ -184,7 +184,8 @@ class Registry:
         """The error for naming a database that environment *env* leaves out."""
         return UsageError(
             f"database {name!r} is not part of environment {env!r} "
-            f"(environments.{env}.urls.{name} is null)"
+            f"(environments.{env}.urls.{name} is null)",
+            databases=(name,),
         )
 
     def environment(self, name: str | None) -> EnvironmentSpec:
@@ -207,7 +208,7 @@ class Registry:
             raise self.not_part(name, self.scope)
         if name not in self.databases:
             known = ", ".join(self.databases) or "(none)"
-            raise UsageError(f"unknown database {name!r}; known: {known}")
+            raise UsageError(f"unknown database {name!r}; known: {known}", databases=(name,))
         return self.databases[name]
 
     def targets(self, env_name: str | None, *, strict: bool = True) -> list[Target]:

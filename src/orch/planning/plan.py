@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from orch.config.registry import Registry
 from orch.config.revisions import Graph
 from orch.errors import RefusedError, UsageError
+from orch.outcomes import Direction
 from orch.planning.resolve import Resolved, resolve_target
 
 
@@ -48,12 +49,13 @@ def parse_selectors(
             raise UsageError(f"bad selector {text!r}: nothing after '@'")
         registry.database(db)
         if db in seen:
-            raise UsageError(f"database {db!r} is named twice")
+            raise UsageError(f"database {db!r} is named twice", databases=(db,))
         seen.add(db)
         if require_target and not sep:
             raise UsageError(
                 f"{command} needs an explicit target for {db!r}: {db}@-1, {db}@<revision> "
-                f"or {db}@base"
+                f"or {db}@base",
+                databases=(db,),
             )
         out.append(Selector(db, target or None))
     return out
@@ -107,7 +109,7 @@ class PlanStep:
     """One database's part of a run."""
 
     db: str
-    direction: str  # upgrade | downgrade | stamp
+    direction: Direction
     target: str  # as requested: head, +N, -N, base, a revision
     level: int
     current: tuple[str, ...] | None = None  # None: not read (unreachable, offline)
@@ -122,7 +124,7 @@ class PlanStep:
 
 @dataclass(frozen=True)
 class Plan:
-    direction: str
+    direction: Direction
     steps: tuple[PlanStep, ...]
 
     @property
@@ -187,7 +189,8 @@ def plan_upgrade(
                 raise RefusedError(
                     "--with-deps would move "
                     + ", ".join(f"{d}@{targets[d]}" for d in named)
-                    + " to head, which its dependents need; drop the target or use --ignore-deps"
+                    + " to head, which its dependents need; drop the target or use --ignore-deps",
+                    databases=named,
                 )
             for dep in behind:
                 targets[dep] = "head"
@@ -199,9 +202,10 @@ def plan_upgrade(
             )
             raise RefusedError(
                 f"dependency behind: {who} (not at head); upgrade it first, or use "
-                "--with-deps to bring dependencies to head, or --ignore-deps"
+                "--with-deps to bring dependencies to head, or --ignore-deps",
+                databases=behind,
             )
-    return _build(registry, "upgrade", targets, graphs, currents)
+    return _build(registry, Direction.UPGRADE, targets, graphs, currents)
 
 
 def plan_downgrade(
@@ -231,8 +235,11 @@ def plan_downgrade(
                 f"{name} has dependents not at base: {', '.join(deps)}"
                 for name, deps in blocking.items()
             )
-            raise RefusedError(f"{who}. Downgrade them to base in the same run, or use --force")
-    return _build(registry, "downgrade", targets, graphs, currents, reverse=True)
+            raise RefusedError(
+                f"{who}. Downgrade them to base in the same run, or use --force",
+                databases=list(dict.fromkeys(d for deps in blocking.values() for d in deps)),
+            )
+    return _build(registry, Direction.DOWNGRADE, targets, graphs, currents, reverse=True)
 
 
 def plan_stamp(
@@ -245,7 +252,7 @@ def plan_stamp(
     if not selectors:
         raise UsageError("name the databases to stamp, e.g. 'orch stamp core@head'")
     targets = _explicit_targets(selectors, "stamp", "@<revision>, {db}@head or {db}@base")
-    return _build(registry, "stamp", targets, graphs, currents)
+    return _build(registry, Direction.STAMP, targets, graphs, currents)
 
 
 def _explicit_targets(selectors: Sequence[Selector], command: str, examples: str) -> dict[str, str]:
@@ -255,7 +262,8 @@ def _explicit_targets(selectors: Sequence[Selector], command: str, examples: str
         if not s.target:
             hint = "{db}" + examples
             raise UsageError(
-                f"{command} needs an explicit target for {s.db!r}: {hint.format(db=s.db)}"
+                f"{command} needs an explicit target for {s.db!r}: {hint.format(db=s.db)}",
+                databases=(s.db,),
             )
         targets[s.db] = s.target
     return targets
@@ -263,7 +271,7 @@ def _explicit_targets(selectors: Sequence[Selector], command: str, examples: str
 
 def _build(
     registry: Registry,
-    direction: str,
+    direction: Direction,
     targets: Mapping[str, str],
     graphs: Mapping[str, Graph],
     currents: Mapping[str, tuple[str, ...] | None],

@@ -20,9 +20,10 @@ from typing import Any
 
 from orch.config.registry import Registry, Target
 from orch.errors import OrchError
+from orch.outcomes import CheckState
 
 # check outcomes per database
-CHECK_STATES = ("clean", "drift", "not_checkable", "unreachable", "unconfigured", "failed")
+CHECK_STATES = tuple(CheckState)
 
 
 @dataclass
@@ -30,7 +31,7 @@ class DriftResult:
     """One database's comparison."""
 
     name: str
-    state: str
+    state: CheckState
     differences: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     current: list[str] | None = None
@@ -183,12 +184,12 @@ def compare(registry: Registry, target: Target) -> DriftResult:
     if not db.metadata:
         return DriftResult(
             db.name,
-            "not_checkable",
+            CheckState.NOT_CHECKABLE,
             heads=heads,
             error=f"no 'metadata' in the registry (databases.{db.name}.metadata: module:attribute)",
         )
     if target.url is None:
-        return DriftResult(db.name, "unconfigured", heads=heads, error=target.missing)
+        return DriftResult(db.name, CheckState.UNCONFIGURED, heads=heads, error=target.missing)
     metadata = job_mod.load_metadata(registry, db)
     assert metadata is not None
     job = job_mod.Job(registry, db, target.url)
@@ -207,17 +208,22 @@ def compare(registry: Registry, target: Target) -> DriftResult:
             dialect = conn.dialect
             described = [describe(d, dialect) for d in flatten(diffs)]
     except DatabaseError as exc:
-        return DriftResult(db.name, "unreachable", heads=heads, error=str(exc))
+        return DriftResult(db.name, CheckState.UNREACHABLE, heads=heads, error=str(exc))
     except OrchError:
         raise
     except Exception as exc:
         if phase == "connect":
-            return DriftResult(db.name, "unreachable", heads=heads, error=describe_error(exc))
+            return DriftResult(
+                db.name, CheckState.UNREACHABLE, heads=heads, error=describe_error(exc)
+            )
         # reached the database, but the comparison itself broke (a model, a type, rights)
         return DriftResult(
-            db.name, "failed", heads=heads, error=f"comparison failed: {describe_error(exc)}"
+            db.name,
+            CheckState.FAILED,
+            heads=heads,
+            error=f"comparison failed: {describe_error(exc)}",
         )
-    state = "drift" if described else "clean"
+    state = CheckState.DRIFT if described else CheckState.CLEAN
     return DriftResult(db.name, state, described, current=current, heads=heads)
 
 

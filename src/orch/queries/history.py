@@ -17,6 +17,7 @@ from typing import Any
 
 from orch.config.registry import Registry
 from orch.config.revisions import Graph
+from orch.outcomes import State
 
 _DATE = re.compile(r"^Create Date:\s*(?P<date>.+?)\s*$", re.M)
 
@@ -69,7 +70,7 @@ class History:
     environment: str
     current: tuple[str, ...] | None
     heads: tuple[str, ...]
-    state: str
+    state: State
     error: str | None
     entries: tuple[Entry, ...]
 
@@ -138,7 +139,7 @@ def history(registry: Registry, env: str | None, name: str) -> History:
             environment=environment,
             current=None,
             heads=graph.heads,
-            state="absent",
+            state=State.ABSENT,
             error=str(registry.not_part(name, environment)),
             entries=tuple(entries(graph, None)),
         )

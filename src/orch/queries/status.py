@@ -18,6 +18,7 @@ from orch.backends import for_url
 from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import DatabaseError, OrchError
+from orch.outcomes import State
 from orch.planning.live import graphs_for, read_live
 from orch.store.db import (
     MissingSchema,
@@ -25,15 +26,8 @@ from orch.store.db import (
     preload_drivers,
 )
 
-STATES = (
-    "up_to_date",
-    "behind",
-    "unknown_revision",
-    "dirty",
-    "running",
-    "unreachable",
-    "unconfigured",
-)
+# the states status reports (``absent`` is history's, for a database the environment leaves out)
+STATES = tuple(s for s in State if s != State.ABSENT)
 
 
 @dataclass
@@ -45,7 +39,7 @@ class DbStatus:
     current: list[str] | None
     heads: list[str]
     pending: int | None
-    state: str
+    state: State
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,26 +58,26 @@ class DbStatus:
 def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
     heads = list(graph.heads)
     if target.url is None:
-        return DbStatus(target.name, None, None, heads, None, "unconfigured", target.missing)
+        return DbStatus(target.name, None, None, heads, None, State.UNCONFIGURED, target.missing)
     url = target.display_url
     try:
         current, running, dirty = read_live(target, registry)
     except MissingSchema as exc:  # reachable, never migrated: every revision is pending
-        return DbStatus(target.name, url, [], heads, len(graph.pending(())), "behind", str(exc))
+        return DbStatus(target.name, url, [], heads, len(graph.pending(())), State.BEHIND, str(exc))
     except DatabaseError as exc:
-        return DbStatus(target.name, url, None, heads, None, "unreachable", str(exc))
+        return DbStatus(target.name, url, None, heads, None, State.UNREACHABLE, str(exc))
     except OrchError:
         raise
     except Exception as exc:
-        return DbStatus(target.name, url, None, heads, None, "unreachable", describe_error(exc))
+        return DbStatus(target.name, url, None, heads, None, State.UNREACHABLE, describe_error(exc))
     cur = list(current)
     unknown = graph.unknown(current)
     pending = None if unknown else len(graph.pending(current))
     if running:
-        state, error = "running", "a migration holds the lock now"
+        state, error = State.RUNNING, "a migration holds the lock now"
     elif dirty is not None:
         rev, err = dirty
-        state = "dirty"
+        state = State.DIRTY
         from orch.store.audit import repair_hint
 
         error = (
@@ -92,12 +86,12 @@ def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
             + f"; {repair_hint(target.name, rev)}"
         )
     elif unknown:
-        state = "unknown_revision"
+        state = State.UNKNOWN_REVISION
         error = f"revision {', '.join(unknown)} is not in {graph.name}'s directory"
     elif pending:
-        state, error = "behind", None
+        state, error = State.BEHIND, None
     else:
-        state, error = "up_to_date", None
+        state, error = State.UP_TO_DATE, None
     st = DbStatus(target.name, url, cur, heads, pending, state, error)
     st.extra["backend"] = for_url(target.url).name
     return st

@@ -46,15 +46,16 @@ from typing import Any
 from orch import stopping
 from orch.config.registry import Registry, Target
 from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
+from orch.outcomes import Direction, Outcome
 from orch.planning.plan import Plan, PlanStep, edges
 from orch.planning.resolve import Resolved
 from orch.redact import REDACTOR, redact
 from orch.store.audit import repair_hint
 
-OUTCOMES = ("done", "unchanged", "failed", "skipped", "locked", "refused")
-BAD = ("failed", "locked", "refused", "skipped")
+OUTCOMES = tuple(Outcome)
+BAD = (Outcome.FAILED, Outcome.LOCKED, Outcome.REFUSED, Outcome.SKIPPED)
 # outcomes that stop a database's dependents (they are then ``skipped``)
-BLOCKING = ("failed", "locked", "refused")
+BLOCKING = (Outcome.FAILED, Outcome.LOCKED, Outcome.REFUSED)
 
 
 @dataclass
@@ -62,8 +63,8 @@ class DbResult:
     """What happened to one database (the summary row and the JSON entry)."""
 
     name: str
-    direction: str
-    outcome: str
+    direction: Direction
+    outcome: Outcome
     start: list[str] | None = None
     end: list[str] | None = None
     applied: list[str] = field(default_factory=list)
@@ -131,14 +132,14 @@ def run_one(task: Task) -> DbResult:
     t0 = time.monotonic()
     db = task.target.db
     direction = task.step.direction
-    res = DbResult(db.name, direction, "failed")
+    res = DbResult(db.name, direction, Outcome.FAILED)
     url = task.target.url
     if url is None:
-        res.outcome, res.error = "refused", task.target.missing
+        res.outcome, res.error = Outcome.REFUSED, task.target.missing
         return res
     transactional = for_url(url).transactional_ddl
     if stopping.requested():  # queued in the pool before the stop: do not start
-        res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+        res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
         return res
 
     def say(line: str) -> None:
@@ -156,10 +157,10 @@ def run_one(task: Task) -> DbResult:
             try:
                 lock.acquire()
             except LockTimeout as exc:
-                res.outcome, res.error = "locked", str(exc)
+                res.outcome, res.error = Outcome.LOCKED, str(exc)
                 return
             except LockCancelled:
-                res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+                res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
                 return
             held = contextlib.ExitStack()  # a downgrade's locks of its dependents
             try:
@@ -193,7 +194,7 @@ def run_one(task: Task) -> DbResult:
                 conn.commit()
                 if dirty is not None and direction != "stamp":
                     rev, why = dirty
-                    res.outcome, res.revision, res.dirty = "refused", rev, True
+                    res.outcome, res.revision, res.dirty = Outcome.REFUSED, rev, True
                     res.error = (
                         f"dirty: revision {rev} failed or was interrupted half-way"
                         + (f" ({why})" if why else "")
@@ -203,7 +204,7 @@ def run_one(task: Task) -> DbResult:
                 try:
                     resolved = _resolve(task, current)
                 except OrchError as exc:
-                    res.outcome, res.error = "refused", str(exc)
+                    res.outcome, res.error = Outcome.REFUSED, str(exc)
                     return
                 if direction == "stamp":
                     from orch.config.revisions import load_graph
@@ -221,10 +222,10 @@ def run_one(task: Task) -> DbResult:
                         purge=bool(files.unknown(current)),
                     )
                 elif not resolved.path:
-                    res.outcome = "unchanged"
+                    res.outcome = Outcome.UNCHANGED
                     say(f"{db.name}: already at {', '.join(current) or 'base'}")
                 elif stopping.requested():
-                    res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+                    res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
                 elif not _dependency_rule(task, res, say, held):
                     pass  # refused (or locked) before anything changed
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
@@ -232,13 +233,13 @@ def run_one(task: Task) -> DbResult:
                 conn.rollback()
                 res.end = list(read_current(conn, db))
                 conn.commit()
-                if res.outcome == "done":
+                if res.outcome == Outcome.DONE:
                     _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
             finally:
                 held.close()
                 lock.release()
         except Exception as exc:  # a failure outside a revision (lock SQL, audit table, ...)
-            res.outcome = "failed"
+            res.outcome = Outcome.FAILED
             res.error = res.error or describe_error(exc)
             if res.applied:  # revisions went in, then the connection broke: end unknown
                 res.end = None
@@ -320,7 +321,7 @@ def _dependency_rule(
         except Exception as exc:
             from orch.store.db import describe_error
 
-            res.outcome = "refused"
+            res.outcome = Outcome.REFUSED
             res.error = f"cannot check that its dependency {dep.name} is at head: " + (
                 describe_error(exc)
             )
@@ -328,7 +329,7 @@ def _dependency_rule(
         if not _at_head(dep, current):
             behind.append(f"{dep.name} (at {', '.join(current) or 'base'})")
     if behind:
-        res.outcome = "refused"
+        res.outcome = Outcome.REFUSED
         res.error = (
             f"dependency behind: {', '.join(behind)}, not at head (read under {res.name}'s "
             "lock: it moved after the plan was made); nothing was changed. Upgrade it first, "
@@ -372,13 +373,13 @@ def _dependents_at_base(
                 current = read_current(conn, dep.db)
                 conn.commit()
         except LockTimeout as exc:
-            res.outcome, res.error = "locked", f"its dependent {dep.name}: {exc}"
+            res.outcome, res.error = Outcome.LOCKED, f"its dependent {dep.name}: {exc}"
             return False
         except LockCancelled:
-            res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+            res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
             return False
         except Exception as exc:
-            res.outcome = "refused"
+            res.outcome = Outcome.REFUSED
             res.error = f"cannot check that its dependent {dep.name} is at base: " + (
                 describe_error(exc)
             )
@@ -386,7 +387,7 @@ def _dependents_at_base(
         if current:
             above.append(f"{dep.name} (at {', '.join(current)})")
     if above:
-        res.outcome = "refused"
+        res.outcome = Outcome.REFUSED
         res.error = (
             f"dependents not at base: {', '.join(above)} (read under their locks: they moved "
             "after the plan was made); nothing was changed. Downgrade them to base first, "
@@ -434,7 +435,7 @@ def _hook(
     )
     if result is None or result.ok:
         return True
-    res.outcome = "failed"
+    res.outcome = Outcome.FAILED
     if name.startswith("before_"):
         res.error = f"{result.error}; nothing was changed"
     else:
@@ -565,11 +566,11 @@ def _migrate(
             )
         conn.commit()
         confirm()
-        res.outcome = "done"
+        res.outcome = Outcome.DONE
     except alembic_run.StepsDiffer as exc:  # raised before Alembic's first step: nothing ran
         with contextlib.suppress(Exception):
             conn.rollback()
-        res.outcome, res.error = "refused", str(exc)
+        res.outcome, res.error = Outcome.REFUSED, str(exc)
         say(f"  {db.name} refused: {exc}")
     except stopping.Interrupted as exc:
         # a clean stop between revisions: nothing to undo, no failed row (not dirty)
@@ -581,9 +582,9 @@ def _migrate(
         left = len(resolved.path) - len(res.applied)
         at = res.applied[-1] if res.applied else ",".join(res.start or []) or "base"
         if not res.applied:  # stopped before its first revision (e.g. during its hook)
-            res.outcome, res.error = "skipped", f"{stopping.reason()}: not started"
+            res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
         else:
-            res.outcome = "failed"
+            res.outcome = Outcome.FAILED
             res.error = (
                 f"{stopping.reason()}: stopped at {at} before {exc}, "
                 f"{left} of {len(resolved.path)} revision(s) not run"
@@ -596,7 +597,7 @@ def _migrate(
         with contextlib.suppress(Exception):
             conn.rollback()
         rev = state["rev"] if state["row"] is not None else None
-        res.outcome, res.revision, res.error = "failed", rev, error
+        res.outcome, res.revision, res.error = Outcome.FAILED, rev, error
         say(f"  {rev or db.name} FAILED: {error}")
         # nothing of the revision ran (it raised before its first write, or its
         # first statement failed, which MySQL 8 / MariaDB 10.6+ DDL undoes):
@@ -644,7 +645,7 @@ def _aborted(
     rev = state["rev"]
     with contextlib.suppress(Exception):
         conn.rollback()
-    res.outcome, res.revision = "failed", rev
+    res.outcome, res.revision = Outcome.FAILED, rev
     if transactional:
         res.error = f"{stopping.reason()} twice: revision {rev} aborted and rolled back"
     else:
@@ -698,14 +699,14 @@ def _stamp(
         error = describe_error(exc)
         with contextlib.suppress(Exception):
             conn.rollback()
-        res.outcome, res.error = "failed", error
+        res.outcome, res.error = Outcome.FAILED, error
         audit.record(revs, "stamp", "failed", error=error, detail=detail)
         conn.commit()
         return
     audit.record(revs, "stamp", "ok", detail=detail)
     conn.commit()
     same = tuple(sorted(target)) == tuple(sorted(current))
-    res.outcome = "unchanged" if same and dirty is None else "done"
+    res.outcome = Outcome.UNCHANGED if same and dirty is None else Outcome.DONE
     say(
         f"{db.name}: stamped {', '.join(target) or 'base'}"
         + (f" (dirty marker of {dirty[0]} cleared)" if dirty is not None else "")
@@ -819,7 +820,7 @@ def execute(
     timeout = registry.settings.lock_timeout if lock_timeout is None else lock_timeout
     steps = {s.db: s for s in plan.steps}
     preds = edges(registry, steps, reverse=plan.direction == "downgrade")
-    secrets = tuple(sorted(REDACTOR._secrets))
+    secrets = REDACTOR.secrets()
     commit = git_commit(registry.root)
     stamp = timestamp()
     tasks = {
@@ -847,7 +848,7 @@ def execute(
         """Never touched: from/to are the revisions read before the run (no lock taken)."""
         current = steps[name].current
         seen = list(current) if current is not None else None
-        return DbResult(name, plan.direction, "skipped", start=seen, end=seen, error=why)
+        return DbResult(name, plan.direction, Outcome.SKIPPED, start=seen, end=seen, error=why)
 
     def finish(r: DbResult) -> None:
         results[r.name] = r
@@ -879,7 +880,7 @@ def execute(
             for name in ready():
                 if stopping.requested():
                     error = f"{stopping.reason()}: not started"
-                    finish(DbResult(name, plan.direction, "skipped", error=error))
+                    finish(DbResult(name, plan.direction, Outcome.SKIPPED, error=error))
                     continue
                 if stop:
                     finish(skipped(name, "--fail-fast: an earlier database failed"))
@@ -896,7 +897,7 @@ def execute(
                     running.add(name)
                 except OSError as exc:  # no process could be started (memory, pid limit)
                     error = f"could not start a worker process: {exc}"
-                    finish(DbResult(name, plan.direction, "failed", error=error))
+                    finish(DbResult(name, plan.direction, Outcome.FAILED, error=error))
                     stop = stop or fail_fast
             if not running:
                 if len(results) < len(tasks) and not ready():
@@ -953,7 +954,7 @@ def _read_untouched(
     unread = [
         n
         for n, r in results.items()
-        if r.outcome == "skipped" and r.start is None and steps[n].current is None
+        if r.outcome == Outcome.SKIPPED and r.start is None and steps[n].current is None
     ]
     if not unread:
         return
@@ -1019,7 +1020,7 @@ def _worker_main(conn: Any, parent: int) -> None:
             from orch.store.db import describe_error
 
             error = f"worker: {describe_error(exc)}"
-            result = DbResult(task.target.name, task.step.direction, "failed", error=error)
+            result = DbResult(task.target.name, task.step.direction, Outcome.FAILED, error=error)
         conn.send(("result", result))
 
 
@@ -1167,7 +1168,7 @@ def _died(task: Task, notes: dict[str, Any], exitcode: int | None) -> DbResult:
             how = f"signal {-exitcode}"
     else:
         how = f"exit status {exitcode}"
-    res = DbResult(db.name, task.step.direction, "failed")
+    res = DbResult(db.name, task.step.direction, Outcome.FAILED)
     res.start = notes.get("start")
     res.applied = list(notes.get("applied", ()))
     rev = notes.get("revision")
@@ -1227,13 +1228,13 @@ def exit_code(results: Sequence[DbResult]) -> int:
     the lasting result of a failure, and a run that migrated others
     around it did run.
     """
-    bad = [r for r in results if r.outcome not in ("done", "unchanged", "skipped")]
-    if not bad and all(r.outcome in ("done", "unchanged") for r in results):
+    bad = [r for r in results if not r.outcome.ok and r.outcome != Outcome.SKIPPED]
+    if not bad and all(r.outcome.ok for r in results):
         return EXIT_OK
     if not bad:
         return EXIT_FAILED  # pragma: no cover  (skipped always has a cause)
-    if all(r.outcome == "locked" for r in bad):
+    if all(r.outcome == Outcome.LOCKED for r in bad):
         return EXIT_LOCKED
-    if all(r.outcome == "refused" and not r.dirty for r in bad):
+    if all(r.outcome == Outcome.REFUSED and not r.dirty for r in bad):
         return EXIT_USAGE
     return EXIT_FAILED

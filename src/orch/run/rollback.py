@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from orch.outcomes import Direction, Outcome
 from orch.planning.plan import Plan, PlanStep, levels
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 def wanted(results: Sequence[DbResult], interrupted: bool) -> bool:
     """A rollback is due when the run did not end well (including an interrupted run)."""
-    return interrupted or any(r.outcome not in ("done", "unchanged") for r in results)
+    return interrupted or any(not r.outcome.ok for r in results)
 
 
 def changed(results: Sequence[DbResult]) -> list[DbResult]:
@@ -55,8 +56,8 @@ def changed(results: Sequence[DbResult]) -> list[DbResult]:
 
 
 def plan(
-    registry: Registry, results: Sequence[DbResult], direction: str = "upgrade"
-) -> tuple[Plan, dict[str, tuple[str, str]]]:
+    registry: Registry, results: Sequence[DbResult], direction: str = Direction.UPGRADE
+) -> tuple[Plan, dict[str, tuple[Outcome, str]]]:
     """The plan back to each changed database's start, and the ones it cannot return.
 
     *direction* is the failed run's: an upgrade is undone by a downgrade
@@ -68,7 +69,7 @@ def plan(
     to ``("refused", why)``, and the databases around it whose rollback would
     break ``depends_on`` to ``("skipped", why)``.
     """
-    undo = "upgrade" if direction == "downgrade" else "downgrade"
+    undo = Direction.UPGRADE if direction == Direction.DOWNGRADE else Direction.DOWNGRADE
     targets: dict[str, str] = {}
     cannot: dict[str, str] = {}
     for r in changed(results):
@@ -95,8 +96,8 @@ def plan(
     for level, names in enumerate(levels(registry, targets, reverse=undo == "downgrade")):
         for name in names:
             steps.append(PlanStep(name, undo, targets[name], level, left[name]))
-    unreturned = {n: ("refused", why) for n, why in cannot.items()}
-    unreturned.update({n: ("skipped", why) for n, why in held.items()})
+    unreturned = {n: (Outcome.REFUSED, why) for n, why in cannot.items()}
+    unreturned.update({n: (Outcome.SKIPPED, why) for n, why in held.items()})
     return Plan(undo, tuple(steps)), unreturned
 
 
@@ -185,7 +186,7 @@ def entry(r: DbResult, left_at: list[str] | None) -> dict[str, Any]:
     }
 
 
-def refused(r: DbResult, why: str, outcome: str = "refused") -> dict[str, Any]:
+def refused(r: DbResult, why: str, outcome: Outcome = Outcome.REFUSED) -> dict[str, Any]:
     """The ``rollback`` entry of a database the rollback does not return (nothing was run)."""
     return {
         "outcome": outcome,
