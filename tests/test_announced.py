@@ -226,34 +226,27 @@ def test_an_announced_plan_whose_steps_changed_before_the_lock_runs_nothing(
 ) -> None:
     """c1, m1 were announced; before the lock was taken another run applied c1: Alembic
     would now run m1 only, so the database runs nothing (refused, naming both)."""
-    from orch import cli
     from orch.config.registry import load_registry
-    from orch.planning import plan
     from orch.run import execute
+    from orch.service import Project
 
     url = f"sqlite:///{tmp_path / 'g.db'}"
     p = make_project(tmp_path / "proj", BRANCHED, url)
     set_state(url, ("bbb1",))
-    registry = load_registry(p.registry_path)
-    targets, live = cli._live_currents(registry, "dev", [DB])
-    made = plan.plan_upgrade(
-        registry,
-        plan.parse_selectors(registry, [f"{DB}@mmm1"]),
-        all_=False,
-        graphs=live["graphs"],
-        currents=live["currents"],
-    )
-    shown = made.announced()
+    project = Project(load_registry(p.registry_path), "dev")
+    made = project.plan([f"{DB}@mmm1"])
+    shown = made.approve()
     assert shown.steps[0].revisions == ("ccc1", "mmm1") and shown.steps[0].announced
     set_state(url, ("bbb1", "ccc1"))  # someone else applied ccc1 meanwhile
-    [res] = execute.execute(registry, shown, targets, jobs=1)
+    result = project.run(shown, jobs=1)
+    [res] = result.databases
     assert res.outcome == "refused", res
     assert "announced ccc1, mmm1 from bbb1" in (res.error or ""), res.error
     assert "Alembic would run mmm1" in (res.error or ""), res.error
     assert ran(url) == [] and versions(url) == ["bbb1", "ccc1"]
-    assert execute.exit_code([res]) == 2
+    assert result.exit_code == execute.exit_code([res]) == 2
     # a plan nobody was shown is resolved under the lock, as before
-    [res] = execute.execute(registry, made, targets, jobs=1)
+    [res] = project.run(made, jobs=1).databases
     assert res.outcome == "done" and res.applied == ["mmm1"], res
     assert ran(url) == [("mmm1", "up")]
 

@@ -1,0 +1,833 @@
+"""orch's Python API: a project (registry + environment) and what can be done with it.
+
+>>> project = Project.load("databases.yaml", env="staging")  # doctest: +SKIP
+>>> [(db.name, db.state) for db in project.status()]  # doctest: +SKIP
+
+This is the layer between the command line and the rest: it reads live
+state, plans (with :mod:`orch.planning`, the resolver the run itself uses),
+runs (:mod:`orch.run`), rolls back and queries (:mod:`orch.queries`), and
+returns typed results.  It never prints, never prompts and never exits:
+``orch.cli`` parses options, asks for confirmation, renders what comes back
+and turns it into an exit code.  Errors are :class:`~orch.errors.OrchError`
+subclasses carrying their exit code and the databases concerned.
+
+A plan is an object (:class:`Plan`): what is shown to an operator, approved
+(:meth:`Plan.approve`) and run (:meth:`Project.run`) is one and the same, and
+the executor runs an approved plan's steps exactly or refuses the database.
+
+Importing this module imports neither Click nor SQLAlchemy nor Alembic: each
+method imports what it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orch.errors import EXIT_FAILED, MissingVariable, RefusedError, UsageError
+from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State
+
+if TYPE_CHECKING:
+    from orch.authoring.revision import Written
+    from orch.authoring.scaffold import InitResult
+    from orch.config.registry import EnvironmentSpec, Registry, Target
+    from orch.planning import plan as planning
+    from orch.planning.live import SharedId
+    from orch.queries.drift import DriftResult
+    from orch.queries.history import History
+    from orch.queries.offline import Preview
+    from orch.queries.status import DbStatus
+    from orch.run.execute import DbResult
+    from orch.store.audit import LogRow
+
+__all__ = [
+    "CheckReport",
+    "LogReport",
+    "Plan",
+    "Project",
+    "RunResult",
+    "SqlResult",
+    "StatusMatrix",
+    "StatusReport",
+    "init",
+]
+
+
+# ---------------------------------------------------------------- results
+
+
+def _status_problem(cells: Sequence[tuple[str, DbStatus]], check: bool) -> str:
+    """Why ``status`` fails, or ''.  Each cell is (where, status).
+
+    It fails when a database could not be read: a status of nothing but
+    unreachable or unconfigured databases (a missing variable in CI) must
+    not pass a pipeline as if all were well.  *check*: also when one is not
+    ``up_to_date``.
+    """
+    problems = []
+    unread = [f"{where} {s.state} ({s.error})" for where, s in cells if not State(s.state).read]
+    if unread:
+        problems.append("could not read " + "; ".join(unread))
+    late = [
+        f"{where} {s.state}"
+        for where, s in cells
+        if s.state != State.UP_TO_DATE and State(s.state).read
+    ]
+    if check and late:
+        problems.append("not up to date: " + ", ".join(late))
+    return "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """The status of one environment's databases; iterating gives each :class:`DbStatus`."""
+
+    environment: str
+    databases: tuple[DbStatus, ...]
+    absent: tuple[str, ...] = ()  # databases this environment leaves out (URL null)
+
+    def __iter__(self) -> Iterator[DbStatus]:
+        return iter(self.databases)
+
+    def __len__(self) -> int:
+        return len(self.databases)
+
+    def __getitem__(self, name: str) -> DbStatus:
+        """The status of database *name*."""
+        for s in self.databases:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def problem(self, check: bool = False) -> str:
+        """Why this status is a failure ('' when it is not); *check*: anything not up to date."""
+        return _status_problem([(s.name, s) for s in self.databases], check)
+
+    def exit_code(self, check: bool = False) -> int:
+        return EXIT_FAILED if self.problem(check) else 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "databases": [s.as_json() for s in self.databases],
+            "absent": list(self.absent),
+        }
+
+
+@dataclass(frozen=True)
+class StatusMatrix:
+    """Every environment's status at once (``status --all-envs``)."""
+
+    databases: tuple[str, ...]  # the rows, in registry order
+    environments: tuple[StatusReport, ...]
+
+    def __iter__(self) -> Iterator[StatusReport]:
+        return iter(self.environments)
+
+    def problem(self, check: bool = False) -> str:
+        cells = [(f"{r.environment}/{s.name}", s) for r in self.environments for s in r]
+        return _status_problem(cells, check)
+
+    def exit_code(self, check: bool = False) -> int:
+        return EXIT_FAILED if self.problem(check) else 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do: its ordered steps (:class:`orch.planning.plan.PlanStep`), the live
+    revisions they start from, and the rules the run will check again under each lock.
+
+    Show it, :meth:`approve` it and hand it to :meth:`Project.run`: an approved
+    plan's database whose steps changed in between is refused, never run
+    differently from what was shown.
+    """
+
+    environment: str
+    planned: planning.Plan
+    statuses: tuple[DbStatus, ...] = ()  # the live reads it was made from (() when none)
+    targets: Mapping[str, Target] = field(default_factory=dict, repr=False)
+    check_deps: bool = True  # the dependency rule, checked again under each lock
+    approved: bool = False
+
+    @property
+    def direction(self) -> Direction:
+        return self.planned.direction
+
+    @property
+    def steps(self) -> tuple[planning.PlanStep, ...]:
+        return self.planned.steps
+
+    @property
+    def names(self) -> list[str]:
+        return self.planned.names
+
+    @property
+    def pending(self) -> int:
+        """Revisions the plan runs, over all databases (of those whose revision was read)."""
+        return sum(len(s.revisions) for s in self.steps)
+
+    @property
+    def unreadable(self) -> dict[str, DbStatus]:
+        """Databases whose live revision could not be read (their steps are not resolved)."""
+        return {s.name: s for s in self.statuses if s.current is None}
+
+    @property
+    def currents(self) -> dict[str, tuple[str, ...] | None]:
+        """The live revisions read for the plan, by database (None: could not be read)."""
+        return {s.name: tuple(s.current) if s.current is not None else None for s in self.statuses}
+
+    def approve(self) -> Plan:
+        """This plan, shown and accepted: the run executes exactly its resolved steps."""
+        return dataclasses.replace(self, planned=self.planned.announced(), approved=True)
+
+    def check_configured(self) -> None:
+        """MissingVariable when a database the plan read has no usable URL (what the run
+        would refuse with exit 2)."""
+        _require_urls(self.targets, [s.name for s in self.statuses] or self.names)
+
+    def steps_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": s.db,
+                "direction": s.direction,
+                "target": s.target,
+                "level": s.level,
+                "from": list(s.current) if s.current is not None else None,
+                "to": list(s.resolved.target) if s.resolved else None,
+                "revisions": list(s.revisions),
+            }
+            for s in self.steps
+        ]
+
+
+@dataclass
+class RunResult:
+    """A run's per-database outcomes (plan order), and the exit code they make."""
+
+    environment: str
+    direction: Direction
+    on_failure: OnFailure
+    databases: list[DbResult]
+    exit_code: int
+    interrupted: str | None = None  # SIGINT/SIGTERM when a signal stopped the run
+    rolled_back: bool = False  # --on-failure rollback acted (or reported what it could not)
+
+    def __iter__(self) -> Iterator[DbResult]:
+        return iter(self.databases)
+
+    def __getitem__(self, name: str) -> DbResult:
+        for r in self.databases:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def stop_reason(self) -> str | None:
+        return f"interrupted by {self.interrupted}" if self.interrupted else None
+
+    @property
+    def error(self) -> str | None:
+        """One line naming what did not succeed (None for a run that did)."""
+        if not self.exit_code:
+            return None
+        bad = [f"{r.name} {r.outcome}" for r in self.databases if not r.outcome.ok]
+        bad += [
+            f"{r.name} rollback {r.rollback['outcome']}"
+            for r in self.databases
+            if r.rollback is not None and not Outcome(r.rollback["outcome"]).ok
+        ]
+        if self.stop_reason:
+            bad.insert(0, self.stop_reason)
+        return "; ".join(bad)
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "environment": self.environment,
+            "command": self.direction,
+            "on_failure": self.on_failure,
+            "interrupted": self.interrupted,
+            "databases": [r.as_json() for r in self.databases],
+            "exit_code": self.exit_code,
+        }
+        if self.exit_code:
+            doc["error"] = self.error
+        return doc
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """``--sql``: the SQL of every step in execution order, and the files written."""
+
+    preview: Preview
+    files: tuple[Path, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.preview.failed else 0
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "environment": self.preview.environment,
+            "command": self.preview.direction,
+            "sql": True,
+            "databases": [s.as_json() for s in self.preview.sections],
+            "files": [str(f) for f in self.files],
+            "exit_code": self.exit_code,
+        }
+        if self.preview.failed:
+            doc["error"] = "; ".join(
+                f"{s.name}: {s.failed_revision}: {s.error}" for s in self.preview.failed
+            )
+        return doc
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Drift between each database's models and its live schema, and history problems."""
+
+    environment: str
+    databases: tuple[DriftResult, ...]
+    problems: tuple[SharedId, ...]  # revision ids two databases' histories declare
+    warnings: tuple[str, ...]  # alembic.ini disagreeing with the registry
+    exit_code: int
+
+    def __iter__(self) -> Iterator[DriftResult]:
+        return iter(self.databases)
+
+    @property
+    def error(self) -> str | None:
+        if not self.exit_code:
+            return None
+        fine = (CheckState.CLEAN, CheckState.NOT_CHECKABLE)
+        found = [f"{r.name} {r.state}" for r in self.databases if r.state not in fine]
+        found += [f"revision id {s.revision} shared by two databases" for s in self.problems]
+        return "; ".join(found) or "; ".join(f"{r.name} not_checkable" for r in self.databases)
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "environment": self.environment,
+            "databases": [r.as_json() for r in self.databases],
+            "problems": [s.as_json() for s in self.problems],
+            "warnings": list(self.warnings),
+            "exit_code": self.exit_code,
+        }
+        if self.exit_code:
+            doc["error"] = self.error
+        return doc
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """The audit trail, newest first, and the databases whose trail could not be read."""
+
+    environment: str
+    entries: tuple[LogRow, ...]
+    unreadable: Mapping[str, str]
+
+    def __iter__(self) -> Iterator[LogRow]:
+        return iter(self.entries)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.unreadable else 0
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "environment": self.environment,
+            "entries": [r.as_json() for r in self.entries],
+            "unreadable": dict(self.unreadable),
+        }
+        if self.unreadable:
+            doc["error"] = "; ".join(f"{n}: {e}" for n, e in self.unreadable.items())
+            doc["exit_code"] = self.exit_code
+        return doc
+
+
+# ---------------------------------------------------------------- the project
+
+
+def _require_urls(targets: Mapping[str, Target], names: Sequence[str]) -> None:
+    for name in names:
+        t = targets[name]
+        if t.url is None:
+            raise MissingVariable(f"{name}: {t.missing}", databases=(name,))
+
+
+class Project:
+    """A registry (databases.yaml) and the environment to work in, loaded once.
+
+    *env* None means ``$ORCH_ENV``, else the registry's ``default_env``.  An
+    unknown environment is an error when it is first used (``status_all``
+    needs none).
+    """
+
+    def __init__(self, registry: Registry, env: str | None = None) -> None:
+        self.registry = registry  # every database and environment, as written
+        self.env = env or os.environ.get("ORCH_ENV") or None
+        self._scoped: Registry | None = None
+
+    @classmethod
+    def load(cls, config: str | os.PathLike[str] | None = None, env: str | None = None) -> Project:
+        """Read and validate the registry: *config*, else ``$ORCH_CONFIG``, else the
+        databases.yaml of the working directory or the nearest one above it."""
+        from orch.config.registry import load_registry
+
+        return cls(load_registry(config), env)
+
+    # -- the environment
+
+    @property
+    def scoped(self) -> Registry:
+        """The registry as the environment sees it (the databases it leaves out, out)."""
+        if self._scoped is None:
+            self._scoped = self.registry.in_environment(self.env)
+        return self._scoped
+
+    @property
+    def environment(self) -> EnvironmentSpec:
+        return self.registry.environment(self.env)
+
+    @property
+    def environment_name(self) -> str:
+        return self.environment.name
+
+    @property
+    def protected(self) -> bool:
+        """Runs here need an approved plan (:meth:`Plan.approve`) or ``yes=True``."""
+        return self.environment.protected
+
+    @property
+    def absent(self) -> list[str]:
+        """The databases this environment leaves out (URL null), in registry order."""
+        return [n for n in self.registry.databases if n in self.scoped.left_out]
+
+    def targets(self) -> dict[str, Target]:
+        """Each database of the environment with its resolved URL (or why there is none)."""
+        return {t.name: t for t in self.scoped.targets(self.env)}
+
+    def _check_names(self, registry: Registry, names: Sequence[str]) -> None:
+        for name in names:
+            registry.database(name)  # UsageError naming it
+
+    # -- reading
+
+    def status(self, databases: Sequence[str] | None = None) -> StatusReport:
+        """Current revision, heads, pending count and :class:`~orch.outcomes.State` of each
+        (or each named) database, read concurrently; writes nothing."""
+        from orch.planning.live import graphs_for
+        from orch.queries import status as st
+
+        registry = self.scoped
+        self._check_names(registry, databases or ())
+        names = list(databases) if databases else None
+        graphs = graphs_for(registry, names)
+        env = registry.environment(self.env).name
+        rows = st.collect(registry, env, names, graphs=graphs)
+        return StatusReport(env, tuple(rows), tuple(self.absent))
+
+    def status_all(self, databases: Sequence[str] | None = None) -> StatusMatrix:
+        """Every environment's status, every cell queried at once."""
+        from orch.planning.live import graphs_for
+        from orch.queries import status as st
+
+        registry = self.registry
+        self._check_names(registry, databases or ())
+        names = list(databases) if databases else None
+        graphs = graphs_for(registry, names)
+        reports = []
+        for env, rows in st.collect_all(registry, names, graphs=graphs):
+            spec = registry.environments[env]
+            absent = [n for n in names or registry.databases if n in spec.absent]
+            reports.append(StatusReport(env, tuple(rows), tuple(absent)))
+        return StatusMatrix(tuple(names or registry.databases), tuple(reports))
+
+    def history(self, database: str) -> History:
+        """The revisions of *database*, newest first, the ones applied here marked."""
+        from orch.queries.history import history
+
+        return history(self.registry, self.env, database)
+
+    def log(self, databases: Sequence[str] | None = None, limit: int | None = 50) -> LogReport:
+        """The audit trail of the environment's (or the named) databases, newest first.
+        *limit* None: all entries."""
+        from orch.store.audit import collect_log
+
+        registry = self.scoped
+        self._check_names(registry, databases or ())
+        env = registry.environment(self.env).name
+        names = list(dict.fromkeys(databases or ())) or list(registry.databases)
+        _require_urls(self.targets(), names)
+        view = collect_log(registry, env, names, limit or None)
+        return LogReport(env, tuple(view.rows), view.unreadable)
+
+    def check(self, databases: Sequence[str] | None = None) -> CheckReport:
+        """Drift between models (registry ``metadata``) and live schemas; read-only."""
+        from orch.config.alembic_ini import disagreements
+        from orch.planning import live
+        from orch.queries import drift
+
+        registry = self.scoped
+        self._check_names(registry, databases or ())
+        named = list(databases or ())
+        env = registry.environment(self.env).name
+        results = drift.check(registry, env, named or None)
+        full = self.registry  # plain alembic sees every directory, in every environment
+        shared = [
+            s
+            for s in live.shared_ids(full, live.graphs_for(full, warn=False))
+            if not named or set(named) & {*s.databases[0], *s.databases[1]}
+        ]
+        code = drift.exit_code(results, named)
+        if shared:
+            code = EXIT_FAILED  # a finding, like drift
+        return CheckReport(env, tuple(results), tuple(shared), tuple(disagreements(full)), code)
+
+    # -- planning
+
+    def _read(
+        self, names: Sequence[str], *, read: bool = True
+    ) -> tuple[dict[str, Target], Mapping[str, Any], dict[str, Any], list[DbStatus]]:
+        """Targets, revision graphs, live revisions of *names* (None if unreadable), statuses.
+
+        ``read=False`` connects to nothing (every revision None) but still
+        imports the drivers here, once, before any worker forks.
+        """
+        from orch.planning.live import graphs_for
+        from orch.queries import status as st
+
+        registry = self.scoped
+        targets = {t.name: t for t in registry.targets(self.env)}
+        graphs = graphs_for(registry)
+        if not read:
+            from orch.store.db import preload_drivers
+
+            preload_drivers(targets[n].url for n in names)
+            return targets, graphs, dict.fromkeys(names), []
+        statuses = st.collect(registry, self.env, list(names), graphs=graphs)
+        currents = {s.name: tuple(s.current) if s.current is not None else None for s in statuses}
+        return targets, graphs, currents, statuses
+
+    def plan(
+        self,
+        selectors: Sequence[str] = (),
+        *,
+        all: bool = False,
+        with_deps: bool = False,
+        ignore_deps: bool = False,
+        read_live: bool = True,
+    ) -> Plan:
+        """The upgrade plan from the live revisions: what :meth:`upgrade` would run.
+
+        *selectors* are ``DB`` or ``DB@TARGET`` (head, +N, a revision).
+        ``read_live=False`` with *all* plans every database to head without
+        connecting: with ``--all`` the live revisions change nothing in the
+        plan (no dependency can be left behind) and the executor reads each
+        database again under its lock anyway, so a run that shows nothing
+        saves a connection per database.
+        """
+        from orch.planning import plan as planning
+        from orch.planning.plan import parse_selectors
+
+        registry = self.scoped
+        sels = parse_selectors(registry, selectors, command="upgrade")
+        if all and sels:
+            raise UsageError("--all cannot be combined with database selectors")
+        involved = (
+            list(registry.databases) if all else _with_dependencies(registry, [s.db for s in sels])
+        )
+        targets, graphs, currents, statuses = self._read(involved, read=read_live or not all)
+        planned = planning.plan_upgrade(
+            registry,
+            sels,
+            all_=all,
+            graphs=graphs,
+            currents=currents,
+            with_deps=with_deps,
+            ignore_deps=ignore_deps,
+        )
+        _require_urls(targets, planned.names)
+        return Plan(
+            registry.environment(self.env).name,
+            planned,
+            tuple(statuses),
+            targets,
+            check_deps=not ignore_deps,
+        )
+
+    def plan_downgrade(self, selectors: Sequence[str], *, force: bool = False) -> Plan:
+        """The downgrade plan (explicit targets: DB@-1, DB@REV, DB@base), dependents first.
+
+        *force*: downgrade even when dependents are not at base.
+        """
+        from orch.planning.plan import parse_selectors, plan_downgrade
+
+        registry = self.scoped
+        sels = parse_selectors(registry, selectors, require_target=True, command="downgrade")
+        names = [s.db for s in sels]
+        involved = list(dict.fromkeys(names + [d for n in names for d in registry.dependents(n)]))
+        targets, graphs, currents, statuses = self._read(involved)
+        planned = plan_downgrade(registry, sels, graphs=graphs, currents=currents, force=force)
+        _require_urls(targets, planned.names)
+        env = registry.environment(self.env).name
+        return Plan(env, planned, tuple(statuses), targets, check_deps=not force)
+
+    def plan_stamp(self, selectors: Sequence[str], *, read_live: bool = False) -> Plan:
+        """The stamp plan (DB@REVISION, DB@head, DB@base).  A stamp's steps do not depend
+        on the live revisions; *read_live* reads them only to show where each database is."""
+        from orch.planning.live import graphs_for
+        from orch.planning.plan import parse_selectors, plan_stamp
+
+        registry = self.scoped
+        sels = parse_selectors(registry, selectors, require_target=True, command="stamp")
+        targets = {t.name: t for t in registry.targets(self.env)}
+        graphs = graphs_for(registry, [s.db for s in sels])
+        planned = plan_stamp(registry, sels, graphs=graphs, currents={})
+        _require_urls(targets, planned.names)
+        statuses: list[DbStatus] = []
+        if read_live:
+            statuses = self._read(planned.names)[3]
+        env = registry.environment(self.env).name
+        return Plan(env, planned, tuple(statuses), targets, check_deps=False)
+
+    # -- running
+
+    def upgrade(
+        self,
+        selectors: Sequence[str] = (),
+        *,
+        all: bool = False,
+        with_deps: bool = False,
+        ignore_deps: bool = False,
+        yes: bool = False,
+        **options: Any,
+    ) -> RunResult:
+        """Plan and run an upgrade, dependencies before dependents.
+
+        *options* are :meth:`run`'s (jobs, lock_timeout, fail_fast, on_failure,
+        on_result, on_note).  In a protected environment, *yes* must say the
+        run is wanted (or plan, show, :meth:`Plan.approve` and :meth:`run`).
+        """
+        plan = self.plan(
+            selectors, all=all, with_deps=with_deps, ignore_deps=ignore_deps, read_live=False
+        )
+        return self.run(plan, yes=yes, **options)
+
+    def downgrade(
+        self, selectors: Sequence[str], *, force: bool = False, yes: bool = False, **options: Any
+    ) -> RunResult:
+        """Plan and run a downgrade to explicit targets, dependents first (see :meth:`upgrade`)."""
+        return self.run(self.plan_downgrade(selectors, force=force), yes=yes, **options)
+
+    def stamp(
+        self, selectors: Sequence[str], *, yes: bool = False, lock_timeout: float | None = None
+    ) -> RunResult:
+        """Set databases' versions without running migrations (baseline, repair)."""
+        return self.run(self.plan_stamp(selectors), yes=yes, jobs=1, lock_timeout=lock_timeout)
+
+    def run(
+        self,
+        plan: Plan,
+        *,
+        yes: bool = False,
+        jobs: int | None = None,
+        lock_timeout: float | None = None,
+        fail_fast: bool = False,
+        on_failure: str = OnFailure.STOP,
+        on_result: Callable[[DbResult], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_rollback: Callable[[str, list[str]], None] | None = None,
+        handle_signals: bool = True,
+    ) -> RunResult:
+        """Execute *plan*; with ``on_failure="rollback"``, undo what a failed run changed.
+
+        Failures are outcomes, not exceptions: each database's
+        :class:`~orch.outcomes.Outcome` is in the result, with the run's exit
+        code.  *on_result* is called as each database finishes; *on_note* with
+        a line worth telling (``jobs`` capped); *on_rollback* with why and which
+        databases when a rollback starts.
+        *handle_signals*: SIGINT/SIGTERM (main thread only) finish the
+        revisions in flight and start nothing new; the result then says
+        ``interrupted`` and its exit code is 130/143.
+        """
+        import uuid
+
+        from orch.alembic_bridge.runner import check_project
+        from orch.run import rollback
+        from orch.run.execute import effective_jobs, execute, exit_code
+        from orch.stopping import Stop
+
+        policy = OnFailure(on_failure)
+        registry = self.scoped
+        if self.protected and not (plan.approved or yes):
+            raise RefusedError(
+                f"environment {self.environment_name!r} is protected: {plan.direction} needs an "
+                "approved plan or yes; nothing was changed",
+                databases=plan.names,
+            )
+        check_project(registry)  # a broken alembic.ini: exit 2 before any database is touched
+        jobs, note = effective_jobs(registry, jobs, len(plan.steps))
+        if note and on_note is not None:
+            on_note(f"note: {note}")
+        run_id = str(uuid.uuid4())
+        stop = Stop()
+        rolled_back = False
+        with stop.installed() if handle_signals else contextlib.nullcontext(stop):
+            results = execute(
+                registry,
+                plan.planned,
+                dict(plan.targets),
+                jobs=jobs,
+                lock_timeout=lock_timeout,
+                fail_fast=fail_fast,
+                on_result=on_result,
+                run_id=run_id,
+                check_deps=plan.check_deps,
+            )
+            if policy == OnFailure.ROLLBACK and rollback.wanted(results, stop.requested()):
+                rolled_back = self._roll_back(
+                    plan, results, stop, jobs, lock_timeout, run_id, on_result, on_rollback
+                )
+        code = exit_code(results)
+        if stop.exit_code is not None:
+            code = stop.exit_code
+        return RunResult(
+            plan.environment,
+            plan.direction,
+            policy,
+            results,
+            code,
+            stop.name or None,
+            rolled_back,
+        )
+
+    def _roll_back(
+        self,
+        plan: Plan,
+        results: list[DbResult],
+        stop: Any,
+        jobs: int | None,
+        lock_timeout: float | None,
+        run_id: str,
+        on_result: Callable[[DbResult], None] | None,
+        on_rollback: Callable[[str, list[str]], None] | None,
+    ) -> bool:
+        """Undo a failed run (see :mod:`orch.run.rollback`); each outcome is attached to its
+        database's result."""
+        from orch.run import rollback
+        from orch.run.execute import execute
+
+        registry = self.scoped
+        rb_plan, cannot = rollback.plan(registry, results, plan.direction)
+        by_name = {r.name: r for r in results}
+        for name, (outcome, why) in cannot.items():
+            by_name[name].rollback = rollback.refused(by_name[name], why, outcome)
+        if not rb_plan.steps:
+            return bool(cannot)
+        if on_rollback is not None:
+            why = stop.reason() if stop.requested() else "the run did not succeed"
+            on_rollback(why, rb_plan.names)
+        stop.new_phase()
+        for r in execute(
+            registry,
+            rb_plan,
+            dict(plan.targets),
+            jobs=jobs,
+            lock_timeout=lock_timeout,
+            on_result=on_result,
+            run_id=run_id,
+            purpose="rollback",
+        ):
+            undone = by_name[r.name]
+            undone.rollback = rollback.entry(r, undone.end)
+            undone.end = undone.rollback["to"]  # TO is where the database is now
+        return True
+
+    def sql(
+        self,
+        direction: str,
+        selectors: Sequence[str] = (),
+        *,
+        froms: Sequence[str] = (),
+        out_dir: str | os.PathLike[str] | None = None,
+        all: bool = False,
+        with_deps: bool = False,
+        ignore_deps: bool = False,
+        force: bool = False,
+    ) -> SqlResult:
+        """The SQL an upgrade or downgrade would run, per database in execution order;
+        runs nothing.  *froms*: ``DB@REV`` starting points instead of the live revisions.
+        *out_dir*: also write one file per database there."""
+        from orch.queries import offline
+
+        registry = self.scoped
+        out = Path(out_dir) if out_dir is not None else None
+        if out is not None:
+            offline.check_out_dir(out)  # before anything is read or rendered
+        options = (
+            {"all_": all, "with_deps": with_deps, "ignore_deps": ignore_deps}
+            if direction == Direction.UPGRADE
+            else {"force": force}
+        )
+        preview = offline.build(registry, self.env, direction, selectors, froms=froms, **options)
+        # the full registry: stale files of a database this environment leaves out go too
+        files = offline.write_files(preview.sections, out, self.registry) if out else []
+        return SqlResult(preview, tuple(files))
+
+    # -- authoring
+
+    def revision(
+        self,
+        database: str,
+        message: str,
+        *,
+        autogenerate: bool = False,
+        allow_empty: bool = False,
+        rev_id: str | None = None,
+    ) -> Written:
+        """A new revision file on *database*'s head (autogenerate: from its live schema)."""
+        from orch.authoring.revision import new_revision
+
+        return new_revision(
+            self.registry,
+            self.env,
+            database,
+            message,
+            autogenerate=autogenerate,
+            allow_empty=allow_empty,
+            rev_id=rev_id,
+        )
+
+    def merge(
+        self, database: str, message: str | None = None, *, rev_id: str | None = None
+    ) -> Written:
+        """A merge revision of *database*'s heads."""
+        from orch.authoring.revision import merge_heads
+
+        return merge_heads(self.registry, database, message, rev_id=rev_id)
+
+
+def init(
+    directory: str | os.PathLike[str], database: str = "main", metadata: str | None = None
+) -> InitResult:
+    """Scaffold a project in *directory* (never overwrites a file)."""
+    from orch.authoring.scaffold import init_project
+
+    return init_project(Path(directory), database, metadata)
+
+
+def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        for d in [n, *registry.dependencies(n)]:
+            if d not in out:
+                out.append(d)
+    return out
