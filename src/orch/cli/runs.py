@@ -289,7 +289,7 @@ def _run(st: State, project: Project, plan: Plan, *, yes: bool, **options: Any) 
             return
         for line in r.lines:
             err(line)
-        if r.outcome in ("failed", "locked", "refused", "skipped") and r.error:
+        if not r.outcome.ok and r.error:
             err(f"{r.name}: {r.outcome}: {r.error}")
 
     def on_rollback(why: str, names: Sequence[str]) -> None:
@@ -358,7 +358,7 @@ def _rollback_cell(r: DbResult) -> str:
     rb = r.rollback
     if rb is None:
         return "-"
-    if rb["outcome"] in ("done", "unchanged"):
+    if Outcome(rb["outcome"]).ok:
         return f"{rb['outcome']} -> {short(rb.get('to'))}"
     return str(rb["outcome"])
 

@@ -22,9 +22,6 @@ from orch.config.registry import Registry, Target
 from orch.errors import OrchError
 from orch.outcomes import CheckState
 
-# check outcomes per database
-CHECK_STATES = tuple(CheckState)
-
 
 @dataclass
 class DriftResult:

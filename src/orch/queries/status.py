@@ -26,9 +26,6 @@ from orch.store.db import (
     preload_drivers,
 )
 
-# the states status reports (``absent`` is history's, for a database the environment leaves out)
-STATES = tuple(s for s in State if s != State.ABSENT)
-
 
 @dataclass
 class DbStatus:

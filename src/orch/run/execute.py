@@ -52,11 +52,6 @@ from orch.planning.resolve import Resolved
 from orch.redact import REDACTOR, redact
 from orch.store.audit import repair_hint
 
-OUTCOMES = tuple(Outcome)
-BAD = (Outcome.FAILED, Outcome.LOCKED, Outcome.REFUSED, Outcome.SKIPPED)
-# outcomes that stop a database's dependents (they are then ``skipped``)
-BLOCKING = (Outcome.FAILED, Outcome.LOCKED, Outcome.REFUSED)
-
 
 @dataclass
 class DbResult:
@@ -854,7 +849,7 @@ def execute(
         results[r.name] = r
         if on_result is not None:
             on_result(r)
-        if r.outcome in BLOCKING:
+        if r.outcome.blocking:
             for other in order:
                 if other not in results and r.name in _closure(other, preds):
                     finish(skipped(other, f"{r.name} {r.outcome}"))
@@ -888,7 +883,7 @@ def execute(
                 if pool is None:
                     r = run_one(tasks[name])
                     finish(r)
-                    stop = stop or (fail_fast and r.outcome in BLOCKING)
+                    stop = stop or (fail_fast and r.outcome.blocking)
                     continue
                 if len(running) >= n_jobs:
                     break  # submit only what can start now, so --fail-fast holds the rest
@@ -909,7 +904,7 @@ def execute(
                 # None: the worker died with the database in its hands
                 r = got if got is not None else _died(tasks[name], *death)
                 finish(r)
-                stop = stop or (fail_fast and r.outcome in BLOCKING)
+                stop = stop or (fail_fast and r.outcome.blocking)
     finally:
         if pool is not None:
             pool.close()
