@@ -18,7 +18,9 @@ A block is configured by an HTML comment on the line just before its fence
   test PostgreSQL server (the block then needs that server, as every
   PostgreSQL test does);
 - ``before="CMD; CMD"``: orch commands run first, unseen (bring a database
-  to the revision the example starts from);
+  to the revision the example starts from); ``registry-from-page`` writes the
+  page's registry, ``python-from-page`` its first ``python`` block as
+  ``example.py``;
 - ``chain=NAME``: the blocks of one page with the same chain run in order in
   one directory, as the steps of a walk-through (the first block's
   ``project``, ``dir`` and ``setup`` apply);
@@ -324,6 +326,12 @@ def _registry_from_page(root: Path, page: Path) -> None:
     (root / "databases.yaml").write_text(registry)
 
 
+def _python_from_page(root: Path, page: Path) -> None:
+    """example.py as the page shows it (its first ``python`` block): the API's example runs."""
+    blocks = re.findall(r"^```python\n(.*?)^```$", page.read_text(), re.M | re.S)
+    (root / "example.py").write_text(blocks[0])
+
+
 def _shared_revision_id(root: Path) -> None:
     """core and analytics each get a new head with one hand-written id (the adoption guide)."""
     for db, down in (("core", "bd61b77cf8aa"), ("analytics", "ce37b359c1da")):
@@ -402,6 +410,9 @@ def _run_example(e: Example, root: Path, env: dict[str, str], shown: str | None)
     for before in filter(None, (c.strip() for c in e.options.get("before", "").split(";"))):
         if before == "registry-from-page":
             _registry_from_page(root, e.page)
+            continue
+        if before == "python-from-page":
+            _python_from_page(root, e.page)
             continue
         subprocess.run(["bash", "-c", before], cwd=root, env=env, check=True, capture_output=True)
     known = _known_ids(root)
