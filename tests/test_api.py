@@ -138,6 +138,9 @@ def test_errors_carry_the_databases_concerned(
         p.downgrade(["analytics"])
     assert untargeted.value.databases == ("analytics",)
 
+    with pytest.raises(orch.UsageError, match="on_failure 'undo': use one of stop, rollback"):
+        p.upgrade(["core"], on_failure="undo")
+
     # the dependency rule names the dependency that is behind; nothing ran
     with pytest.raises(orch.RefusedError) as behind:
         p.upgrade(["analytics"])

@@ -665,6 +665,9 @@ class Project:
         from orch.run.execute import effective_jobs, execute, exit_code
         from orch.stopping import Stop
 
+        if on_failure not in tuple(OnFailure):
+            known = ", ".join(OnFailure)
+            raise UsageError(f"on_failure {on_failure!r}: use one of {known}")
         policy = OnFailure(on_failure)
         registry = self.scoped
         if self.protected and not (plan.approved or yes):
