@@ -71,44 +71,24 @@ def _words(values: Iterable[Any]) -> set[str]:
 # ------------------------------------------------------------ the vocabularies, from the code
 
 
-def _outcomes_module() -> Any:
-    """``orch.outcomes`` (StrEnums of states and outcomes) where it exists, else None."""
-    try:
-        from orch import outcomes  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return outcomes
-
-
 def status_states() -> set[str]:
     """Every state ``status`` (or ``history``) can give a database."""
-    mod = _outcomes_module()
-    if mod is not None and hasattr(mod, "State"):
-        return _words(mod.State)
-    from orch.queries.status import STATES
+    from orch.outcomes import State
 
-    return _words(STATES) | {"absent"}  # status --all-envs' cell, history's state
+    return _words(State)
 
 
 def run_outcomes() -> set[str]:
     """Every outcome the executor gives a database: its vocabulary and what it assigns."""
-    mod = _outcomes_module()
-    if mod is not None and hasattr(mod, "Outcome"):
-        words = _words(mod.Outcome)
-    else:
-        from orch.run.execute import OUTCOMES
+    from orch.outcomes import Outcome
 
-        words = _words(OUTCOMES)
-    return words | assigned_outcomes(REPO / "src" / "orch" / "run")
+    return _words(Outcome) | assigned_outcomes(REPO / "src" / "orch" / "run")
 
 
 def check_states() -> set[str]:
-    mod = _outcomes_module()
-    if mod is not None and hasattr(mod, "CheckState"):
-        return _words(mod.CheckState)
-    from orch.queries.drift import CHECK_STATES
+    from orch.outcomes import CheckState
 
-    return _words(CHECK_STATES)
+    return _words(CheckState)
 
 
 def assigned_outcomes(package: Path) -> set[str]:
@@ -335,10 +315,11 @@ def test_every_field_of_a_json_entry_is_described(where: str, cls: type) -> None
 
 
 def test_every_field_of_a_rollback_entry_is_described() -> None:
+    from orch.outcomes import Direction, Outcome
     from orch.run import rollback
     from orch.run.execute import DbResult
 
-    entry = rollback.entry(DbResult("core", "downgrade", "done"), [])
+    entry = rollback.entry(DbResult("core", Direction.DOWNGRADE, Outcome.DONE), [])
     part = sections(_page("reference/json.md"))["`upgrade`, `downgrade`, `stamp`"]
     rows = part.split("A `rollback` entry:")[1]
     assert missing(entry, table_words(rows)) == []
