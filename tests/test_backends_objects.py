@@ -304,3 +304,20 @@ def test_the_shared_postgresql_engine_reads_each_database(make_db: Callable[...,
     assert seen == ["row of 0", "row of 1"]
     engines = {id(shared_engine(for_url(url), 5)[0]) for url in urls}
     assert len(engines) == 1, "one engine for the databases of one server"
+
+
+def test_the_backends_import_no_sqlalchemy_or_driver() -> None:
+    """orch.backends sits under orch.config, which ``orch --help`` imports: it must stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orch.backends, orch.backends.sqlite, orch.backends.postgresql, "
+        "orch.backends.mysql\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'pymysql', 'psycopg', 'asyncpg', 'aiomysql', 'asyncmy', 'aiosqlite', "
+        "'sqlite3', 'alembic'))\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

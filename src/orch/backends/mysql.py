@@ -228,8 +228,8 @@ def _restore_timeouts(conn: Any, wanted: dict[str, Any]) -> None:
         raise DatabaseError(
             f"PyMySQL {version} has no {', '.join(missing)} on its connections, which orch "
             "sets to bound the handshake by connect_timeout and then lift that bound (without "
-            "it every statement would be cut off after connect_timeout); install a PyMySQL "
-            "release orch supports (1.1 to 1.x) or an orch release that supports this one"
+            "it every statement would be cut off after connect_timeout); pin PyMySQL to the "
+            "release you had before until orch supports this one"
         )
     for key, attr in PYMYSQL_TIMEOUT_ATTRS.items():
         setattr(conn, attr, wanted[key])

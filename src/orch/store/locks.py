@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING
 from orch.backends import for_url
 from orch.backends.base import LockPrimitive
 from orch.backends.postgresql import advisory_key
-from orch.backends.sqlite import sqlite_file_locked as sqlite_file_locked
 from orch.config.registry import DatabaseSpec, Registry
 
 if TYPE_CHECKING:
