@@ -16,7 +16,7 @@ instead of being created.  env.py still runs, so its customisations apply.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,3 +139,150 @@ def autogenerate_revision(
     if not scripts:
         return None, found
     return Path(scripts[0].path), found
+
+
+# ---------------------------------------------------------------- model comparison
+
+
+def model_differences(
+    registry: Registry, db: DatabaseSpec, url: str, conn: Connection
+) -> list[dict[str, Any]]:
+    r"""What autogenerate would write for *db* on *conn*, each difference :func:`describe`\ d.
+
+    The comparison options are the ones orch's env.py uses for autogenerate
+    (:meth:`orch.alembic_bridge.job.Job.configure_kwargs`: type comparison,
+    SQLite batch mode, orch's own tables and ``exclude_tables`` left out), so
+    ``orch check`` and ``orch test``'s models_match report exactly what
+    ``revision --autogenerate`` would write.  Reads only; *db* must have
+    ``metadata``.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from orch.alembic_bridge import job as job_mod
+
+    metadata = job_mod.load_metadata(registry, db)
+    assert metadata is not None
+    opts = job_mod.Job(registry, db, url).configure_kwargs()
+    opts.pop("target_metadata", None)
+    opts.pop("transactional_ddl", None)
+    opts.pop("transaction_per_migration", None)
+    ctx = MigrationContext.configure(connection=conn, opts=opts)
+    diffs = compare_metadata(ctx, metadata)
+    return [describe(d, conn.dialect) for d in flatten(diffs)]
+
+
+def flatten(diffs: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+    """compare_metadata / as_diffs yield tuples, and lists of tuples for column changes."""
+    for d in diffs:
+        if isinstance(d, list):
+            yield from flatten(d)
+        else:
+            yield tuple(d)
+
+
+def _type(t: Any, dialect: Any = None) -> str:
+    if t is None:
+        return "?"
+    try:
+        return str(t.compile(dialect=dialect)) if dialect is not None else str(t)
+    except Exception:
+        return repr(t)
+
+
+def _table_name(table: Any) -> str:
+    schema = getattr(table, "schema", None)
+    name = getattr(table, "name", str(table))
+    return f"{schema}.{name}" if schema else str(name)
+
+
+def _cols(obj: Any) -> str:
+    try:
+        return ", ".join(str(c.name) for c in obj.columns)
+    except Exception:
+        return "?"
+
+
+def describe(diff: Any, dialect: Any = None) -> dict[str, Any]:
+    """One difference as ``{"op", "table", "column"?, "name"?, "text"}`` (text for humans).
+
+    The ``op`` names are Alembic's (``add_table``, ``remove_column``,
+    ``modify_type``, ...); ``add`` means the models have it and the database
+    does not.
+    """
+    items = list(flatten([diff]))
+    if len(items) != 1:
+        parts = [describe(i, dialect) for i in items]
+        return {"op": "multiple", "parts": parts, "text": "; ".join(p["text"] for p in parts)}
+    d = items[0]
+    op = str(d[0])
+    out: dict[str, Any] = {"op": op}
+    try:
+        if op in ("add_table", "remove_table"):
+            table = d[1]
+            out["table"] = _table_name(table)
+            verb = (
+                "table in the models, missing in the database"
+                if op == "add_table"
+                else ("table in the database, not in the models")
+            )
+            out["text"] = f"{op} {out['table']}: {verb}"
+        elif op in ("add_column", "remove_column"):
+            schema, tname, col = d[1], d[2], d[3]
+            out["table"] = f"{schema}.{tname}" if schema else tname
+            out["column"] = col.name
+            where = (
+                "in the models, missing in the database"
+                if op == "add_column"
+                else ("in the database, not in the models")
+            )
+            out["text"] = f"{op} {out['table']}.{col.name} {_type(col.type, dialect)}: {where}"
+        elif op in ("add_index", "remove_index"):
+            idx = d[1]
+            out["table"] = _table_name(idx.table)
+            out["name"] = idx.name
+            unique = "unique " if getattr(idx, "unique", False) else ""
+            out["text"] = f"{op} {idx.name} on {out['table']} ({unique}{_cols(idx)})"
+        elif op in ("add_constraint", "remove_constraint", "add_fk", "remove_fk"):
+            con = d[1]
+            out["table"] = _table_name(con.table)
+            out["name"] = con.name
+            kind = type(con).__name__
+            detail = _cols(con)
+            if op.endswith("_fk"):
+                with contextlib.suppress(Exception):  # an unresolved ForeignKey
+                    detail += " -> " + _table_name(con.referred_table)
+            out["text"] = f"{op} {con.name or '(unnamed)'} on {out['table']}: {kind}({detail})"
+        elif op.startswith("modify_"):
+            schema, tname, cname, _info, old, new = d[1], d[2], d[3], d[4], d[5], d[6]
+            out["table"] = f"{schema}.{tname}" if schema else tname
+            out["column"] = cname
+            if op == "modify_type":
+                old_s, new_s = _type(old, dialect), _type(new, dialect)
+            elif op == "modify_nullable":
+                old_s = "NULL" if old else "NOT NULL"
+                new_s = "NULL" if new else "NOT NULL"
+            elif op == "modify_default":
+                old_s = _default(old)
+                new_s = _default(new)
+            else:
+                old_s, new_s = repr(old), repr(new)
+            out["database"] = old_s
+            out["models"] = new_s
+            out["text"] = f"{op} {out['table']}.{cname}: database {old_s}, models {new_s}"
+        elif op in ("add_table_comment", "remove_table_comment"):
+            out["table"] = _table_name(d[1])
+            out["text"] = f"{op} {out['table']}"
+        else:
+            out["text"] = " ".join(str(x) for x in d)
+    except Exception:  # an Alembic diff shape this version does not know
+        out["text"] = " ".join(repr(x) for x in d)
+    return out
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "no default"
+    arg = getattr(value, "arg", value)
+    text = getattr(arg, "text", arg)
+    return f"DEFAULT {text}"
