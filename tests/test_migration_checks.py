@@ -23,8 +23,7 @@ import pytest
 from conftest import MYSQL_URL, PG_URL, Project, require_server
 from orch.config.registry import load_registry
 from orch.config.revisions import load_graph
-from orch.run.testing import CHECKS, DatabaseChecks, check_migrations, failures
-from orch.store.scratch import PREFIX
+from orch.run.testing import CHECKS, PREFIX, DatabaseChecks, check_migrations, failures
 
 
 def leftovers(kind: str) -> set[str]:

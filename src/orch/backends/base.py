@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orch.errors import DatabaseError
@@ -333,6 +334,92 @@ class Backend:
     def lock_held(self, conn: Connection | None, schema: str | None, table: str) -> bool:
         """Whether another session holds the lock now (a read-only probe)."""
         return False
+
+    # -- throwaway databases (``orch test``, the pytest plugin)
+
+    #: databases to connect to for CREATE/DROP DATABASE, tried in order (None: the server)
+    admin_databases: ClassVar[tuple[str | None, ...]] = (None,)
+
+    def with_database(self, database: str | None) -> str:
+        """This URL with another database (None: the server alone), password kept.
+
+        For orch's own connections only; what users see goes through
+        :meth:`display`.
+        """
+        from sqlalchemy.engine import URL, make_url
+
+        u = make_url(self.url)
+        # URL.set() ignores None: build the URL anew to leave the database out
+        other = URL.create(
+            u.drivername, u.username, u.password, u.host, u.port, database, dict(u.query)
+        )
+        return other.render_as_string(hide_password=False)
+
+    def quote_database(self, name: str) -> str:
+        """*name* as the server's SQL quotes a database name."""
+        return '"' + name.replace('"', '""') + '"'
+
+    def create_database_sql(self, name: str) -> list[str]:
+        """The statements to try, in order, to create database *name* (the first that works)."""
+        return [f"CREATE DATABASE {self.quote_database(name)}"]
+
+    def drop_database_sql(self, name: str) -> list[str]:
+        """The statements to try, in order, to drop database *name* if it exists."""
+        return [f"DROP DATABASE IF EXISTS {self.quote_database(name)}"]
+
+    def create_database(self, name: str, directory: Path, connect_timeout: float = 5.0) -> str:
+        """A new, empty database *name* beside this URL (same server and login); its URL.
+
+        Through the synchronous driver: the URL returned is the sync twin's
+        for an async URL.  A file-based family puts it in *directory*.  The
+        login must be allowed to create databases.
+        """
+        if self.is_async:
+            return self.sync().create_database(name, directory, connect_timeout)
+        self._admin(self.create_database_sql(name), connect_timeout)
+        return self.with_database(name)
+
+    def drop_database(self, connect_timeout: float = 5.0) -> None:
+        """Drop this URL's database, made by :meth:`create_database` (none left: nothing)."""
+        from sqlalchemy.engine import make_url
+
+        if self.is_async:
+            return self.sync().drop_database(connect_timeout)
+        name = make_url(self.url).database
+        if not name:
+            raise DatabaseError(f"{self.display()}: names no database to drop")
+        self._admin(self.drop_database_sql(name), connect_timeout)
+        return None
+
+    def _admin(self, statements: list[str], connect_timeout: float) -> None:
+        """Run the first of *statements* that works, in autocommit, from an admin database.
+
+        Never connected to the database being created or dropped: a
+        maintenance database (:attr:`admin_databases`), the next one when the
+        server does not have it.
+        """
+        from sqlalchemy import text
+
+        last: Exception | None = None
+        for database in self.admin_databases:
+            admin = type(self)(self.with_database(database), self.driver)
+            engine = admin.make_engine(connect_timeout).execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            try:
+                with engine.connect() as conn:
+                    for statement in statements:
+                        try:
+                            conn.execute(text(statement))
+                            return
+                        except Exception as exc:
+                            last = exc
+            except Exception as exc:  # cannot connect to this admin database
+                last = exc
+            finally:
+                engine.dispose()
+        assert last is not None
+        raise DatabaseError(describe_error(last)) from last
 
     # -- the hooks' values and errors
 

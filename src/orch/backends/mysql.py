@@ -64,6 +64,9 @@ class MySQL(Backend):
     password_env = "MYSQL_PWD"
     readonly_session_sql = "SET SESSION TRANSACTION READ ONLY"
 
+    def quote_database(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
     def identity(self, schema: str | None, table: str) -> tuple[str, ...]:
         """A schema is a database: ``version_table_schema`` replaces the URL's."""
         from orch.backends.base import URL_RE

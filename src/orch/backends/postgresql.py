@@ -82,6 +82,17 @@ class PostgreSQL(Backend):
     marker_commit_sql = "SET LOCAL synchronous_commit TO OFF"
     readonly_session_sql = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
 
+    # connect for CREATE/DROP DATABASE to the maintenance database, else template1
+    admin_databases = ("postgres", "template1")
+
+    def drop_database_sql(self, name: str) -> list[str]:
+        """FORCE (PostgreSQL 13+): a session a failed revision left behind must not keep it."""
+        quoted = self.quote_database(name)
+        return [
+            f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)",
+            f"DROP DATABASE IF EXISTS {quoted}",
+        ]
+
     def _sync_rest(self, rest: str) -> str:
         """asyncpg's ``ssl=`` is libpq's ``sslmode=`` (same values); its statement-cache
         and timeout options mean nothing to psycopg (libpq would refuse them)."""

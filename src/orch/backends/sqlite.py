@@ -209,6 +209,26 @@ class SQLite(Backend):
             "so nothing would be kept; give a file path (sqlite:///path/to/file.db)"
         )
 
+    # -- throwaway databases
+
+    def create_database(self, name: str, directory: Path, connect_timeout: float = 5.0) -> str:
+        """A new file in *directory* (created on first connect)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{directory / name}.db"
+
+    def drop_database(self, connect_timeout: float = 5.0) -> None:
+        """Remove the file and what SQLite keeps beside it (journal, WAL)."""
+        path = self.path
+        if path is None:
+            return
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            try:
+                os.unlink(f"{path}{suffix}")
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise DatabaseError(f"cannot remove {path}{suffix}: {exc.strerror}") from exc
+
     # -- connecting
 
     def _writable_directory(self) -> None:

@@ -1,8 +1,9 @@
 """``orch test``: the migrations themselves tested, on throwaway databases.
 
 For every database (in ``depends_on`` order) orch checks, on fresh databases
-created beside the environment's own (:mod:`orch.store.scratch`; the
-environment's databases are never touched):
+created beside the environment's own (same server and login, see
+:meth:`orch.backends.base.Backend.create_database`; the environment's
+databases are never touched):
 
 ``single_head``
     the history has one head (several: ``orch merge``);
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch.config.registry import DatabaseSpec, Registry, Target
-from orch.errors import UsageError
+from orch.errors import DatabaseError, UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -136,6 +137,21 @@ def selected_targets(
 
 # ---------------------------------------------------------------- throwaway databases
 
+#: how throwaway databases are named: orch_test_<db>_<random>
+PREFIX = "orch_test_"
+#: the longest database name PostgreSQL (63) and MySQL (64) both take
+_MAX_NAME = 63
+
+
+def scratch_name(db: str) -> str:
+    """``orch_test_<db>_<8 hex digits>``: recognisable, unique, short enough everywhere."""
+    import re
+    import secrets
+
+    tail = secrets.token_hex(4)
+    middle = re.sub(r"[^a-z0-9_]", "_", db.lower())[: _MAX_NAME - len(PREFIX) - len(tail) - 1]
+    return f"{PREFIX}{middle}_{tail}"
+
 
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
@@ -171,26 +187,32 @@ class Scratch:
         self.problems: list[str] = []
 
     def create(self, target: Target) -> str:
+        from orch.backends import for_url
         from orch.redact import redact_url
-        from orch.store.scratch import create_database
 
         assert target.url is not None
-        url = create_database(
-            target.url, target.name, self.directory, self.registry.settings.connect_timeout
-        )
+        name = scratch_name(target.name)
+        timeout = self.registry.settings.connect_timeout
+        try:
+            url = for_url(target.url).create_database(name, self.directory, timeout)
+        except DatabaseError as exc:
+            raise DatabaseError(
+                f"{target.name}: cannot create the throwaway database {name} on the server "
+                f"of {target.display_url}: {exc}"
+            ) from exc
         self.urls.append(url)
         self.say(f"{target.name}: throwaway database {redact_url(url)}")
         return url
 
     def drop(self, url: str) -> None:
         """Drop one now (a failed downgrade leaves a database not worth reusing)."""
+        from orch.backends import for_url
         from orch.redact import redact_url
-        from orch.store.scratch import drop_database
 
-        if url not in self.urls:
+        if url not in self.urls:  # only what this run created, never another database
             return
         try:
-            drop_database(url, self.registry.settings.connect_timeout)
+            for_url(url).drop_database(self.registry.settings.connect_timeout)
             self.urls.remove(url)
         except Exception as exc:  # reported; close() tries again
             from orch.store.db import describe_error
@@ -264,7 +286,7 @@ def check_migrations(
     say: Say = _quiet,
 ) -> list[DatabaseChecks]:
     """Run every check of every (or each named) database; see the module docstring."""
-    from orch.store.db import backend
+    from orch.backends import for_url
 
     targets = selected_targets(registry, env, names)
     registry = registry.in_environment(env)
@@ -273,7 +295,7 @@ def check_migrations(
         for t in targets:
             assert t.url is not None
             say(f"{t.name}: testing its migrations")
-            out.append(DatabaseChecks(t.name, backend(t.url), _check_one(registry, t, s, say)))
+            out.append(DatabaseChecks(t.name, for_url(t.url).name, _check_one(registry, t, s, say)))
     return out
 
 
