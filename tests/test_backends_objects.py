@@ -160,8 +160,9 @@ def test_for_url_gives_the_family_and_the_driver() -> None:
         assert (type(b), b.driver.name, b.is_async) == (family, driver, is_async), url
         # an async driver's twin is the same family through the synchronous driver
         assert type(b.sync()) is family and not b.sync().is_async
-    with pytest.raises(ValueError, match="not a URL of a database orch supports"):
-        for_url("oracle://u@h/db")
+    for bad in ("oracle://u@h/db", "sqlite", ""):
+        with pytest.raises(ValueError, match="not a URL of a database orch supports"):
+            for_url(bad)
 
 
 def test_the_backend_owns_what_differs() -> None:

@@ -113,10 +113,10 @@ def for_url(url: str) -> Backend:
     is what refuses it.  Raises :class:`UnsupportedURL` for any other URL.
     """
     s = scheme(url)
-    driver = DRIVERS.get(s)
+    driver = DRIVERS.get(s) if "://" in url else None
     if driver is None:
-        family = FAMILIES.get(s.split("+", 1)[0])
-        if family is None or "://" not in url:
+        family = FAMILIES.get(s.split("+", 1)[0]) if "://" in url else None
+        if family is None:
             raise UnsupportedURL(f"not a URL of a database orch supports: {redact_url(url)}")
         driver = Driver(s, family, None)
     return driver.family(url, driver)
