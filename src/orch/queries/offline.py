@@ -184,8 +184,11 @@ def get_bind_line(path: str | None) -> int | None:
     return None
 
 
-def _reason(exc: BaseException, rev_path: str | None) -> str:
-    """Why a revision could not be rendered offline, naming the cause when it is known."""
+def not_renderable_reason(exc: BaseException, rev_path: str | None, what: str = "--sql") -> str:
+    """Why a revision could not be rendered offline, naming the cause when it is known.
+
+    *what* is the command rendering without a connection (``--sql``, ``orch lint``).
+    """
     from orch.alembic_bridge.runner import StepsDiffer
     from orch.store.db import describe_error
 
@@ -196,12 +199,12 @@ def _reason(exc: BaseException, rev_path: str | None) -> str:
     line = get_bind_line(rev_path)
     if line is not None:
         return (
-            f"it reads the database through op.get_bind() (line {line}), and --sql has no "
+            f"it reads the database through op.get_bind() (line {line}), and {what} has no "
             f"connection: in offline mode op.get_bind() only echoes SQL and returns no rows "
             f"({text}). Write the data step as SQL with op.execute(...), or review it in the "
             f"revision's source"
         )
-    return f"{text} (it may need a live database connection, which --sql does not have)"
+    return f"{text} (it may need a live database connection, which {what} does not have)"
 
 
 def render(
@@ -266,9 +269,9 @@ def render(
     except Exception as exc:
         rev = state["rev"]
         rev_path = graph.revs[rev].path if rev in graph.revs else None
-        section.error = _reason(exc, rev_path)
+        section.error = not_renderable_reason(exc, rev_path)
         section.failed_revision = state["rev"] or "?"
-    section.sql = _tidy(buf.getvalue())
+    section.sql = tidy(buf.getvalue())
     for rev in section.rendered:
         line = get_bind_line(graph.revs[rev].path if rev in graph.revs else None)
         if line is not None:
@@ -279,7 +282,7 @@ def render(
     return section
 
 
-def _tidy(sql: str) -> str:
+def tidy(sql: str) -> str:
     """Alembic separates statements with blank lines; keep that, drop trailing space."""
     lines = [ln.rstrip() for ln in sql.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
