@@ -1096,6 +1096,9 @@ def _sg_rename_table(old: str, new: str, ctx: _Context) -> None:
     ctx.schema.rename_table(old, new)
 
 
+_ALTER_RENAME = re.compile(
+    r"\s*TABLE\s+([`\"\w.$]+)\s+RENAME\s+TO\s+([`\"\w.$]+)\s*$", re.IGNORECASE
+)
 _RENAME_PAIR = re.compile(r"([`\"\w.$]+)\s+TO\s+([`\"\w.$]+)", re.IGNORECASE)
 
 
@@ -1108,6 +1111,16 @@ def _sg_command(e: Any, ctx: _Context) -> None:
         for old, new in _RENAME_PAIR.findall(tail[5:]):
             _sg_rename_table(_unquote(old), _unquote(new), ctx)
         return
+    renamed = _ALTER_RENAME.match(tail) if head == "ALTER" else None
+    if renamed is not None:  # sqlglot 30.0-30.7 keep SQLite's RENAME TO as text
+        _sg_rename_table(_unquote(renamed[1]), _unquote(renamed[2]), ctx)
+        return
+    m = _MODIFY.match(tail)
+    if head == "ALTER" and m is not None and ctx.dialect == "mysql":
+        # sqlglot before 30.8 keeps MODIFY/CHANGE as text: its column definition is
+        # parsed as the one of an ADD COLUMN
+        _sg_modify_text(_unquote(m["table"]), m["verb"], m["old"], m["rest"], ctx)
+        return
     if head in ("ALTER", "DROP", "RENAME", "TRUNCATE"):
         ctx.add(
             "unparsable",
@@ -1117,3 +1130,31 @@ def _sg_command(e: Any, ctx: _Context) -> None:
 
 def _unquote(name: str) -> str:
     return name.split(".")[-1].strip('`"')
+
+
+_MODIFY = re.compile(
+    r"\s*TABLE\s+(?P<table>[`\"\w.$]+)\s+(?P<verb>MODIFY|CHANGE)(?:\s+COLUMN)?\s+"
+    r"(?P<old>[`\"\w$]+)\s+(?P<rest>.+)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _sg_modify_text(table: str, verb: str, col: str, rest: str, ctx: _Context) -> None:
+    """``MODIFY col DEF`` or ``CHANGE old new DEF`` from the text sqlglot kept."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, TokenError
+
+    old = _unquote(col)
+    definition = rest if verb.upper() == "CHANGE" else f"{col} {rest}"
+    try:
+        tree = sqlglot.parse_one(f"ALTER TABLE t ADD COLUMN {definition}", read="mysql")
+    except (ParseError, TokenError):
+        tree = None
+    coldef = tree.find(exp.ColumnDef) if tree is not None else None
+    if coldef is None:
+        ctx.add("unparsable", "sqlglot does not understand this ALTER statement (mysql)")
+        return
+    if coldef.name != old:
+        _sg_rename_column(table, old, coldef.name, ctx)
+    _sg_redefine(table, coldef.name, coldef, ctx)

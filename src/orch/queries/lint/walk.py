@@ -342,8 +342,8 @@ def lint(
     rendered.
     """
     from orch.alembic_bridge.runner import check_project
+    from orch.backends import for_url
     from orch.planning.live import graphs_for
-    from orch.store.db import backend
 
     environment = registry.environment(env).name
     check_project(registry)
@@ -364,7 +364,7 @@ def lint(
     for name in selected:
         url = targets[name].url
         assert url is not None
-        dialects[name] = backend(url)
+        dialects[name] = for_url(url).name
         if dialects[name] not in DIALECTS:
             raise UsageError(
                 f"{name}: orch lint has no rules for {dialects[name]} (it knows "
