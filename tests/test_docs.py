@@ -358,7 +358,27 @@ def _failing_analytics_revision(root: Path) -> None:
     )
 
 
+def _core_drop_column(root: Path, allow: str = "") -> None:
+    """core gets a new head, 5e1ec7ab1e00, that drops users.is_active (orch lint's example)."""
+    (root / "migrations" / "core" / "5e1ec7ab1e00_drop_users_is_active.py").write_text(
+        '"""drop users.is_active\n\nRevision ID: 5e1ec7ab1e00\n'
+        'Revises: bd61b77cf8aa\n"""\nfrom alembic import op\n\n'
+        "revision = '5e1ec7ab1e00'\ndown_revision = 'bd61b77cf8aa'\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade():\n{allow}    op.drop_column('users', 'is_active')\n\n\n"
+        "def downgrade():\n    pass\n"
+    )
+
+
+def _core_drop_column_allowed(root: Path) -> None:
+    """The same revision, with the drop allowed."""
+    reason = "no release since 2.3 reads is_active (ticket 812)"
+    _core_drop_column(root, f"    # orch-lint: allow drop_column -- {reason}\n")
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
+    "core-drop-column": _core_drop_column,
+    "core-drop-column-allowed": _core_drop_column_allowed,
     "failing-analytics-revision": _failing_analytics_revision,
     "legacy-alembic": _legacy_alembic,
     "init": _init,

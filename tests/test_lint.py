@@ -472,3 +472,84 @@ def test_an_unreachable_database_is_exit_1_and_a_range_needs_no_server(tmp_path:
     assert db.error is not None and "--range" in db.error
     assert report.exit_code == 1 and "core:" in report.problem()
     assert _lint(p, range_text="base:head").databases[0].error is None
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_orch_lint_command(tmp_path: Path) -> None:
+    p = _project(tmp_path, PG, [Rev(code=CREATE_USERS), Rev(code=INDEX_EMAIL), Rev(code=CLEAN)])
+    r = p.orch("lint", "--range", "base:head")
+    assert r.exit_code == 0, r.stderr  # warnings only
+    assert "index_without_concurrently" in r.stdout and "warning" in r.stdout
+    assert "0 error(s), 1 warning(s) in 3 revision(s) in the range" in r.stdout
+    doc = p.orch("lint", "--range", "base:head", "--json").json()
+    assert doc["schema"] == 1 and doc["exit_code"] == 0 and "error" not in doc
+    (f,) = doc["findings"]
+    assert f == {
+        "database": "core",
+        "revision": rev_id("core", 2),
+        "rule": "index_without_concurrently",
+        "level": "warning",
+        "line": f["line"],
+        "sql": "CREATE INDEX ix_users_email_id ON users (email, id)",
+        "message": f["message"],
+    }
+    assert isinstance(f["line"], int)
+    # a clean revision alone
+    r = p.orch("lint", "core", "--range", f"{rev_id('core', 2)}:head")
+    assert r.exit_code == 0 and "0 error(s), 0 warning(s) in 1 revision(s)" in r.stdout
+    assert "LEVEL" not in r.stdout  # no table without findings
+    # an error: exit 1, the result on stdout only
+    (p.root / "migrations" / "core" / f"{rev_id('core', 3)}.py").write_text(
+        (p.root / "migrations" / "core" / f"{rev_id('core', 3)}.py")
+        .read_text()
+        .replace("op.add_column('users', sa.Column('nick', sa.String(20)))", DROP_NAME)
+    )
+    r = p.orch("lint", "--range", "base:head", "--json")
+    assert r.exit_code == 1
+    doc = r.json()
+    assert doc["exit_code"] == 1 and doc["error"] == "1 error(s) found"
+    assert [f["rule"] for f in doc["findings"]] == ["index_without_concurrently", "drop_column"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["lint", "bogus"], "unknown database 'bogus'"),
+        (["lint", "--range", "nope"], "expected FROM:TO"),
+        (["lint", "--range", "base:zzz"], "unknown revision 'zzz'"),
+    ],
+)
+def test_orch_lint_bad_input_is_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    p = _project(tmp_path, PG, [Rev(code=CREATE_USERS)])
+    r = p.orch(*args)
+    assert r.exit_code == 2 and says in r.stderr and r.stdout == ""
+    doc = p.orch(*args, "--json").json()
+    assert doc["exit_code"] == 2 and says in doc["error"]
+
+
+def test_orch_lint_unreachable_database_is_exit_1(tmp_path: Path) -> None:
+    p = _project(tmp_path, PG, [Rev(code=CREATE_USERS)])
+    r = p.orch("lint")
+    assert r.exit_code == 1
+    assert "core: unreachable" in r.stderr and "--range" in r.stderr
+    doc = p.orch("lint", "--json").json()
+    assert doc["exit_code"] == 1 and doc["databases"][0]["from"] is None
+
+
+def test_the_rules_table_of_the_reference_lists_every_rule_with_its_level() -> None:
+    from conftest import REPO
+
+    page = (REPO / "docs" / "reference" / "commands.md").read_text(encoding="utf-8")
+    for rule in RULES.values():
+        assert f"| `{rule.id}` | {rule.level} |" in page, rule.id
+
+
+def test_the_python_api_lints_without_the_cli(tmp_path: Path) -> None:
+    from orch.service import Project as Api
+
+    p = _project(tmp_path, LITE, [Rev(code=CREATE_USERS), Rev(code=DROP_NAME)])
+    report = Api.load(p.registry_path).lint(["core"], range="base:head")
+    assert [(f.revision, f.rule) for f in report.findings] == [(rev_id("core", 2), "drop_column")]
+    assert report.exit_code == 1

@@ -287,6 +287,7 @@ def _json_classes() -> list[tuple[str, type]]:
     from orch.authoring.scaffold import InitResult
     from orch.queries.drift import DriftResult
     from orch.queries.history import Entry, History
+    from orch.queries.lint.walk import Allow, DbLint, LintFinding
     from orch.queries.offline import Section
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
@@ -300,6 +301,9 @@ def _json_classes() -> list[tuple[str, type]]:
         ("check", DriftResult),
         ("history", History),
         ("history", Entry),
+        ("lint", DbLint),
+        ("lint", LintFinding),
+        ("lint", Allow),
         ("revision", Written),
         ("init", InitResult),
     ]

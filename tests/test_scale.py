@@ -204,7 +204,18 @@ def test_status_reads_each_postgresql_database_of_one_server_on_its_own(
 
 # ---------------------------------------------------------------- fast start
 
-HEAVY = ("sqlalchemy", "alembic", "psycopg", "psycopg2", "pymysql", "MySQLdb", "sqlite3", "mako")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "psycopg2",
+    "pymysql",
+    "MySQLdb",
+    "sqlite3",
+    "mako",
+    "pglast",  # orch lint's parsers: only orch lint imports them
+    "sqlglot",
+)
 
 # ``python -m orch`` ends with os._exit after the atexit handlers: report from one
 PROBE = """
@@ -223,7 +234,7 @@ runpy.run_module("orch", run_name="__main__", alter_sys=True)
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["--version"], ["upgrade", "--help"], ["status", "-h"]]
+    "args", [["--help"], ["--version"], ["upgrade", "--help"], ["status", "-h"], ["lint", "--help"]]
 )
 def test_help_and_version_import_no_database_machinery(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

@@ -31,6 +31,8 @@ _COLOURS = {
     "unknown_revision": "red",
     "unreachable": "red",
     "unconfigured": "yellow",
+    "error": "red",  # lint levels
+    "warning": "yellow",
 }
 _CODES = {"red": 31, "green": 32, "yellow": 33, "magenta": 35, "cyan": 36}
 

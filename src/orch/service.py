@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from orch.planning.live import SharedId
     from orch.queries.drift import DriftResult
     from orch.queries.history import History
+    from orch.queries.lint.walk import LintReport
     from orch.queries.offline import Preview
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
@@ -784,6 +785,21 @@ class Project:
         # the full registry: stale files of a database this environment leaves out go too
         files = offline.write_files(preview.sections, out, self.registry) if out else []
         return SqlResult(preview, tuple(files))
+
+    def lint(
+        self, databases: Sequence[str] | None = None, *, range: str | None = None
+    ) -> LintReport:
+        """Dangerous DDL in the pending revisions of each (or each named) database.
+
+        Each revision is rendered alone, offline, for the environment's
+        dialect and its SQL parsed (see :mod:`orch.queries.lint`).  Without
+        *range* the current revisions are read (read-only); *range*
+        ``FROM:TO`` lints the revisions after FROM up to TO and connects to
+        nothing.  ``exit_code`` is 1 on any ``error`` finding.
+        """
+        from orch.queries.lint.walk import lint
+
+        return lint(self.scoped, self.env, list(databases or ()), range_text=range)
 
     # -- authoring
 

@@ -4,7 +4,7 @@
   they fill, the output helpers;
 - :mod:`.runs`: ``upgrade``, ``downgrade``, ``stamp``, ``plan`` (and the
   protected-environment confirmation, the one prompt);
-- :mod:`.reads`: ``status``, ``log``, ``check``, ``history``, ``graph``;
+- :mod:`.reads`: ``status``, ``log``, ``check``, ``lint``, ``history``, ``graph``;
 - :mod:`.authoring`: ``revision``, ``merge``, ``init``;
 - :mod:`.process`: what the console script's process does around a command.
 

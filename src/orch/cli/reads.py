@@ -1,4 +1,4 @@
-"""``status``, ``log``, ``check``, ``history`` and ``graph``: read, render, exit.
+"""``status``, ``log``, ``check``, ``lint``, ``history`` and ``graph``: read, render, exit.
 
 Nothing here writes to a database; the reading is :mod:`orch.service`'s.
 """
@@ -255,3 +255,45 @@ def graph(fmt: str) -> None:
     else:
         out(render_graph(registry, fmt))
     raise Exit(0)
+
+
+@cli.command()
+@click.argument("databases", nargs=-1, metavar="[DB]...")
+@click.option(
+    "--range",
+    "range_",
+    metavar="FROM:TO",
+    default=None,
+    help="Lint the revisions after FROM up to TO (a revision, base or head) instead of the "
+    "pending ones; connects to nothing.",
+)
+@global_options
+def lint(databases: tuple[str, ...], range_: str | None) -> None:
+    """Dangerous DDL in the pending revisions (drops, renames, long locks, rewrites).
+
+    Each revision is rendered alone, offline, for the database's dialect and
+    its SQL parsed.  '# orch-lint: allow RULE -- reason' in a revision file
+    allows one rule there.  Exit 1 on any error finding (or a database whose
+    revision could not be read), 0 otherwise, 2 when it could not start.
+    """
+    from orch.render import table
+
+    st = state()
+    report = st.project().lint(databases, range=range_)
+    if st.json:
+        emit_json(report.as_json())
+        raise Exit(report.exit_code)
+    rows = [
+        [f.level, f.database, f.revision, "" if f.line is None else str(f.line), f.rule, f.message]
+        for f in report.findings
+    ]
+    checked = sum(len(d.revisions) for d in report.databases)
+    what = "pending revision(s)" if report.source == "pending" else "revision(s) in the range"
+    if rows:
+        out(table(["LEVEL", "DATABASE", "REVISION", "LINE", "RULE", "MESSAGE"], rows))
+    for a in report.allowed:
+        out(f"allowed: {a.database} {a.revision} {a.rule} ({a.silenced}): {a.reason}")
+    out(f"{report.errors} error(s), {report.warnings} warning(s) in {checked} {what}")
+    for d in report.unread:
+        err(f"{d.name}: {d.error}")
+    raise Exit(report.exit_code)

@@ -96,7 +96,7 @@ RULES: dict[str, Rule] = {
             ERROR,
             _PG,
             "CREATE/DROP INDEX CONCURRENTLY inside the revision's transaction: PostgreSQL "
-            "refuses it (use op.get_context().autocommit_block())",
+            "refuses it; run it in op.get_context().autocommit_block()",
         ),
         Rule(
             "foreign_key_without_not_valid",
