@@ -33,6 +33,10 @@ from orch.errors import EXIT_FAILED, MissingVariable, RefusedError, UsageError
 from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State
 
 if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from typing_extensions import Unpack
+
     from orch.authoring.revision import Written
     from orch.authoring.scaffold import InitResult
     from orch.config.registry import EnvironmentSpec, Registry, Target
@@ -45,6 +49,20 @@ if TYPE_CHECKING:
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
     from orch.store.audit import LogRow
+
+    class RunOptions(TypedDict, total=False):
+        """The options of :meth:`Project.run` that :meth:`Project.upgrade` and
+        :meth:`Project.downgrade` pass on."""
+
+        jobs: int | None
+        lock_timeout: float | None
+        fail_fast: bool
+        on_failure: str
+        on_result: Callable[[DbResult], None] | None
+        on_note: Callable[[str], None] | None
+        on_rollback: Callable[[str, list[str]], None] | None
+        handle_signals: bool
+
 
 __all__ = [
     "CheckReport",
@@ -609,13 +627,14 @@ class Project:
         with_deps: bool = False,
         ignore_deps: bool = False,
         yes: bool = False,
-        **options: Any,
+        **options: Unpack[RunOptions],
     ) -> RunResult:
         """Plan and run an upgrade, dependencies before dependents.
 
         *options* are :meth:`run`'s (jobs, lock_timeout, fail_fast, on_failure,
-        on_result, on_note).  In a protected environment, *yes* must say the
-        run is wanted (or plan, show, :meth:`Plan.approve` and :meth:`run`).
+        on_result, on_note, on_rollback, handle_signals).  In a protected
+        environment, *yes* must say the run is wanted (or plan, show,
+        :meth:`Plan.approve` and :meth:`run`).
         """
         plan = self.plan(
             selectors, all=all, with_deps=with_deps, ignore_deps=ignore_deps, read_live=False
@@ -623,7 +642,12 @@ class Project:
         return self.run(plan, yes=yes, **options)
 
     def downgrade(
-        self, selectors: Sequence[str], *, force: bool = False, yes: bool = False, **options: Any
+        self,
+        selectors: Sequence[str],
+        *,
+        force: bool = False,
+        yes: bool = False,
+        **options: Unpack[RunOptions],
     ) -> RunResult:
         """Plan and run a downgrade to explicit targets, dependents first (see :meth:`upgrade`)."""
         return self.run(self.plan_downgrade(selectors, force=force), yes=yes, **options)

@@ -1,6 +1,6 @@
 """The ``orch`` command line: parse, call :mod:`orch.service`, render, exit.  Nothing else.
 
-- :mod:`.app`: the group, the global options and the :class:`~.app.State`
+- :mod:`.app`: the group, the global options and the :class:`~.app.Options`
   they fill, the output helpers;
 - :mod:`.runs`: ``upgrade``, ``downgrade``, ``stamp``, ``plan`` (and the
   protected-environment confirmation, the one prompt);
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import click
 
 from orch.cli import authoring, reads, runs  # noqa: F401  (each registers its commands)
-from orch.cli.app import State, cli, emit_json, err, out, report
+from orch.cli.app import Options, cli, emit_json, err, out, report
 from orch.errors import EXIT_FAILED, EXIT_USAGE, OrchError
 
 __all__ = ["cli", "emit_json", "err", "main", "out", "run"]
@@ -33,15 +33,15 @@ def main(args: Sequence[str] | None = None, prog_name: str = "orch") -> None:
 
     *args* None: the process's arguments (Click reads ``sys.argv``).
     Whether an error is reported as JSON or with a traceback comes from
-    Click's parsing (the :class:`State` its option callbacks fill, or
+    Click's parsing (the :class:`Options` its option callbacks fill, or
     :func:`orch.cli.app.output_options` when parsing itself failed), never
     from a scan of the arguments.
     """
     from orch import errors
 
-    state = State()
+    state = Options()
     code = 0
-    errors.warning_sink = None  # State.project() sets it for this command
+    errors.warning_sink = None  # Options.project() sets it for this command
     try:
         # standalone_mode=False: Click returns the code of an Exit (ours or --help's)
         rv = cli.main(args, prog_name=prog_name, standalone_mode=False, obj=state)

@@ -1,5 +1,5 @@
 """The ``orch`` group and what every command shares: global options, the
-:class:`State` they fill, the output helpers and the one error reporter.
+:class:`Options` they fill, the output helpers and the one error reporter.
 
 Global options (``--config/-c``, ``--env/-e``, ``--json``, ``-v``) are accepted
 before or after the command name; the last one given wins.  Heavy modules
@@ -23,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
-class State:
+class Options:
     """Options shared by every command, wherever they were given on the line."""
 
     config: str | None = None
@@ -50,14 +50,14 @@ class State:
             err(f"warning: {message}")
 
 
-def state() -> State:
+def options() -> Options:
     ctx = click.get_current_context()
-    return ctx.find_root().ensure_object(State)
+    return ctx.find_root().ensure_object(Options)
 
 
 def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
-        state = ctx.find_root().ensure_object(State)
+        state = ctx.find_root().ensure_object(Options)
         if attr == "verbose":
             if value:
                 state.verbose = max(state.verbose, value)
@@ -149,7 +149,7 @@ def output_options(
     """Record ``--json`` and ``-v`` of arguments Click refused, as Click's own parser reads them.
 
     A usage error stops Click before the option callbacks run, so the
-    :class:`State` does not know yet whether the error is wanted as JSON or
+    :class:`Options` does not know yet whether the error is wanted as JSON or
     with a traceback.  The command's own parser, told to skip unknown
     options, reads the same arguments again: ``-eprev`` stays ``--env prev``
     and ``--env -v`` an environment named ``-v``, never a ``-v`` (a hand-made
@@ -166,7 +166,7 @@ def output_options(
         opts, rest, _order = parser.parse_args(list(args))
     except click.UsageError:
         return
-    state = ctx.find_root().ensure_object(State)
+    state = ctx.find_root().ensure_object(Options)
     if opts.get("json_") is True:
         state.json = True
     count = opts.get("verbose")
@@ -248,7 +248,7 @@ def cli() -> None:
     """
 
 
-def report(state: State, message: str, code: int, exc: BaseException | None) -> None:
+def report(state: Options, message: str, code: int, exc: BaseException | None) -> None:
     from orch.redact import redact
     from orch.render import printable
 

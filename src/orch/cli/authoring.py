@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.exceptions import Exit
 
-from orch.cli.app import cli, emit_json, err, global_options, out, state
+from orch.cli.app import cli, emit_json, err, global_options, options, out
 
 
 @cli.command()
@@ -30,7 +30,7 @@ def revision(
     Autogenerate reads DB's live schema and writes nothing to it: no version
     table, no SQLite file.  DB must be at its head first.
     """
-    st = state()
+    st = options()
     written = st.project().revision(
         database, message, autogenerate=autogenerate, allow_empty=allow_empty, rev_id=rev_id
     )
@@ -58,7 +58,7 @@ def revision(
 @global_options
 def merge(database: str, message: str | None, rev_id: str | None) -> None:
     """Merge the heads of DB (branches of one database) into one revision."""
-    st = state()
+    st = options()
     written = st.project().merge(database, message, rev_id=rev_id)
     if st.json:
         emit_json(written.as_json())
@@ -88,7 +88,7 @@ def init(directory: str, database: str, metadata: str | None) -> None:
     database in DIR (default: here).  Never overwrites: existing files are skipped."""
     from orch.service import init as init_project
 
-    st = state()
+    st = options()
     result = init_project(directory, database, metadata)
     if st.json:
         emit_json(result.as_json())

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.exceptions import Exit
 
-from orch.cli.app import cli, emit_json, err, global_options, out, state
+from orch.cli.app import cli, emit_json, err, global_options, options, out
 
 
 @cli.command()
@@ -34,7 +34,7 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
     from orch.outcomes import State
     from orch.render import short, table
 
-    st = state()
+    st = options()
     project = st.project()
     if all_envs:
         matrix = project.status_all(databases)
@@ -118,7 +118,7 @@ def log_(databases: tuple[str, ...], limit: int) -> None:
     """
     from orch.render import table
 
-    st = state()
+    st = options()
     view = st.project().log(databases, limit or None)
     if st.json:
         emit_json(view.as_json())
@@ -175,7 +175,7 @@ def check(databases: tuple[str, ...]) -> None:
     from orch.outcomes import CheckState
     from orch.render import short, table
 
-    st = state()
+    st = options()
     report = st.project().check(databases)
     if st.json:
         emit_json(report.as_json())
@@ -211,7 +211,7 @@ def history(database: str) -> None:
     from orch.outcomes import State
     from orch.render import short, table
 
-    st = state()
+    st = options()
     h = st.project().history(database)
     if st.json:
         emit_json(h.as_json())
@@ -248,7 +248,7 @@ def graph(fmt: str) -> None:
     """The database dependency graph of the registry (depends_on)."""
     from orch.queries.history import graph_json, render_graph
 
-    st = state()
+    st = options()
     registry = st.project().registry
     if st.json:
         emit_json(graph_json(registry))
@@ -278,7 +278,7 @@ def lint(databases: tuple[str, ...], range_: str | None) -> None:
     """
     from orch.render import table
 
-    st = state()
+    st = options()
     report = st.project().lint(databases, range=range_)
     if st.json:
         emit_json(report.as_json())

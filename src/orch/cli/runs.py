@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.exceptions import Exit  # commands leave with Click's own Exit(code)
 
-from orch.cli.app import F, State, cli, emit_json, err, global_options, out, state
+from orch.cli.app import F, Options, cli, emit_json, err, global_options, options, out
 from orch.errors import EXIT_USAGE, RefusedError
 from orch.outcomes import Direction, Outcome
 
@@ -125,7 +125,7 @@ def _sql_only(sql: bool, from_: Sequence[str], out_dir: str | None) -> None:
 
 
 def _sql_preview(
-    st: State,
+    st: Options,
     direction: str,
     selectors: Sequence[str],
     from_: Sequence[str],
@@ -164,7 +164,7 @@ def _sql_preview(
 
 
 def _confirm(
-    st: State, project: Project, plan: Plan, yes: bool, *, notes: Sequence[str] = ()
+    st: Options, project: Project, plan: Plan, yes: bool, *, notes: Sequence[str] = ()
 ) -> Plan:
     """In a protected environment, show the plan and make the operator type the env's name.
 
@@ -278,7 +278,7 @@ def _plan_rows(plan: Plan) -> list[list[str]]:
 # ---------------------------------------------------------------- the run and its summary
 
 
-def _run(st: State, project: Project, plan: Plan, *, yes: bool, **options: Any) -> NoReturn:
+def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options: Any) -> NoReturn:
     """Run *plan* (:meth:`orch.service.Project.run`), print the summary, exit with its code.
 
     Progress goes to stderr as each database finishes (not with ``--json``).
@@ -305,13 +305,13 @@ def _run(st: State, project: Project, plan: Plan, *, yes: bool, **options: Any) 
         on_result=on_result,
         on_note=lambda note: err(f"orch: {note}"),
         on_rollback=on_rollback,
-        **options,
+        **run_options,
     )
     _report_run(st, result)
     raise Exit(result.exit_code)
 
 
-def _report_run(st: State, result: RunResult) -> None:
+def _report_run(st: Options, result: RunResult) -> None:
     from orch.render import short, table
     from orch.run import rollback
 
@@ -397,7 +397,7 @@ def upgrade(
     out_dir: str | None,
 ) -> None:
     """Migrate databases up, dependencies before dependents (--sql: only show the SQL)."""
-    st = state()
+    st = options()
     _sql_only(sql, from_, out_dir)
     if sql:
         _sql_preview(
@@ -460,7 +460,7 @@ def downgrade(
     out_dir: str | None,
 ) -> None:
     """Migrate databases down to an explicit target (DB@-1, DB@REV, DB@base); dependents first."""
-    st = state()
+    st = options()
     _sql_only(sql, from_, out_dir)
     if sql:
         _sql_preview(st, "downgrade", selectors, from_, out_dir, force=force)
@@ -489,7 +489,7 @@ def downgrade(
 @global_options
 def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> None:
     """Set the version of databases without running migrations (baseline, repair)."""
-    st = state()
+    st = options()
     project = st.project()
     # read-only, and only when the plan is shown: the FROM column
     plan = project.plan_stamp(selectors, read_live=project.protected and not yes)
@@ -508,7 +508,7 @@ def plan(selectors: tuple[str, ...], all_: bool, with_deps: bool, ignore_deps: b
     from orch.errors import EXIT_FAILED
     from orch.render import table
 
-    st = state()
+    st = options()
     the_plan = st.project().plan(
         selectors, all=all_ or not selectors, with_deps=with_deps, ignore_deps=ignore_deps
     )
