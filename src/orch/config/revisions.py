@@ -20,7 +20,7 @@ import ast
 import copy
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ _SOURCE = re.compile(r"^(?!\.#|__init__)(.*\.py)$")
 _PLAIN_VALUE = re.compile(
     r"""(?:(None)|'([^'\\\n]*)'|"([^"\\\n]*)")[ \t]*(?:#[^\n]*)?(?:\r?\n|$)"""
 )
-_NAMES = ("revision", "down_revision", "branch_labels", "depends_on")
+_NAMES = ("revision", "down_revision", "branch_labels", "depends_on", "orch_requires")
 _ASSIGN = re.compile(r"\s*(?::[^=\n]*)?=\s*")  # what follows a header name: annotation, =
 
 
@@ -57,6 +57,9 @@ class Rev:
     depends_on: tuple[str, ...] = ()
     path: str = ""
     doc: str = ""
+    #: ``orch_requires``: revisions of *other* databases this one needs applied first,
+    #: as ``"db@revision"`` (Alembic's ``depends_on`` stays inside one database)
+    requires: tuple[str, ...] = ()
 
 
 def _as_tuple(value: object) -> tuple[str, ...]:
@@ -159,9 +162,30 @@ def parse_header(path: str | os.PathLike[str], text: str | None = None) -> Rev |
             depends_on=_as_tuple(values.get("depends_on")),
             path=str(path),
             doc=_docstring(text),
+            requires=_requirements(path, values.get("orch_requires")),
         )
     except ValueError as exc:
         raise GraphError(f"{path}: cannot read revision header: {exc}") from exc
+
+
+def _requirements(path: str | os.PathLike[str], value: object) -> tuple[str, ...]:
+    """``orch_requires`` as a tuple of ``db@revision`` strings, or a GraphError naming the file.
+
+    Only the form is checked here; whether the database and revision exist is
+    a question about the whole registry (:func:`check_requirements`).
+    """
+    try:
+        items = _as_tuple(value)
+    except ValueError:
+        items = ("",)
+    for item in items:
+        db, sep, rev = item.partition("@")
+        if not sep or not db.strip() or not rev.strip():
+            raise GraphError(
+                f"{path}: orch_requires {item!r}: expected 'database@revision', "
+                'e.g. orch_requires = ("core@4d2e0c7783c8",)'
+            )
+    return tuple(f"{d.strip()}@{r.strip()}" for d, _, r in (i.partition("@") for i in items))
 
 
 def _parse_ast(path: str | os.PathLike[str], text: str) -> dict[str, object]:
@@ -171,7 +195,7 @@ def _parse_ast(path: str | os.PathLike[str], text: str) -> dict[str, object]:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         raise GraphError(f"{path}:{exc.lineno}: syntax error in revision file: {exc.msg}") from exc
-    names = {"revision", "down_revision", "branch_labels", "depends_on"}
+    names = set(_NAMES)
     computed = False
     for node in tree.body:
         targets: list[ast.expr] = []
@@ -392,3 +416,86 @@ def load_graph(directory: Path, name: str = "") -> Graph:
     executor do).
     """
     return Graph(scan_directory(directory), name=name)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``orch_requires``: revision *revision* of *db* needs *on_revision* of *on_db* applied."""
+
+    db: str
+    revision: str
+    on_db: str
+    on_revision: str
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.db}@{self.revision} requires {self.on_db}@{self.on_revision}"
+
+
+def requirements(
+    graphs: Mapping[str, Graph], known: Iterable[str] | None = None
+) -> list[Requirement]:
+    """Every ``orch_requires`` of *graphs*, resolved to full ids and checked.
+
+    A requirement naming a database the registry does not have, or a
+    revision its history does not declare, is a :class:`GraphError` naming the
+    file; so is a cycle at revision level across databases (each database's
+    own history is already acyclic, so a cycle goes through a requirement),
+    named revision by revision.  *known*: every database of the registry;
+    a requirement on one of them that *graphs* leaves out (an environment
+    without it) is dropped: there is nothing to order it against.
+    """
+    unique = {id(g.revs): g for g in graphs.values()}.values()  # shards share one history
+    if not any(rev.requires for g in unique for rev in g.revs.values()):
+        return []
+    known_dbs = set(known) if known is not None else set(graphs)
+    out: list[Requirement] = []
+    for name, graph in graphs.items():
+        for rev in graph.revs.values():
+            for req in rev.requires:
+                on_db, _, spec = req.partition("@")
+                where = rev.path or f"{name}@{rev.revision}"
+                if on_db not in graphs:
+                    if on_db in known_dbs:
+                        continue
+                    raise GraphError(
+                        f"{where}: orch_requires {req!r}: no database {on_db!r} in the registry"
+                    )
+                if on_db == name or graphs[on_db].revs is graph.revs:
+                    raise GraphError(
+                        f"{where}: orch_requires {req!r} names its own history; "
+                        "use Alembic's depends_on inside one database"
+                    )
+                try:
+                    on_rev = graphs[on_db].resolve(spec)
+                except UsageError:
+                    raise GraphError(
+                        f"{where}: orch_requires {req!r}: {spec!r} is not a revision of {on_db}"
+                    ) from None
+                out.append(Requirement(name, rev.revision, on_db, on_rev, rev.path))
+    if out:
+        _check_cycles(graphs, out)
+    return out
+
+
+def _check_cycles(graphs: Mapping[str, Graph], reqs: Sequence[Requirement]) -> None:
+    """A GraphError naming the revisions of a cycle through requirements, if there is one."""
+    import graphlib
+
+    involved = {r.db for r in reqs} | {r.on_db for r in reqs}
+    sorter: graphlib.TopologicalSorter[tuple[str, str]] = graphlib.TopologicalSorter()
+    for name in sorted(involved):
+        for rev in graphs[name].revs.values():
+            sorter.add((name, rev.revision), *((name, p) for p in (*rev.down, *rev.depends_on)))
+    for r in reqs:
+        sorter.add((r.db, r.revision), (r.on_db, r.on_revision))
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = list(reversed(exc.args[1]))  # graphlib lists it against the edges
+        files = {(r.db, r.revision): r.path for r in reqs}
+        named = [
+            f"{db}@{rev}" + (f" ({files[(db, rev)]})" if (db, rev) in files else "")
+            for db, rev in cycle
+        ]
+        raise GraphError("requirement cycle across databases: " + " -> ".join(named)) from None

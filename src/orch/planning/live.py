@@ -15,7 +15,7 @@ from typing import Any
 from orch import errors
 from orch.backends import for_url
 from orch.config.registry import DatabaseSpec, Registry, Target
-from orch.config.revisions import Graph, load_graph
+from orch.config.revisions import Graph, load_graph, requirements
 from orch.store.db import (
     NoDatabase,
     check_version_schema,
@@ -44,6 +44,8 @@ def graphs_for(
             by_dir[db.versions].bind_script(_script_of(registry, db))
         graph = by_dir[db.versions]
         out[db.name] = graph if graph.name == db.name else graph.renamed(db.name)
+    if names is None:  # the whole registry: a broken orch_requires is an error (exit 2)
+        requirements(out, [*registry.databases, *registry.left_out])
     sink = errors.warning_sink
     if warn and sink is not None and len(by_dir) > 1:
         for shared in shared_ids(registry, out):

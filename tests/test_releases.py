@@ -1,0 +1,180 @@
+"""Releases across databases (issue 16): requirements between revisions of different
+databases (``orch_requires``), interleaved runs, downgrades that respect them, release tags.
+
+The A-B-A project: core ``r1``; analytics ``a1`` requires ``core@r1``; core ``r2``
+requires ``analytics@a1``.  From base, an upgrade of everything must run r1, a1, r2
+in that order, which no database-level order can do.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import REPO, Project
+from orch.config.releases import Release, add_release, load_releases
+from orch.config.revisions import GraphError, Rev, requirements
+
+# ---------------------------------------------------------------- project helpers
+
+
+def write_rev(
+    versions: Path,
+    rev: str,
+    down: str | None,
+    *,
+    requires: Sequence[str] = (),
+    table: str | None = None,
+) -> Path:
+    """A revision creating (and on downgrade dropping) table ``t_<rev>``."""
+    versions.mkdir(parents=True, exist_ok=True)
+    table = table or f"t_{rev}"
+    req = f"orch_requires = {tuple(requires)!r}\n" if requires else ""
+    path = versions / f"{rev}.py"
+    path.write_text(
+        f'"""{rev}"""\n'
+        "from alembic import op\n\n"
+        f"revision = {rev!r}\n"
+        f"down_revision = {down!r}\n"
+        "branch_labels = None\n"
+        "depends_on = None\n"
+        f"{req}\n\n"
+        "def upgrade() -> None:\n"
+        f"    op.execute('CREATE TABLE {table} (id INTEGER PRIMARY KEY)')\n\n\n"
+        "def downgrade() -> None:\n"
+        f"    op.execute('DROP TABLE {table}')\n"
+    )
+    return path
+
+
+def aba_project(root: Path, urls: dict[str, str], *, depends: bool = True) -> Project:
+    """core r1; analytics a1 requires core@r1; core r2 requires analytics@a1."""
+    root.mkdir(parents=True, exist_ok=True)
+    mig = root / "migrations"
+    mig.mkdir(exist_ok=True)
+    shutil.copy(REPO / "migrations" / "env.py", mig / "env.py")
+    shutil.copy(REPO / "migrations" / "script.py.mako", mig / "script.py.mako")
+    write_rev(mig / "core", "r1", None)
+    write_rev(mig / "analytics", "a1", None, requires=["core@r1"])
+    write_rev(mig / "core", "r2", "r1", requires=["analytics@a1"])
+    registry: dict[str, Any] = {
+        "version": 1,
+        "default_env": "dev",
+        "settings": {"lock_timeout": 10, "connect_timeout": 5, "log_table": "orch_log"},
+        "databases": {"core": {}, "analytics": {"depends_on": ["core"]} if depends else {}},
+        "environments": {"dev": {"urls": urls}},
+    }
+    (root / "databases.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    return Project(root)
+
+
+@pytest.fixture
+def aba(tmp_path: Path, backend: str, make_db: Callable[..., str]) -> Project:
+    if backend == "sqlite":
+        urls = {"core": "sqlite:///var/core.db", "analytics": "sqlite:///var/analytics.db"}
+    else:
+        urls = {"core": make_db(backend), "analytics": make_db(backend)}
+    return aba_project(tmp_path / "proj", urls)
+
+
+def sqlite_aba(tmp_path: Path) -> Project:
+    urls = {"core": "sqlite:///var/core.db", "analytics": "sqlite:///var/analytics.db"}
+    return aba_project(tmp_path / "proj", urls)
+
+
+def graphs_of(project: Project) -> dict[str, Any]:
+    from orch.config.registry import load_registry
+    from orch.planning.live import graphs_for
+
+    return graphs_for(load_registry(project.registry_path))
+
+
+# ---------------------------------------------------------------- headers and checks
+
+
+def test_orch_requires_is_read_with_the_header(tmp_path: Path) -> None:
+    from orch.config.revisions import parse_header
+
+    path = write_rev(tmp_path, "a1", None, requires=["core@r1", "billing@b2"])
+    rev = parse_header(path)
+    assert rev is not None and rev.requires == ("core@r1", "billing@b2")
+    one = tmp_path / "one.py"
+    one.write_text("revision = 'x'\ndown_revision = None\norch_requires = 'core@r1'\n")
+    assert parse_header(one) == Rev("x", path=str(one), requires=("core@r1",))
+    bad = tmp_path / "bad.py"
+    bad.write_text("revision = 'y'\ndown_revision = None\norch_requires = ('core',)\n")
+    with pytest.raises(GraphError, match=r"bad\.py: orch_requires 'core': expected"):
+        parse_header(bad)
+
+
+def test_requirements_resolve_across_databases(tmp_path: Path) -> None:
+    reqs = requirements(graphs_of(sqlite_aba(tmp_path)))
+    assert sorted(str(r) for r in reqs) == [
+        "analytics@a1 requires core@r1",
+        "core@r2 requires analytics@a1",
+    ]
+
+
+def test_unknown_database_or_revision_is_a_registry_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    project = sqlite_aba(tmp_path)
+    a1 = project.root / "migrations" / "analytics" / "a1.py"
+    a1.write_text(a1.read_text().replace("core@r1", "core@nope"))
+    r = project.orch("status")
+    assert r.exit_code == 2, r.stderr
+    assert "a1.py" in r.stderr and "'nope' is not a revision of core" in r.stderr
+    a1.write_text(a1.read_text().replace("core@nope", "billing@r1"))
+    r = project.orch("plan", "--all")
+    assert r.exit_code == 2
+    assert "a1.py" in r.stderr and "no database 'billing'" in r.stderr
+
+
+def test_a_requirement_cycle_is_a_registry_error_naming_the_cycle(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    r1 = project.root / "migrations" / "core" / "r1.py"
+    r1.write_text(
+        r1.read_text().replace(
+            "depends_on = None\n", "depends_on = None\norch_requires = ('analytics@a1',)\n"
+        )
+    )
+    r = project.orch("upgrade", "--all")
+    assert r.exit_code == 2, r.stderr
+    assert "requirement cycle" in r.stderr
+    assert "core@r1" in r.stderr and "analytics@a1" in r.stderr and "r1.py" in r.stderr
+    assert not (project.root / "var").exists() or not list((project.root / "var").iterdir())
+
+
+# ---------------------------------------------------------------- releases.yaml
+
+
+def test_releases_file_round_trip_and_a_tag_is_written_once(tmp_path: Path) -> None:
+    from orch.errors import RegistryError, UsageError
+
+    path = tmp_path / "migrations" / "releases.yaml"
+    assert len(load_releases(path)) == 0
+    add_release(path, Release("v1", "2026-01-01T00:00:00Z", "first", {"core": ("r1",)}))
+    add_release(path, Release("v2", "2026-01-02T00:00:00Z", "", {"core": ("r2",), "x": ()}))
+    got = load_releases(path)
+    assert [r.tag for r in got] == ["v1", "v2"]
+    assert got.get("v2").heads == {"core": ("r2",), "x": ()}
+    doc = yaml.safe_load(path.read_text())
+    assert doc["version"] == 1 and doc["releases"][0]["heads"] == {"core": ["r1"]}
+    with pytest.raises(UsageError, match="already exists"):
+        add_release(path, Release("v1", "later", "", {"core": ("r9",)}))
+    assert load_releases(path).get("v1").heads == {"core": ("r1",)}
+    with pytest.raises(UsageError, match="bad release tag"):
+        add_release(path, Release("head", "t", "", {}))
+    with pytest.raises(UsageError, match="unknown release 'v3'"):
+        got.get("v3")
+    assert got.matching({"core": ["r2"], "x": []}) == "v2"
+    assert got.matching({"core": ["r1"]}) == "v1"
+    assert got.matching({"core": ["r1"], "x": ["q"]}) is None
+    path.write_text("version: 1\nreleases:\n  - tag: v1\n    heads: [r1]\n")
+    with pytest.raises(RegistryError, match=r"releases\[0\]\.heads"):
+        load_releases(path)
