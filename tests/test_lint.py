@@ -553,3 +553,45 @@ def test_the_python_api_lints_without_the_cli(tmp_path: Path) -> None:
     report = Api.load(p.registry_path).lint(["core"], range="base:head")
     assert [(f.revision, f.rule) for f in report.findings] == [(rev_id("core", 2), "drop_column")]
     assert report.exit_code == 1
+
+
+NARROW_EMAIL = (
+    "import sqlalchemy as sa\n"
+    "op.alter_column('users', 'email', type_=sa.String(100), existing_type=sa.String(255))"
+)
+
+
+@pytest.mark.parametrize("kind", [PG, MY])
+def test_narrowing_knows_the_type_an_applied_revision_gave(
+    tmp_path: Path, kind: str, make_db: Callable[..., str]
+) -> None:
+    p = _project(
+        tmp_path,
+        kind,
+        [Rev(code=CREATE_USERS), Rev(code=CLEAN), Rev(code=NARROW_EMAIL)],
+        url=make_db(kind),
+    )
+    assert p.orch("upgrade", f"core@{rev_id('core', 2)}").exit_code == 0
+    report = _lint(p)  # only revision 3 is pending; users.email was made by revision 1
+    assert report.databases[0].revisions == [rev_id("core", 3)]
+    (f,) = report.findings
+    assert f.rule == "type_narrowing" and "255" in f.message and "100" in f.message
+    # the same from a range that starts after the table was made
+    (f,) = _lint(p, range_text=f"{rev_id('core', 2)}:head").findings
+    assert f.rule == "type_narrowing"
+
+
+def test_an_unrenderable_earlier_revision_only_shortens_what_is_known(tmp_path: Path) -> None:
+    reads = "op.get_bind().execute(sa.text('SELECT 1')).fetchall()"
+    p = _project(
+        tmp_path,
+        PG,
+        [
+            Rev(code=CREATE_USERS),
+            Rev(code="import sqlalchemy as sa\n" + reads),
+            Rev(code=NARROW_EMAIL),
+        ],
+    )
+    (f,) = _lint(p, range_text=f"{rev_id('core', 2)}:head").findings
+    # revision 1 rendered before revision 2 stopped the history: the type is known
+    assert f.rule == "type_narrowing"

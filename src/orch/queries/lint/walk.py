@@ -14,7 +14,8 @@ a revision that cannot be rendered (it reads the database through
 line of a finding is the statement's first line in that revision's rendered
 SQL (``BEGIN;`` is line 1 on PostgreSQL); findings about the revision file
 itself (an allow comment, ``op.get_bind()``) carry no SQL and a line of the
-file.
+file.  The revisions before the first one linted are rendered once, from
+base, only to learn the column types they declare (see :func:`learn_schema`).
 
 A revision file allows a rule for itself with a comment::
 
@@ -26,6 +27,7 @@ unknown rule, or allowing nothing that was found, is itself a finding.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Sequence
@@ -242,8 +244,9 @@ def render_alone(registry: Registry, target: Target, graph: Graph, rev: str) -> 
     from orch.queries.offline import tidy
 
     assert target.url is not None
-    below = graph.ancestors([rev]) - {rev}
-    heads = graph.heads_of(below) if below else ()
+    # the heads of everything *rev* needs are its parents that no other parent needs
+    parents = (*graph.revs[rev].down, *graph.revs[rev].depends_on)
+    heads = graph.heads_of(parents) if parents else ()
     start: Any = "base" if not heads else (heads[0] if len(heads) == 1 else list(heads))
     buf = io.StringIO()
     alembic_run.run(
@@ -260,6 +263,38 @@ def render_alone(registry: Registry, target: Target, graph: Graph, rev: str) -> 
         expect=[rev],
     )
     return tidy(buf.getvalue())
+
+
+def learn_schema(
+    registry: Registry, target: Target, start: tuple[str, ...], dialect: str, schema: Schema
+) -> None:
+    """Fill *schema* with the column types the revisions up to *start* declare.
+
+    Without them a type change in a linted revision could not be called
+    narrowing: the column's earlier type was set by a revision already
+    applied (or before ``--range``'s FROM).  One offline run renders them all,
+    from base; a revision that cannot be rendered ends it there (what was
+    rendered before it still counts), and nothing found in them is reported.
+    """
+    from orch.alembic_bridge import runner as alembic_run
+    from orch.queries.offline import tidy
+
+    assert target.url is not None
+    buf = io.StringIO()
+    with contextlib.suppress(Exception):  # a partial history still teaches something
+        alembic_run.run(
+            registry,
+            target.db,
+            target.url,
+            None,
+            "upgrade",
+            ",".join(start),
+            as_sql=True,
+            starting_rev="base",
+            output_buffer=buf,
+            stdout=io.StringIO(),
+        )
+    lint_sql(tidy(buf.getvalue()), dialect, schema)
 
 
 def lint_revision(
@@ -382,6 +417,8 @@ def lint(
     allowed: list[Allow] = []
     for d in dbs:
         schema = Schema()
+        if d.revisions and d.start:
+            learn_schema(registry, targets[d.name], d.start, d.backend, schema)
         for rev in d.revisions:
             found, allows = lint_revision(
                 registry, targets[d.name], graphs[d.name], rev, d.backend, schema
