@@ -204,6 +204,23 @@ class Plan:
         """This plan, shown and accepted: the run executes exactly its resolved steps."""
         return dataclasses.replace(self, planned=self.planned.announced(), approved=True)
 
+    def refused(self, why: str) -> list[DbResult]:
+        """Each database of the plan as ``refused`` before anything ran, saying *why*
+        (the per-database answer to a run nobody confirmed)."""
+        from orch.run.execute import DbResult
+
+        return [
+            DbResult(
+                s.db,
+                self.direction,
+                Outcome.REFUSED,
+                start=list(s.current) if s.current is not None else None,
+                end=list(s.current) if s.current is not None else None,
+                error=why,
+            )
+            for s in self.steps
+        ]
+
     def check_configured(self) -> None:
         """MissingVariable when a database the plan read has no usable URL (what the run
         would refuse with exit 2)."""

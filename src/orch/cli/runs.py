@@ -190,24 +190,13 @@ def _confirm(
             "terminal to confirm on; nothing was changed"
         )
         if st.json:
-            from orch.run.execute import DbResult
-
+            why = "protected environment: not confirmed (no terminal, no --yes)"
             emit_json(
                 {
                     "environment": name,
                     "command": direction,
                     "protected": True,
-                    "databases": [
-                        DbResult(
-                            s.db,
-                            direction,
-                            Outcome.REFUSED,
-                            start=list(s.current) if s.current is not None else None,
-                            end=list(s.current) if s.current is not None else None,
-                            error="protected environment: not confirmed (no terminal, no --yes)",
-                        ).as_json()
-                        for s in plan.steps
-                    ],
+                    "databases": [r.as_json() for r in plan.refused(why)],
                     "plan": plan.steps_json(),
                     "error": reason,
                     "exit_code": EXIT_USAGE,
