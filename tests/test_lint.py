@@ -34,6 +34,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     (PG, "CREATE TABLE t (id int); DROP TABLE t", []),  # made and dropped here
     (PG, "ALTER TABLE users DROP COLUMN email", ["drop_column"]),
     (PG, "ALTER TABLE users DROP CONSTRAINT uq_email", []),
+    (PG, "ALTER TABLE users ADD COLUMN tmp int; ALTER TABLE users DROP COLUMN tmp", []),
+    (PG, "ALTER TABLE users ADD COLUMN k int; ALTER TABLE users RENAME k TO kk", []),
+    (MY, "ALTER TABLE users ADD COLUMN k INT; ALTER TABLE users CHANGE k kk INT", []),
+    (LITE, "ALTER TABLE users ADD COLUMN k INT; ALTER TABLE users RENAME COLUMN k TO kk", []),
+    (MY, "ALTER TABLE a COMMENT 'what a is for'", []),
     (MY, "DROP TABLE users", ["drop_table"]),
     (MY, "ALTER TABLE users DROP COLUMN email", ["drop_column"]),
     (LITE, "DROP TABLE users", ["drop_table"]),

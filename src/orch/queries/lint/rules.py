@@ -398,6 +398,7 @@ class _Context:
         self.dropped: list[tuple[str, Finding]] = []  # (table, its drop_table finding)
         self.renamed_into: set[str] = set()  # tables rebuilt by copy-and-move
         self.dropped_names: set[str] = set()
+        self.new_columns: set[tuple[str, str]] = set()  # (table, column) added here
         self.stmt: Statement = Statement("", 0)
 
     def add(self, rule: str, message: str) -> Finding:
@@ -427,6 +428,15 @@ class _Context:
 
     def existing(self, table: str) -> bool:
         return table not in self.created
+
+    def existing_column(self, table: str, column: str) -> bool:
+        """A column of an existing table that was not added here."""
+        return self.existing(table) and (table, column) not in self.new_columns
+
+    def renamed_column(self, table: str, old: str, new: str) -> None:
+        self.schema.rename_column(table, old, new)
+        if (table, old) in self.new_columns:
+            self.new_columns.add((table, new))
 
     def result(self) -> list[Finding]:
         """The findings, less the DROP TABLEs of a copy-and-move (SQLite batch).
@@ -674,13 +684,13 @@ def _pg_rename(s: Any, ctx: _Context) -> None:
             ctx.made_by_rename(s.newname)
         ctx.schema.rename_table(table, s.newname)
     elif s.renameType == ObjectType.OBJECT_COLUMN:
-        if ctx.existing(table):
+        if ctx.existing_column(table, s.subname):
             ctx.add(
                 "rename_column",
                 f"RENAME of column {table}.{s.subname} to {s.newname}: code still using "
                 f"{s.subname} fails",
             )
-        ctx.schema.rename_column(table, s.subname, s.newname)
+        ctx.renamed_column(table, s.subname, s.newname)
 
 
 def _pg_alter(table: str, cmd: Any, ctx: _Context) -> None:
@@ -729,8 +739,9 @@ def _pg_alter(table: str, cmd: Any, ctx: _Context) -> None:
             ):
                 _pg_fk(table, ctx)
         ctx.schema.set(table, col.colname, _pg_column(col))
+        ctx.new_columns.add((table, str(col.colname)))
     elif sub == AlterTableType.AT_DropColumn:
-        if existing:
+        if ctx.existing_column(table, cmd.name):
             ctx.add(
                 "drop_column",
                 f"DROP COLUMN {table}.{cmd.name}: its values are deleted, and code still "
@@ -1014,11 +1025,12 @@ def _sg_action(table: str, a: Any, ctx: _Context) -> None:
                 f"MariaDB 10.4+; older servers rebuild {table} (add it last to stay instant)",
             )
         ctx.schema.set(table, a.name, _sg_column(a))
+        ctx.new_columns.add((table, a.name))
     elif isinstance(a, exp.Drop) and str(a.args.get("kind") or "").upper() == "COLUMN":
         cols = a.args.get("tables") or [a.this]
         for c in cols:
             name = c.name if c is not None else ""
-            if existing:
+            if ctx.existing_column(table, name):
                 ctx.add(
                     "drop_column",
                     f"DROP COLUMN {table}.{name}: its values are deleted, and code still "
@@ -1080,12 +1092,12 @@ def _sg_redefine(table: str, col: str, coldef: Any, ctx: _Context) -> None:
 
 
 def _sg_rename_column(table: str, old: str, new: str, ctx: _Context) -> None:
-    if ctx.existing(table):
+    if ctx.existing_column(table, old):
         ctx.add(
             "rename_column",
             f"RENAME of column {table}.{old} to {new}: code still using {old} fails",
         )
-    ctx.schema.rename_column(table, old, new)
+    ctx.renamed_column(table, old, new)
 
 
 def _sg_rename_table(old: str, new: str, ctx: _Context) -> None:
@@ -1096,6 +1108,7 @@ def _sg_rename_table(old: str, new: str, ctx: _Context) -> None:
     ctx.schema.rename_table(old, new)
 
 
+_TABLE_COMMENT = re.compile(r"\s*TABLE\s+[`\"\w.$]+\s+COMMENT\s*=?\s*'", re.IGNORECASE)
 _ALTER_RENAME = re.compile(
     r"\s*TABLE\s+([`\"\w.$]+)\s+RENAME\s+TO\s+([`\"\w.$]+)\s*$", re.IGNORECASE
 )
@@ -1115,6 +1128,8 @@ def _sg_command(e: Any, ctx: _Context) -> None:
     if renamed is not None:  # sqlglot 30.0-30.7 keep SQLite's RENAME TO as text
         _sg_rename_table(_unquote(renamed[1]), _unquote(renamed[2]), ctx)
         return
+    if head == "ALTER" and _TABLE_COMMENT.match(tail):  # sqlglot before 30.x keeps it as text
+        return  # a table's comment: metadata only
     m = _MODIFY.match(tail)
     if head == "ALTER" and m is not None and ctx.dialect == "mysql":
         # sqlglot before 30.8 keeps MODIFY/CHANGE as text: its column definition is
