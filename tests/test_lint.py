@@ -107,6 +107,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     # NOT NULL without a default
     (PG, "ALTER TABLE users ADD COLUMN age int NOT NULL", ["not_null_without_default"]),
     (PG, "CREATE TABLE t (id int); ALTER TABLE t ADD COLUMN age int NOT NULL", []),
+    (PG, "ALTER TABLE users ADD COLUMN k int PRIMARY KEY", ["not_null_without_default"]),
+    (MY, "ALTER TABLE users ADD COLUMN k INT PRIMARY KEY", ["not_null_without_default"]),
     (MY, "ALTER TABLE users ADD COLUMN age INTEGER NOT NULL", ["not_null_without_default"]),
     (MY, "ALTER TABLE users ADD COLUMN age INTEGER NOT NULL DEFAULT 0", []),
     (MY, "ALTER TABLE users ADD COLUMN id2 INTEGER NOT NULL AUTO_INCREMENT", []),
@@ -425,6 +427,21 @@ def test_mysql_column_changes_rendered_by_alembic(tmp_path: Path) -> None:
     ]
 
 
+def test_a_revision_in_a_range_needs_its_database_named(tmp_path: Path) -> None:
+    from orch.errors import UsageError
+
+    p = make_project(
+        tmp_path / "proj",
+        {"core": [Rev(code=CREATE_USERS)], "billing": [Rev(code=CREATE_USERS)]},
+        {"core": _url(PG, tmp_path), "billing": _url(PG, tmp_path)},
+    )
+    with pytest.raises(UsageError, match="a revision belongs to one database"):
+        _lint(p, range_text=f"{rev_id('core', 1)}:head")
+    report = _lint(p, range_text="base:head")
+    assert [d.name for d in report.databases] == ["core", "billing"]
+    assert _lint(p, "core", range_text=f"{rev_id('core', 1)}:head").exit_code == 0
+
+
 def test_range_problems_are_usage_errors(tmp_path: Path) -> None:
     from orch.errors import UsageError
 
@@ -600,3 +617,15 @@ def test_an_unrenderable_earlier_revision_only_shortens_what_is_known(tmp_path: 
     (f,) = _lint(p, range_text=f"{rev_id('core', 2)}:head").findings
     # revision 1 rendered before revision 2 stopped the history: the type is known
     assert f.rule == "type_narrowing"
+
+
+def test_concurrently_needs_alembics_autocommit_block(tmp_path: Path) -> None:
+    inside = "op.create_index('ix_c', 'users', ['name'], postgresql_concurrently=True)"
+    outside = (
+        "with op.get_context().autocommit_block():\n"
+        "    op.create_index('ix_c2', 'users', ['name'], postgresql_concurrently=True)"
+    )
+    p = _project(tmp_path, PG, [Rev(code=CREATE_USERS), Rev(code=inside), Rev(code=outside)])
+    report = _lint(p, range_text="base:head")
+    assert _rules(report) == [(rev_id("core", 2), "concurrently_in_transaction")]
+    assert report.findings[0].sql == "CREATE INDEX CONCURRENTLY ix_c ON users (name)"

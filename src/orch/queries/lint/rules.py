@@ -709,7 +709,8 @@ def _pg_alter(table: str, cmd: Any, ctx: _Context) -> None:
             or ConstrType.CONSTR_GENERATED in types
             or serial
         )
-        if existing and ConstrType.CONSTR_NOTNULL in types and not filled:
+        not_null = ConstrType.CONSTR_NOTNULL in types or ConstrType.CONSTR_PRIMARY in types
+        if existing and not_null and not filled:
             ctx.add(
                 "not_null_without_default",
                 f"ADD COLUMN {table}.{col.colname} NOT NULL without a default: fails when "
@@ -1003,7 +1004,8 @@ def _sg_action(table: str, a: Any, ctx: _Context) -> None:
             "GeneratedAsIdentityColumnConstraint",
             "ComputedColumnConstraint",
         }
-        if existing and "NotNullColumnConstraint" in cons and not filled:
+        not_null = cons & {"NotNullColumnConstraint", "PrimaryKeyColumnConstraint"}
+        if existing and not_null and not filled:
             if mysql:
                 effect = (
                     f"existing rows of {table} silently get the type's implicit default "
