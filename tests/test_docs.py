@@ -376,7 +376,21 @@ def _core_drop_column_allowed(root: Path) -> None:
     _core_drop_column(root, f"    # orch-lint: allow drop_column -- {reason}\n")
 
 
+def _leaky_analytics_downgrade(root: Path) -> None:
+    """analytics gets a new head, 5ca1ab1e0001, whose downgrade forgets the table it created."""
+    (root / "migrations" / "analytics" / "5ca1ab1e0001_create_events_archive.py").write_text(
+        '"""create events_archive\n\nRevision ID: 5ca1ab1e0001\nRevises: ce37b359c1da\n"""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        "revision = '5ca1ab1e0001'\ndown_revision = 'ce37b359c1da'\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n    op.create_table('events_archive', "
+        "sa.Column('id', sa.Integer, primary_key=True))\n\n\n"
+        "def downgrade():\n    pass\n"
+    )
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
+    "leaky-analytics-downgrade": _leaky_analytics_downgrade,
     "core-drop-column": _core_drop_column,
     "core-drop-column-allowed": _core_drop_column_allowed,
     "failing-analytics-revision": _failing_analytics_revision,

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,17 +94,59 @@ def test_reference_project_passes_every_check(
     backend_project: Project, backend: str, scratch_dir: Path
 ) -> None:
     before = leftovers(backend)
-    results = run_checks(backend_project)
-    assert [r.name for r in results] == ["core", "analytics"]  # depends_on order
-    for r in results:
-        assert r.backend == backend
-        assert states(r) == dict.fromkeys(CHECKS, "passed"), failures(results)
-    assert "4 revision(s)" in results[0].check("stairway").detail
+    r = backend_project.orch("test", "--json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    doc = r.json()
+    assert doc["schema"] == 1 and doc["exit_code"] == 0 and "error" not in doc
+    assert doc["environment"] == "dev"
+    assert [d["name"] for d in doc["databases"]] == ["core", "analytics"]  # depends_on order
+    for d in doc["databases"]:
+        assert d["backend"] == backend and d["state"] == "passed"
+        assert [c["check"] for c in d["checks"]] == list(CHECKS)
+        assert {c["state"] for c in d["checks"]} == {"passed"}, d
+    assert "4 revision(s)" in doc["databases"][0]["checks"][2]["detail"]
+    assert r.stderr == ""
     # never the environment's own databases: they stay empty
     assert backend_project.tables("core") == set()
     assert backend_project.tables("analytics") == set()
     assert leftovers(backend) == before
     assert list(scratch_dir.iterdir()) == []
+
+
+def test_the_table_and_the_exit_codes(project: Project, scratch_dir: Path) -> None:
+    r = project.orch("test")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "environment: dev"
+    assert lines[1].split() == ["DATABASE", *(c.upper() for c in CHECKS)]
+    assert lines[2].split() == ["core", *["passed"] * 5]
+    assert lines[3].split() == ["analytics", *["passed"] * 5]
+    assert not (project.root / "var").exists()  # dev's SQLite files were never created
+
+    r = project.orch("test", "analytics", "-v")
+    assert r.exit_code == 0
+    assert [ln.split()[0] for ln in r.stdout.splitlines()[2:]] == ["analytics"]
+    assert "analytics: throwaway database sqlite:///" in r.stderr  # progress: stderr only
+
+    r = project.orch("test", "nope")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "unknown database 'nope'" in r.stderr
+    r = project.orch("test", "nope", "--json")
+    assert r.exit_code == 2 and r.json()["exit_code"] == 2
+
+
+def test_a_login_that_may_not_create_databases(
+    project: Project, make_db: Callable[..., str]
+) -> None:
+    """The environment's login cannot CREATE DATABASE: exit 1, saying so, never the password."""
+    password = "pw-Xq7-secret"
+    url = make_db("postgresql", password=password)
+    project.set_urls("dev", {"core": url, "analytics": url.replace("/orch_t_", "/other_")})
+    r = project.orch("test", "core")
+    assert r.exit_code == 1
+    assert "cannot create the throwaway database orch_test_core_" in r.stderr
+    assert "permission denied" in r.stderr
+    assert password not in r.stdout + r.stderr
 
 
 def test_a_downgrade_that_leaves_a_table_fails_naming_the_revision(
@@ -133,6 +175,17 @@ def test_a_downgrade_that_leaves_a_table_fails_naming_the_revision(
     assert leftovers(backend) == before  # dropped after a failing check too
     assert list(scratch_dir.iterdir()) == []
     assert backend_project.tables("core") == set()
+
+    r = backend_project.orch("test")
+    assert r.exit_code == 1
+    assert "  core no_trace: failed: aaaa00000001: its downgrade leaves 1 difference(s)" in r.stdout
+    assert "    table leftover: left behind" in r.stdout
+    r = backend_project.orch("test", "--json")
+    assert r.exit_code == 1
+    assert r.json()["error"] == (
+        "failed: core stairway at aaaa00000001, core no_trace at aaaa00000001, core models_match"
+    )
+    assert leftovers(backend) == before
 
 
 def test_a_trace_in_the_middle_of_a_history(project: Project, scratch_dir: Path) -> None:
@@ -383,3 +436,17 @@ def test_plugin_stays_out_of_other_suites(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_pytest(tmp_path, "--help")
     assert "--orch-config" in r.stdout
+
+
+def test_the_python_api(project: Project, scratch_dir: Path) -> None:
+    import orch
+
+    notes: list[str] = []
+    report = orch.Project.load(project.registry_path).test_migrations(
+        ["analytics"], on_note=notes.append
+    )
+    assert isinstance(report, orch.MigrationChecksReport)
+    assert report.exit_code == 0 and report.error is None and report.failures == []
+    assert report["analytics"].check("models_match").state == orch.Verdict.PASSED
+    assert [r.name for r in report] == ["analytics"]
+    assert any("throwaway database" in n for n in notes)

@@ -291,6 +291,7 @@ def _json_classes() -> list[tuple[str, type]]:
     from orch.queries.offline import Section
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
+    from orch.run.testing import CheckResult, DatabaseChecks
     from orch.store.audit import LogRow
 
     return [
@@ -306,6 +307,8 @@ def _json_classes() -> list[tuple[str, type]]:
         ("lint", Allow),
         ("revision", Written),
         ("init", InitResult),
+        ("test", DatabaseChecks),
+        ("test", CheckResult),
     ]
 
 
@@ -354,6 +357,17 @@ def test_every_check_state_is_explained() -> None:
     rows = _table_of("Check states")
     assert missing(check_states(), rows) == []
     assert missing(rows, check_states()) == []
+
+
+def test_every_migration_check_and_its_states_are_explained() -> None:
+    from orch.outcomes import Verdict
+    from orch.run.testing import CHECKS
+
+    part = sections(_page("reference/states.md"))["Migration checks"]
+    rows = table_words(part)
+    assert missing(_words(Verdict), rows) == []
+    assert missing(CHECKS, rows) == []
+    assert missing(rows, _words(Verdict) | set(CHECKS)) == []
 
 
 def test_the_outcome_scan_reads_assignments(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ _EXPORTS = {
     "StatusMatrix": "orch.service",
     "CheckReport": "orch.service",
     "LogReport": "orch.service",
+    "MigrationChecksReport": "orch.service",
     "SqlResult": "orch.service",
     "init": "orch.service",
     "State": "orch.outcomes",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "CheckState": "orch.outcomes",
     "Direction": "orch.outcomes",
     "OnFailure": "orch.outcomes",
+    "Verdict": "orch.outcomes",
     "DbStatus": "orch.queries.status",
     "DbResult": "orch.run.execute",
     "OrchError": "orch.errors",
@@ -56,6 +58,7 @@ __all__ = [
     "StatusMatrix",
     "CheckReport",
     "LogReport",
+    "MigrationChecksReport",
     "SqlResult",
     "init",
     "State",
@@ -63,6 +66,7 @@ __all__ = [
     "CheckState",
     "Direction",
     "OnFailure",
+    "Verdict",
     "DbStatus",
     "DbResult",
     "OrchError",
@@ -84,12 +88,13 @@ if TYPE_CHECKING:
         RegistryError,
         UsageError,
     )
-    from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State
+    from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State, Verdict
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
     from orch.service import (
         CheckReport,
         LogReport,
+        MigrationChecksReport,
         Plan,
         Project,
         RunResult,

@@ -63,6 +63,14 @@ class CheckState(StrEnum):
     FAILED = "failed"  # the comparison itself failed (the models did not import, ...)
 
 
+class Verdict(StrEnum):
+    """One check of ``orch test`` on one database (single_head, upgrade, stairway, ...)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_APPLICABLE = "not_applicable"  # nothing to check: no revisions, no metadata, ...
+
+
 class Direction(StrEnum):
     """What a run does (a plan's and a result's ``command``)."""
 

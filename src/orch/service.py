@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch.errors import EXIT_FAILED, MissingVariable, RefusedError, UsageError
-from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State
+from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State, Verdict
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from orch.queries.offline import Preview
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
+    from orch.run.testing import DatabaseChecks
     from orch.store.audit import LogRow
 
     class RunOptions(TypedDict, total=False):
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckReport",
     "LogReport",
+    "MigrationChecksReport",
     "Plan",
     "Project",
     "RunResult",
@@ -362,6 +364,54 @@ class CheckReport:
 
 
 @dataclass(frozen=True)
+class MigrationChecksReport:
+    """``orch test``: every check of each database's migrations, on throwaway databases."""
+
+    environment: str
+    databases: tuple[DatabaseChecks, ...]
+
+    def __iter__(self) -> Iterator[DatabaseChecks]:
+        return iter(self.databases)
+
+    def __getitem__(self, name: str) -> DatabaseChecks:
+        for r in self.databases:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per failed check (and one per schema difference under it)."""
+        from orch.run.testing import failures
+
+        return failures(self.databases)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if any(r.failed for r in self.databases) else 0
+
+    @property
+    def error(self) -> str | None:
+        failed = [
+            f"{r.name} {c.check}" + (f" at {c.revision}" if c.revision else "")
+            for r in self.databases
+            for c in r.checks
+            if c.state == Verdict.FAILED
+        ]
+        return "failed: " + ", ".join(failed) if failed else None
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "environment": self.environment,
+            "databases": [r.as_json() for r in self.databases],
+            "exit_code": self.exit_code,
+        }
+        if self.exit_code:
+            doc["error"] = self.error
+        return doc
+
+
+@dataclass(frozen=True)
 class LogReport:
     """The audit trail, newest first, and the databases whose trail could not be read."""
 
@@ -389,6 +439,10 @@ class LogReport:
 
 
 # ---------------------------------------------------------------- the project
+
+
+def _silent(_note: str) -> None:
+    return None
 
 
 def _require_urls(targets: Mapping[str, Target], names: Sequence[str]) -> None:
@@ -526,6 +580,30 @@ class Project:
         if shared:
             code = EXIT_FAILED  # a finding, like drift
         return CheckReport(env, tuple(results), tuple(shared), tuple(disagreements(full)), code)
+
+    def test_migrations(
+        self,
+        databases: Sequence[str] | None = None,
+        *,
+        on_note: Callable[[str], None] | None = None,
+    ) -> MigrationChecksReport:
+        """``orch test``: check each (or each named) database's migrations, in dependency order.
+
+        single_head, upgrade, stairway, no_trace and models_match (see
+        :mod:`orch.run.testing`), on throwaway databases created on the
+        environment's servers with its logins (SQLite: in a temporary
+        directory) and dropped afterwards, also on failure and on Ctrl-C.
+        The environment's own databases are never touched.  *on_note* gets
+        the progress lines.  (Not named ``test``: pytest would collect it.)
+        """
+        from orch.run.testing import check_migrations
+
+        registry = self.scoped
+        self._check_names(registry, databases or ())
+        env = registry.environment(self.env).name
+        names = list(dict.fromkeys(databases or ())) or None
+        results = check_migrations(self.registry, self.env, names, say=on_note or _silent)
+        return MigrationChecksReport(env, tuple(results))
 
     # -- planning
 

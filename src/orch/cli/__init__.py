@@ -6,6 +6,7 @@
   protected-environment confirmation, the one prompt);
 - :mod:`.reads`: ``status``, ``log``, ``check``, ``lint``, ``history``, ``graph``;
 - :mod:`.authoring`: ``revision``, ``merge``, ``init``;
+- :mod:`.testing`: ``test`` (the migrations themselves, on throwaway databases);
 - :mod:`.process`: what the console script's process does around a command.
 
 Every error is an :class:`~orch.errors.OrchError` turned into one line (or
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 import click
 
-from orch.cli import authoring, reads, runs  # noqa: F401  (each registers its commands)
+from orch.cli import authoring, reads, runs, testing  # noqa: F401  (each registers its commands)
 from orch.cli.app import Options, cli, emit_json, err, out, report
 from orch.errors import EXIT_FAILED, EXIT_USAGE, OrchError
 

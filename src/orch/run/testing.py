@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 
 from orch.config.registry import DatabaseSpec, Registry, Target
 from orch.errors import DatabaseError, UsageError
+from orch.outcomes import Verdict
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 CHECKS = ("single_head", "upgrade", "stairway", "no_trace", "models_match")
-CHECK_STATES = ("passed", "failed", "not_applicable")
 
 Say = Callable[[str], None]
 
@@ -57,7 +57,7 @@ class CheckResult:
     """One check of one database."""
 
     check: str
-    state: str
+    state: Verdict
     detail: str = ""
     revision: str | None = None
     differences: list[dict[str, Any]] = field(default_factory=list)
@@ -82,7 +82,7 @@ class DatabaseChecks:
 
     @property
     def failed(self) -> bool:
-        return any(c.state == "failed" for c in self.checks)
+        return any(c.state == Verdict.FAILED for c in self.checks)
 
     def check(self, name: str) -> CheckResult:
         return next(c for c in self.checks if c.check == name)
@@ -91,7 +91,7 @@ class DatabaseChecks:
         return {
             "name": self.name,
             "backend": self.backend,
-            "state": "failed" if self.failed else "passed",
+            "state": Verdict.FAILED if self.failed else Verdict.PASSED,
             "checks": [c.as_json() for c in self.checks],
         }
 
@@ -101,7 +101,7 @@ def failures(results: Sequence[DatabaseChecks]) -> list[str]:
     out = []
     for r in results:
         for c in r.checks:
-            if c.state == "failed":
+            if c.state == Verdict.FAILED:
                 where = f"{c.revision}: " if c.revision else ""
                 out.append(f"{r.name} {c.check}: {where}{c.detail}")
                 out.extend(f"    {d['text']}" for d in c.differences)
@@ -307,13 +307,13 @@ def _check_one(registry: Registry, target: Target, s: Scratch, say: Say) -> list
     results: dict[str, CheckResult] = {}
     heads = list(graph.heads)
     if not heads:
-        results["single_head"] = CheckResult("single_head", "not_applicable", "no revisions")
+        results["single_head"] = CheckResult("single_head", Verdict.NOT_APPLICABLE, "no revisions")
     elif len(heads) == 1:
-        results["single_head"] = CheckResult("single_head", "passed", f"head {heads[0]}")
+        results["single_head"] = CheckResult("single_head", Verdict.PASSED, f"head {heads[0]}")
     else:
         results["single_head"] = CheckResult(
             "single_head",
-            "failed",
+            Verdict.FAILED,
             f"{len(heads)} heads: {', '.join(heads)} (join them: orch merge {db.name})",
         )
 
@@ -322,7 +322,7 @@ def _check_one(registry: Registry, target: Target, s: Scratch, say: Say) -> list
     with _connection(registry, url) as conn:
         empty = schema_of(conn, registry, db)
         if not heads:
-            results["upgrade"] = CheckResult("upgrade", "not_applicable", "no revisions")
+            results["upgrade"] = CheckResult("upgrade", Verdict.NOT_APPLICABLE, "no revisions")
             upgraded = True
         else:
             results["upgrade"], upgraded = _check_upgrade(registry, db, url, conn)
@@ -338,8 +338,8 @@ def _check_one(registry: Registry, target: Target, s: Scratch, say: Say) -> list
             reusable = upgraded
     if not len(graph):
         why = "no revisions"
-        results["stairway"] = CheckResult("stairway", "not_applicable", why)
-        results["no_trace"] = CheckResult("no_trace", "not_applicable", why)
+        results["stairway"] = CheckResult("stairway", Verdict.NOT_APPLICABLE, why)
+        results["no_trace"] = CheckResult("no_trace", Verdict.NOT_APPLICABLE, why)
     else:
         if not reusable:
             s.drop(url)
@@ -363,8 +363,8 @@ def _check_upgrade(
         _migrate(registry, db, url, conn, "upgrade", "heads", seen)
     except Exception as exc:
         rev = seen[-1] if seen else None
-        return CheckResult("upgrade", "failed", describe_error(exc), rev), False
-    return CheckResult("upgrade", "passed", f"base to head: {len(seen)} revision(s)"), True
+        return CheckResult("upgrade", Verdict.FAILED, describe_error(exc), rev), False
+    return CheckResult("upgrade", Verdict.PASSED, f"base to head: {len(seen)} revision(s)"), True
 
 
 def _check_models(
@@ -377,28 +377,28 @@ def _check_models(
     if not db.metadata:
         return CheckResult(
             "models_match",
-            "not_applicable",
+            Verdict.NOT_APPLICABLE,
             f"no 'metadata' in the registry (databases.{db.name}.metadata: module:attribute)",
         )
     if not upgraded:
-        return CheckResult("models_match", "not_applicable", "the upgrade to head failed")
+        return CheckResult("models_match", Verdict.NOT_APPLICABLE, "the upgrade to head failed")
     try:
         diffs = model_differences(registry, db, url, conn)
     except OrchError:
         raise
     except Exception as exc:
-        return CheckResult("models_match", "failed", f"comparison failed: {describe_error(exc)}")
+        why = f"comparison failed: {describe_error(exc)}"
+        return CheckResult("models_match", Verdict.FAILED, why)
     finally:
         conn.rollback()
     if diffs:
         return CheckResult(
             "models_match",
-            "failed",
-            f"{len(diffs)} difference(s) between the models and the migrated schema "
-            "(orch revision --autogenerate would write them)",
+            Verdict.FAILED,
+            f"{len(diffs)} difference(s) between the models and the migrated schema",
             differences=diffs,
         )
-    return CheckResult("models_match", "passed", "models and migrated schema agree")
+    return CheckResult("models_match", Verdict.PASSED, "models and migrated schema agree")
 
 
 def _check_stairway(
@@ -417,11 +417,12 @@ def _check_stairway(
                 _migrate(registry, db, url, conn, direction, destination)
             except Exception as exc:
                 what = ("upgrade", "downgrade", "upgrade after its downgrade")[step]
-                stairway = CheckResult("stairway", "failed", f"{what}: {describe_error(exc)}", rev)
+                why = f"{what}: {describe_error(exc)}"
+                stairway = CheckResult("stairway", Verdict.FAILED, why, rev)
                 if trace is None:
                     trace = CheckResult(
                         "no_trace",
-                        "not_applicable",
+                        Verdict.NOT_APPLICABLE,
                         f"revisions from {rev} on not checked: the stairway failed there"
                         if step < 2
                         else f"revisions after {rev} not checked: the stairway failed at {rev}",
@@ -432,14 +433,14 @@ def _check_stairway(
                 if diffs:
                     trace = CheckResult(
                         "no_trace",
-                        "failed",
+                        Verdict.FAILED,
                         f"its downgrade leaves {len(diffs)} difference(s) in the schema",
                         rev,
                         diffs,
                     )
-    stairway = CheckResult("stairway", "passed", f"{len(order)} revision(s) up, down, up")
+    stairway = CheckResult("stairway", Verdict.PASSED, f"{len(order)} revision(s) up, down, up")
     return stairway, trace or CheckResult(
-        "no_trace", "passed", "every downgrade restores the schema"
+        "no_trace", Verdict.PASSED, "every downgrade restores the schema"
     )
 
 
