@@ -35,7 +35,21 @@ def migration_test(databases: tuple[str, ...]) -> None:
 
     st = options()
     notes: Any = err if st.verbose else None
-    report = st.project().test_migrations(databases, on_note=notes)
+    try:
+        report = st.project().test_migrations(databases, on_note=notes)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (orch.run.testing.Terminated)
+        import signal
+
+        from orch.stopping import EXIT_CODES
+
+        signum = getattr(exc, "signum", signal.SIGINT)
+        code = EXIT_CODES[signum]
+        message = f"stopped by {signum.name}; the throwaway databases are dropped"
+        if st.json:
+            emit_json({"error": message, "exit_code": code})
+        else:
+            err(f"orch: {message}")
+        raise Exit(code) from None
     if st.json:
         emit_json(report.as_json())
         raise Exit(report.exit_code)

@@ -153,6 +153,12 @@ def scratch_name(db: str) -> str:
     return f"{PREFIX}{middle}_{tail}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while checking: raised like Ctrl-C's KeyboardInterrupt, so cleanup runs."""
+
+    signum = signal.SIGTERM
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt here, so ``finally`` drops the databases.
@@ -166,7 +172,7 @@ def _stop_on_sigterm() -> Iterator[None]:
         return
 
     def handler(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
+        raise Terminated()
 
     old = signal.signal(signal.SIGTERM, handler)
     try:
