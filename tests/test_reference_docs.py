@@ -400,6 +400,20 @@ def test_every_exit_code_is_explained() -> None:
     assert missing(map(str, by_code), map(str, known)) == []
 
 
+def test_every_command_has_its_row_of_exit_codes() -> None:
+    """The per-command table of exit-codes.md names every command (a row may name several)."""
+    from orch.cli import cli
+
+    part = sections(_page("reference/exit-codes.md"))["Per command"]
+    named = {
+        w
+        for row in re.findall(r"^\| (`[^|]*) \|", part, re.M)
+        for w in re.findall(r"`([a-z]+)", row)
+    }
+    assert missing(cli.commands, named) == [], "commands without a row in exit-codes.md"
+    assert missing(named, cli.commands) == [], "exit-codes.md has rows for unknown commands"
+
+
 # ------------------------------------------------------------ design.md
 
 
