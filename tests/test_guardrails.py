@@ -223,6 +223,28 @@ def test_protected_on_a_terminal_asks_for_the_environment_name(
     assert current(prod["analytics"]) != [ANALYTICS_HEAD]
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_protected_prompt_shows_what_lint_says_of_the_revisions_to_approve(
+    project: Project, prod: dict[str, str]
+) -> None:
+    """The operator approves revisions knowing orch lint's findings on exactly those.
+
+    core's d5d862ab0321 indexes tables an earlier revision created: on
+    PostgreSQL a plain CREATE INDEX blocks writes while it builds.
+    """
+    code, _out, term = run_in_terminal(project, ["--env", "prod", "upgrade", "--all"], "nope")
+    assert code == 2, term
+    assert "orch lint:" in term
+    assert "core d5d862ab0321 warning index_without_concurrently" in term
+    assert term.index("orch lint:") < term.index("Type the environment's name")
+    assert all(tables(u) == [] for u in prod.values()), "shown, not run"
+    # once core is at head, only analytics' revisions are approved, and linted
+    assert project.orch("--env", "prod", "upgrade", "core", "--yes").exit_code == 0
+    code, _out, term = run_in_terminal(project, ["--env", "prod", "upgrade", "analytics"], "nope")
+    assert code == 2, term
+    assert "d5d862ab0321" not in term
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_protected_plan_says_what_on_failure_rollback_will_do(
     project: Project, prod: dict[str, str]

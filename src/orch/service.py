@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from orch.planning.live import SharedId
     from orch.queries.drift import DriftResult
     from orch.queries.history import History
-    from orch.queries.lint.walk import LintReport
+    from orch.queries.lint.walk import LintFinding, LintReport
     from orch.queries.offline import Preview
     from orch.queries.status import DbStatus
     from orch.run.execute import DbResult
@@ -919,6 +919,24 @@ class Project:
         from orch.queries.lint.walk import lint
 
         return lint(self.scoped, self.env, list(databases or ()), range_text=range)
+
+    def lint_plan(self, plan: Plan) -> list[LintFinding]:
+        """Lint findings of exactly the revisions an upgrade *plan* applies (none for others).
+
+        What a protected environment's prompt shows beside the plan, so the
+        operator approves the revisions knowing what ``orch lint`` says of
+        them.  Steps whose live revision is unknown are left out.
+        """
+        from orch.queries.lint.walk import lint_planned
+
+        if plan.direction != Direction.UPGRADE:
+            return []
+        steps = {
+            s.db: (s.current, s.revisions)
+            for s in plan.steps
+            if s.current is not None and s.revisions
+        }
+        return lint_planned(self.scoped, self.env, steps) if steps else []
 
     # -- authoring
 

@@ -16,7 +16,7 @@ import click
 from click.exceptions import Exit  # commands leave with Click's own Exit(code)
 
 from orch.cli.app import F, Options, cli, emit_json, err, global_options, options, out
-from orch.errors import EXIT_USAGE, RefusedError
+from orch.errors import EXIT_USAGE, OrchError, RefusedError
 from orch.outcomes import Direction, Outcome
 
 if TYPE_CHECKING:
@@ -206,6 +206,7 @@ def _confirm(
         _show_confirm_plan(name, rows, hooks, notes)
         raise RefusedError(reason, databases=plan.names)
     _show_confirm_plan(name, rows, hooks, notes)
+    _show_lint(project, plan)
     try:
         answer = click.prompt(
             click.style(f"Type the environment's name ({name}) to {direction}", bold=True),
@@ -250,6 +251,29 @@ def _show_confirm_plan(
         err(f"hook per database: {h}")
     for n in notes:
         err(n)
+
+
+def _show_lint(project: Project, plan: Plan) -> None:
+    """What ``orch lint`` says of the revisions about to be approved (upgrades only).
+
+    Shown, not enforced: the operator decides at the prompt.  A lint that
+    cannot run says so in one line and never blocks the prompt.
+    """
+    from orch.render import colour
+
+    try:
+        findings = project.lint_plan(plan)
+    except OrchError as exc:
+        err(f"lint: not checked: {exc}")
+        return
+    if not findings:
+        return
+    errors = sum(1 for f in findings if f.level == "error")
+    err(f"orch lint: {errors} error(s), {len(findings) - errors} warning(s) in these revisions:")
+    for f in findings:
+        where = f" line {f.line}" if f.line is not None else ""
+        level = colour(f.level, sys.stderr)
+        err(f"  {f.database} {f.revision} {level} {f.rule}{where}: {f.message}")
 
 
 def _plan_rows(plan: Plan) -> list[list[str]]:

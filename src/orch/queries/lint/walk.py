@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -413,6 +413,17 @@ def lint(
             dbs.append(DbLint(name, dialects[name], start, path))
     else:
         dbs = _pending(registry, environment, selected, graphs, dialects)
+    findings, allowed = _lint_dbs(registry, targets, graphs, dbs)
+    return LintReport(environment, "range" if rng else "pending", dbs, findings, allowed)
+
+
+def _lint_dbs(
+    registry: Registry,
+    targets: Mapping[str, Target],
+    graphs: Mapping[str, Graph],
+    dbs: Sequence[DbLint],
+) -> tuple[list[LintFinding], list[Allow]]:
+    """The findings of each database's revisions, in order, and the allows that silenced one."""
     findings: list[LintFinding] = []
     allowed: list[Allow] = []
     for d in dbs:
@@ -425,7 +436,38 @@ def lint(
             )
             findings += found
             allowed += [a for a in allows if a.silenced]
-    return LintReport(environment, "range" if rng else "pending", dbs, findings, allowed)
+    return findings, allowed
+
+
+def lint_planned(
+    registry: Registry,
+    env: str | None,
+    steps: Mapping[str, tuple[Sequence[str], Sequence[str]]],
+) -> list[LintFinding]:
+    """The findings of exactly the revisions a plan will apply: ``{db: (start, revisions)}``.
+
+    What the protected-environment prompt shows before an upgrade: the same
+    rules as ``orch lint``, on the revisions the operator is approving, not
+    on what is pending at some other moment.  Databases of a backend without
+    rules are left out.
+    """
+    from orch.backends import for_url
+    from orch.planning.live import graphs_for
+
+    environment = registry.environment(env).name
+    names = [n for n, (_start, revs) in steps.items() if revs]
+    targets = {t.name: t for t in registry.targets(environment) if t.name in names}
+    dbs: list[DbLint] = []
+    for name in names:
+        url = targets[name].url
+        if url is None or for_url(url).name not in DIALECTS:
+            continue
+        start, revs = steps[name]
+        dbs.append(DbLint(name, for_url(url).name, tuple(start), list(revs)))
+    if not dbs:
+        return []
+    graphs = graphs_for(registry, [d.name for d in dbs], warn=False)
+    return _lint_dbs(registry, targets, graphs, dbs)[0]
 
 
 def _pending(
