@@ -70,7 +70,12 @@ def up(
     **kw: bool,
 ) -> Plan:
     return plan_upgrade(
-        REG, sel(*texts), all_=all_, graphs=GRAPHS, currents=currents or EMPTY, **kw
+        REG,
+        sel(*texts),
+        all_=all_,
+        graphs=GRAPHS,
+        currents=currents or EMPTY,
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -38,16 +38,20 @@ def write_rev(
     path = versions / f"{rev}.py"
     path.write_text(
         f'"""{rev}"""\n'
+        "from pathlib import Path\n\n"
         "from alembic import op\n\n"
+        "TRACE = Path(__file__).resolve().parents[2] / 'trace.txt'\n"
         f"revision = {rev!r}\n"
         f"down_revision = {down!r}\n"
         "branch_labels = None\n"
         "depends_on = None\n"
         f"{req}\n\n"
         "def upgrade() -> None:\n"
-        f"    op.execute('CREATE TABLE {table} (id INTEGER PRIMARY KEY)')\n\n\n"
+        f"    op.execute('CREATE TABLE {table} (id INTEGER PRIMARY KEY)')\n"
+        f"    with TRACE.open('a') as f:\n        f.write('up {rev}\\n')\n\n\n"
         "def downgrade() -> None:\n"
         f"    op.execute('DROP TABLE {table}')\n"
+        f"    with TRACE.open('a') as f:\n        f.write('down {rev}\\n')\n"
     )
     return path
 
@@ -178,3 +182,104 @@ def test_releases_file_round_trip_and_a_tag_is_written_once(tmp_path: Path) -> N
     path.write_text("version: 1\nreleases:\n  - tag: v1\n    heads: [r1]\n")
     with pytest.raises(RegistryError, match=r"releases\[0\]\.heads"):
         load_releases(path)
+
+
+# ---------------------------------------------------------------- interleaved runs
+
+
+def trace(project: Project) -> list[str]:
+    """What the revisions ran, in the order they ran (each appends a line)."""
+    path = project.root / "trace.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return lines
+
+
+def log_of(project: Project, db: str) -> list[tuple[str, str, str]]:
+    from sqlalchemy import text
+
+    with project.connect(db) as conn:
+        rows = conn.execute(text("SELECT direction, revision, outcome FROM orch_log ORDER BY id"))
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+
+def test_aba_upgrade_down_and_cascade(aba: Project) -> None:
+    """The issue's A-B-A case on every backend: plan, run, refusal, cascade."""
+    r = aba.orch("plan", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    steps = [(s["name"], s["revisions"], s["level"]) for s in r.json()["steps"]]
+    assert steps == [("core", ["r1"], 0), ("analytics", ["a1"], 1), ("core", ["r2"], 2)]
+    text = aba.orch("plan", "--all").stdout.splitlines()
+    assert [line.split()[1] for line in text[1:]] == ["core", "analytics", "core"]
+
+    r = aba.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert trace(aba) == ["up r1", "up a1", "up r2"]
+    by_name = {d["name"]: d for d in r.json()["databases"]}
+    assert by_name["core"]["from"] == [] and by_name["core"]["to"] == ["r2"]
+    assert by_name["core"]["applied"] == ["r1", "r2"] and by_name["core"]["outcome"] == "done"
+    assert aba.versions("core") == ["r2"] and aba.versions("analytics") == ["a1"]
+    assert log_of(aba, "core") == [("upgrade", "r1", "ok"), ("upgrade", "r2", "ok")]
+    assert log_of(aba, "analytics") == [("upgrade", "a1", "ok")]
+
+    r = aba.orch("downgrade", "core@base")
+    assert r.exit_code == 2
+    assert "analytics@a1" in r.stderr and "--cascade" in r.stderr
+    assert aba.versions("core") == ["r2"] and trace(aba) == []
+
+    r = aba.orch("downgrade", "core@base", "--cascade")
+    assert r.exit_code == 0, r.stderr
+    assert trace(aba) == ["down r2", "down a1", "down r1"]
+    assert aba.versions("core") == [] and aba.versions("analytics") == []
+    assert log_of(aba, "core")[-2:] == [("downgrade", "r2", "ok"), ("downgrade", "r1", "ok")]
+
+
+def test_interleaved_sql_has_a_section_per_step(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    r = project.orch("upgrade", "--all", "--sql")
+    assert r.exit_code == 0, r.stderr
+    assert "execution order: core, analytics, core" in r.stdout
+    assert r.stdout.index("t_r1") < r.stdout.index("t_a1") < r.stdout.index("t_r2")
+    out = tmp_path / "sql"
+    r = project.orch("upgrade", "--all", "--sql", "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01_core.sql",
+        "02_analytics.sql",
+        "03_core.sql",
+    ]
+    assert not (project.root / "var" / "core.db").exists() or project.versions("core") == []
+
+
+def test_upgrade_one_database_refuses_an_unmet_requirement(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    r = project.orch("upgrade", "analytics")
+    assert r.exit_code == 2
+    assert "analytics@a1 requires core@r1" in r.stderr and "--with-deps" in r.stderr
+    assert trace(project) == []
+    r = project.orch("upgrade", "analytics", "--with-deps")
+    assert r.exit_code == 0, r.stderr
+    assert trace(project) == ["up r1", "up a1"]  # core just far enough: r2 is not asked for
+    assert project.versions("core") == ["r1"] and project.versions("analytics") == ["a1"]
+    # core to head now needs nothing more than what is applied
+    r = project.orch("upgrade", "core")
+    assert r.exit_code == 0, r.stderr
+    assert trace(project) == ["up r2"]
+
+
+def test_independent_work_runs_in_parallel_steps(tmp_path: Path) -> None:
+    """analytics needs core@r1 only: core's r2 does not wait for analytics, nor it for r2."""
+    from orch import Project as Api
+
+    project = sqlite_aba(tmp_path)
+    r2 = project.root / "migrations" / "core" / "r2.py"
+    r2.write_text(r2.read_text().replace("orch_requires = ('analytics@a1',)\n", ""))
+    plan = Api.load(project.registry_path).plan(all=True)
+    got = [(s.key, s.revisions, s.level, s.after) for s in plan.steps]
+    assert sorted(got) == [
+        ("analytics", ("a1",), 1, ("core",)),
+        ("core", ("r1",), 0, ()),
+        ("core#2", ("r2",), 1, ("core",)),
+    ]
+    result = Api.load(project.registry_path).run(plan, jobs=2)
+    assert result.ok and result["core"].applied == ["r1", "r2"]

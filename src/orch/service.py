@@ -221,6 +221,7 @@ class Plan:
                 error=why,
             )
             for s in self.steps
+            if s.part == 0  # a database once, however many steps it has
         ]
 
     def check_configured(self) -> None:
@@ -621,6 +622,8 @@ class Project:
         registry = self.scoped
         targets = {t.name: t for t in registry.targets(self.env)}
         graphs = graphs_for(registry)
+        if not read and any(r.requires for g in graphs.values() for r in g.revs.values()):
+            read = True  # requirements across databases: the order depends on the revisions
         if not read:
             from orch.store.db import preload_drivers
 
@@ -649,7 +652,8 @@ class Project:
         saves a connection per database.
         """
         from orch.planning import plan as planning
-        from orch.planning.plan import parse_selectors
+        from orch.planning.live import graphs_for
+        from orch.planning.plan import parse_selectors, related
 
         registry = self.scoped
         sels = parse_selectors(registry, selectors, command="upgrade")
@@ -658,6 +662,8 @@ class Project:
         involved = (
             list(registry.databases) if all else _with_dependencies(registry, [s.db for s in sels])
         )
+        if not all:  # and the databases requirements relate them to
+            involved = related(registry, graphs_for(registry), involved)
         targets, graphs, currents, statuses = self._read(involved, read=read_live or not all)
         planned = planning.plan_upgrade(
             registry,
@@ -677,19 +683,27 @@ class Project:
             check_deps=not ignore_deps,
         )
 
-    def plan_downgrade(self, selectors: Sequence[str], *, force: bool = False) -> Plan:
+    def plan_downgrade(
+        self, selectors: Sequence[str], *, force: bool = False, cascade: bool = False
+    ) -> Plan:
         """The downgrade plan (explicit targets: DB@-1, DB@REV, DB@base), dependents first.
 
-        *force*: downgrade even when dependents are not at base.
+        *force*: downgrade even when dependents are not at base.  *cascade*:
+        first downgrade, just far enough, the databases whose applied revisions
+        require (``orch_requires``) a revision this removes.
         """
-        from orch.planning.plan import parse_selectors, plan_downgrade
+        from orch.planning.live import graphs_for
+        from orch.planning.plan import parse_selectors, plan_downgrade, related
 
         registry = self.scoped
         sels = parse_selectors(registry, selectors, require_target=True, command="downgrade")
         names = [s.db for s in sels]
         involved = list(dict.fromkeys(names + [d for n in names for d in registry.dependents(n)]))
+        involved = related(registry, graphs_for(registry), involved, up=False)
         targets, graphs, currents, statuses = self._read(involved)
-        planned = plan_downgrade(registry, sels, graphs=graphs, currents=currents, force=force)
+        planned = plan_downgrade(
+            registry, sels, graphs=graphs, currents=currents, force=force, cascade=cascade
+        )
         _require_urls(targets, planned.names)
         env = registry.environment(self.env).name
         return Plan(env, planned, tuple(statuses), targets, check_deps=not force)
@@ -741,11 +755,15 @@ class Project:
         selectors: Sequence[str],
         *,
         force: bool = False,
+        cascade: bool = False,
         yes: bool = False,
         **options: Unpack[RunOptions],
     ) -> RunResult:
-        """Plan and run a downgrade to explicit targets, dependents first (see :meth:`upgrade`)."""
-        return self.run(self.plan_downgrade(selectors, force=force), yes=yes, **options)
+        """Plan and run a downgrade to explicit targets, dependents first (see :meth:`upgrade`).
+
+        *cascade*: see :meth:`plan_downgrade`."""
+        plan = self.plan_downgrade(selectors, force=force, cascade=cascade)
+        return self.run(plan, yes=yes, **options)
 
     def stamp(
         self, selectors: Sequence[str], *, yes: bool = False, lock_timeout: float | None = None
@@ -885,6 +903,7 @@ class Project:
         with_deps: bool = False,
         ignore_deps: bool = False,
         force: bool = False,
+        cascade: bool = False,
     ) -> SqlResult:
         """The SQL an upgrade or downgrade would run, per database in execution order;
         runs nothing.  *froms*: ``DB@REV`` starting points instead of the live revisions.
@@ -898,7 +917,7 @@ class Project:
         options = (
             {"all_": all, "with_deps": with_deps, "ignore_deps": ignore_deps}
             if direction == Direction.UPGRADE
-            else {"force": force}
+            else {"force": force, "cascade": cascade}
         )
         preview = offline.build(registry, self.env, direction, selectors, froms=froms, **options)
         # the full registry: stale files of a database this environment leaves out go too

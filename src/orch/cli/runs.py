@@ -450,6 +450,12 @@ def upgrade(
 @cli.command()
 @click.argument("selectors", nargs=-1, metavar="DB@TARGET...")
 @click.option("--force", is_flag=True, help="Downgrade even if dependents are not at base.")
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="First downgrade, just far enough, databases whose applied revisions require "
+    "(orch_requires) what this removes.",
+)
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @_on_failure_opt(
     "upgrade every database this run changed back to exactly the revisions it started at, "
@@ -463,6 +469,7 @@ def upgrade(
 def downgrade(
     selectors: tuple[str, ...],
     force: bool,
+    cascade: bool,
     fail_fast: bool,
     on_failure: str,
     jobs: int | None,
@@ -476,9 +483,9 @@ def downgrade(
     st = options()
     _sql_only(sql, from_, out_dir)
     if sql:
-        _sql_preview(st, "downgrade", selectors, from_, out_dir, force=force)
+        _sql_preview(st, "downgrade", selectors, from_, out_dir, force=force, cascade=cascade)
     project = st.project()
-    plan = project.plan_downgrade(selectors, force=force)
+    plan = project.plan_downgrade(selectors, force=force, cascade=cascade)
     notes = []
     if on_failure == "rollback":
         notes.append("on failure: every database this run changed goes back up to where it started")

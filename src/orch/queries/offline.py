@@ -375,13 +375,14 @@ def build(
     with_deps: bool = False,
     ignore_deps: bool = False,
     force: bool = False,
+    cascade: bool = False,
     froms: Sequence[str] = (),
 ) -> Preview:
     """Plan like ``upgrade``/``downgrade`` would, from the live (or ``--from``) revisions,
     and render the SQL of every step.  Reads, never writes."""
     from orch.alembic_bridge.runner import check_project
     from orch.planning.live import graphs_for
-    from orch.planning.plan import parse_selectors, plan_downgrade, plan_upgrade
+    from orch.planning.plan import parse_selectors, plan_downgrade, plan_upgrade, related
 
     environment = registry.environment(env).name
     check_project(registry)
@@ -404,7 +405,10 @@ def build(
         if not sels:
             raise UsageError("name the databases to downgrade with a target, e.g. 'analytics@-1'")
         involved = list(dict.fromkeys(n for s in sels for n in (s.db, *registry.dependents(s.db))))
-    graphs = graphs_for(registry, involved)
+    every = graphs_for(registry)
+    # and the databases requirements across databases (orch_requires) relate them to
+    involved = related(registry, every, involved, up=direction == "upgrade")
+    graphs = {n: every[n] for n in involved}
     given = parse_from(registry, froms, [s.db for s in sels], graphs)
     starts = read_starts(registry, environment, involved, given, graphs)
     currents: dict[str, tuple[str, ...] | None] = dict(starts)
@@ -419,7 +423,9 @@ def build(
             ignore_deps=ignore_deps,
         )
     else:
-        plan = plan_downgrade(registry, sels, graphs=graphs, currents=currents, force=force)
+        plan = plan_downgrade(
+            registry, sels, graphs=graphs, currents=currents, force=force, cascade=cascade
+        )
     targets = {t.name: t for t in registry.targets(environment)}
     missing = [f"{n}: {targets[n].missing}" for n in plan.names if targets[n].url is None]
     if missing:

@@ -813,15 +813,19 @@ def execute(
 
     run_id = run_id or str(uuid.uuid4())
     timeout = registry.settings.lock_timeout if lock_timeout is None else lock_timeout
-    steps = {s.db: s for s in plan.steps}
-    preds = edges(registry, steps, reverse=plan.direction == "downgrade")
+    # keyed by step: a database has several steps in an interleaved plan (PlanStep.key)
+    steps = {s.key: s for s in plan.steps}
+    if any(s.after is not None for s in plan.steps):
+        preds = {s.key: set(s.after or ()) for s in plan.steps}
+    else:
+        preds = edges(registry, steps, reverse=plan.direction == "downgrade")
     secrets = REDACTOR.secrets()
     commit = git_commit(registry.root)
     stamp = timestamp()
     tasks = {
-        name: Task(
+        key: Task(
             registry,
-            targets[name],
+            targets[step.db],
             step,
             run_id,
             timeout,
@@ -831,40 +835,53 @@ def execute(
             purpose,
             _guard(registry, targets, step) if check_deps else (),
         )
-        for name, step in steps.items()
+        for key, step in steps.items()
     }
-    n_jobs, _note = effective_jobs(registry, jobs, len(tasks))
+    n_jobs, _note = effective_jobs(registry, jobs, len(plan.names))
     results: dict[str, DbResult] = {}
-    order = [s.db for s in plan.steps]
+    order = [s.key for s in plan.steps]
     stop = False
-    running: set[str] = set()  # the databases in the workers' hands
+    running: set[str] = set()  # the steps in the workers' hands
 
-    def skipped(name: str, why: str) -> DbResult:
+    def skipped(key: str, why: str) -> DbResult:
         """Never touched: from/to are the revisions read before the run (no lock taken)."""
-        current = steps[name].current
+        current = steps[key].current
         seen = list(current) if current is not None else None
-        return DbResult(name, plan.direction, Outcome.SKIPPED, start=seen, end=seen, error=why)
+        return DbResult(
+            steps[key].db, plan.direction, Outcome.SKIPPED, start=seen, end=seen, error=why
+        )
 
-    def finish(r: DbResult) -> None:
-        results[r.name] = r
-        if on_result is not None:
-            on_result(r)
+    def finish(key: str, r: DbResult) -> None:
+        results[key] = r
+        if on_result is not None and (len(steps) == len(plan.names) or _last_of(key, r)):
+            on_result(_merged(r.name, [results[k] for k in order if k in results]))
         if r.outcome.blocking:
             for other in order:
-                if other not in results and r.name in _closure(other, preds):
-                    finish(skipped(other, f"{r.name} {r.outcome}"))
+                if other not in results and key in _closure(other, preds):
+                    finish(other, skipped(other, f"{r.name} {r.outcome}"))
+
+    def _last_of(key: str, r: DbResult) -> bool:
+        """The database's last step has a result (each database is reported once)."""
+        return all(k in results for k in order if steps[k].db == steps[key].db)
 
     def ready() -> list[str]:
         done = results.keys()  # a set view: no copy per database (fleets of hundreds)
-        return [n for n in order if n not in results and n not in running and preds[n] <= done]
+        return [
+            k
+            for k in order
+            if k not in results
+            and k not in running
+            and preds[k] <= done
+            and not any(steps[r].db == steps[k].db for r in running)  # one worker per database
+        ]
 
     pool: _Pool | None = None
-    if n_jobs > 1 and len(tasks) > 1:
+    if n_jobs > 1 and len(plan.names) > 1:
         method = start_method()
         if method == "fork":
             from orch.alembic_bridge.runner import preload
 
-            preload(registry, [t.target.db for t in tasks.values()])  # once, then fork
+            preload(registry, [targets[n].db for n in plan.names])  # once, then fork
             _FORKED_TASKS.clear()
             _FORKED_TASKS.update(tasks)  # inherited by the workers: only names cross the pipe
         pool = _Pool(method)
@@ -872,38 +889,39 @@ def execute(
             stopping.CURRENT.worker_pids = pool.pids
     try:
         while len(results) < len(tasks):
-            for name in ready():
+            for key in ready():
+                name = steps[key].db
                 if stopping.requested():
                     error = f"{stopping.reason()}: not started"
-                    finish(DbResult(name, plan.direction, Outcome.SKIPPED, error=error))
+                    finish(key, DbResult(name, plan.direction, Outcome.SKIPPED, error=error))
                     continue
                 if stop:
-                    finish(skipped(name, "--fail-fast: an earlier database failed"))
+                    finish(key, skipped(key, "--fail-fast: an earlier database failed"))
                     continue
                 if pool is None:
-                    r = run_one(tasks[name])
-                    finish(r)
+                    r = run_one(tasks[key])
+                    finish(key, r)
                     stop = stop or (fail_fast and r.outcome.blocking)
                     continue
                 if len(running) >= n_jobs:
                     break  # submit only what can start now, so --fail-fast holds the rest
                 try:
-                    pool.submit(name, tasks[name])
-                    running.add(name)
+                    pool.submit(key, tasks[key])
+                    running.add(key)
                 except OSError as exc:  # no process could be started (memory, pid limit)
                     error = f"could not start a worker process: {exc}"
-                    finish(DbResult(name, plan.direction, Outcome.FAILED, error=error))
+                    finish(key, DbResult(name, plan.direction, Outcome.FAILED, error=error))
                     stop = stop or fail_fast
             if not running:
                 if len(results) < len(tasks) and not ready():
                     raise RuntimeError("scheduler stalled")  # pragma: no cover
                 continue
             assert pool is not None
-            for name, got, death in pool.wait():
-                running.discard(name)
+            for key, got, death in pool.wait():
+                running.discard(key)
                 # None: the worker died with the database in its hands
-                r = got if got is not None else _died(tasks[name], *death)
-                finish(r)
+                r = got if got is not None else _died(tasks[key], *death)
+                finish(key, r)
                 stop = stop or (fail_fast and r.outcome.blocking)
     finally:
         if pool is not None:
@@ -911,8 +929,45 @@ def execute(
             if stopping.CURRENT is not None:
                 stopping.CURRENT.worker_pids = list
             _FORKED_TASKS.clear()
-    _read_untouched(registry, targets, steps, results)
-    return [results[n] for n in order]
+    merged = {
+        name: _merged(name, [results[k] for k in order if steps[k].db == name])
+        for name in plan.names
+    }
+    firsts = {s.db: s for s in reversed(plan.steps)}
+    _read_untouched(registry, targets, firsts, merged)
+    return [merged[n] for n in plan.names]
+
+
+def _merged(name: str, parts: Sequence[DbResult]) -> DbResult:
+    """One database's result from its steps' results (one step: that result itself).
+
+    From is where its first step found it, to where its last step that ran
+    left it; the outcome is the first that is not ``done``/``unchanged``, else
+    ``done`` if any step changed something.
+    """
+    parts = [p for p in parts if p.name == name]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:  # pragma: no cover
+        raise RuntimeError(f"no result for {name}")
+    bad = [p for p in parts if not p.outcome.ok]
+    first_bad = bad[0] if bad else None
+    ran = [p for p in parts if p.outcome != Outcome.SKIPPED] or parts
+    out = DbResult(name, parts[0].direction, Outcome.UNCHANGED)
+    if first_bad is not None:
+        # steps after a failed one are skipped because of it: the failure is the outcome
+        out.outcome = first_bad.outcome
+        out.error, out.revision = first_bad.error, first_bad.revision
+    elif any(p.outcome == Outcome.DONE for p in parts):
+        out.outcome = Outcome.DONE
+    out.start = parts[0].start
+    out.end = ran[-1].end
+    for p in parts:
+        out.applied.extend(p.applied)
+        out.lines.extend(p.lines)
+        out.duration += p.duration
+        out.dirty = out.dirty or p.dirty
+    return out
 
 
 def _guard(registry: Registry, targets: dict[str, Target], step: PlanStep) -> tuple[Target, ...]:
@@ -930,6 +985,8 @@ def _guard(registry: Registry, targets: dict[str, Target], step: PlanStep) -> tu
         names = registry.dependents(step.db)
     else:
         return ()
+    # requirements across databases replace the database-level rule between those
+    names = [n for n in names if n not in step.refined]
     return tuple(targets[n] for n in lock_order(registry, names) if n in targets and targets[n].url)
 
 
