@@ -950,11 +950,11 @@ class Project:
 
         if plan.direction != Direction.UPGRADE:
             return []
-        steps = {
-            s.db: (s.current, s.revisions)
-            for s in plan.steps
-            if s.current is not None and s.revisions
-        }
+        steps: dict[str, tuple[Sequence[str], Sequence[str]]] = {}
+        for s in plan.steps:  # an interleaved database: from its first step, every revision
+            if s.current is not None and s.revisions:
+                start, revs = steps.get(s.db, (s.current, ()))
+                steps[s.db] = (start, (*revs, *s.revisions))
         return lint_planned(self.scoped, self.env, steps) if steps else []
 
     # -- authoring
