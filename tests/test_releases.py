@@ -283,3 +283,142 @@ def test_independent_work_runs_in_parallel_steps(tmp_path: Path) -> None:
     ]
     result = Api.load(project.registry_path).run(plan, jobs=2)
     assert result.ok and result["core"].applied == ["r1", "r2"]
+
+
+# ---------------------------------------------------------------- release tags
+
+
+def test_release_then_new_revisions_then_back_to_it(aba: Project) -> None:
+    """The issue's release check on every backend."""
+    r = aba.orch("release", "v1", "-m", "first")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(aba.root / "migrations" / "releases.yaml")
+    doc = yaml.safe_load((aba.root / "migrations" / "releases.yaml").read_text())
+    assert doc["version"] == 1
+    (v1,) = doc["releases"]
+    assert v1["tag"] == "v1" and v1["message"] == "first" and v1["created"].endswith("Z")
+    assert v1["heads"] == {"core": ["r2"], "analytics": ["a1"]}  # the files' heads
+    assert aba.orch("release", "v1").exit_code == 2  # a tag is written once
+
+    r = aba.orch("upgrade", "--to", "v1")
+    assert r.exit_code == 0, r.stderr
+    assert trace(aba) == ["up r1", "up a1", "up r2"]
+    status = aba.orch("status", "--json").json()
+    assert status["release"] == "v1"
+    assert [d["release"] for d in status["databases"]] == ["v1", "v1"]
+
+    mig = aba.root / "migrations"
+    write_rev(mig / "core", "r3", "r2")
+    write_rev(mig / "analytics", "a2", "a1", requires=["core@r3"])
+    write_rev(mig / "core", "r4", "r3", requires=["analytics@a2"])
+    r = aba.orch("upgrade", "--all")
+    assert r.exit_code == 0, r.stderr
+    assert trace(aba) == ["up r3", "up a2", "up r4"]
+    status = aba.orch("status", "--json").json()
+    assert status["release"] is None and [d["release"] for d in status["databases"]] == [
+        None,
+        None,
+    ]
+    assert "release: between releases" in aba.orch("status").stdout
+
+    r = aba.orch("downgrade", "--to", "v1")
+    assert r.exit_code == 0, r.stderr
+    assert trace(aba) == ["down r4", "down a2", "down r3"]
+    assert aba.versions("core") == ["r2"] and aba.versions("analytics") == ["a1"]
+    assert aba.orch("status", "--json").json()["release"] == "v1"
+    text = aba.orch("status").stdout
+    assert "release: v1" in text
+    r = aba.orch("downgrade", "--to", "v1")  # already there: nothing to do
+    assert r.exit_code == 0, r.stderr and trace(aba) == []
+
+
+def test_databases_added_after_the_tag(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    assert project.orch("release", "v1").exit_code == 0
+    assert project.orch("upgrade", "--to", "v1").exit_code == 0
+    data = project.registry()
+    data["databases"]["billing"] = {}
+    data["environments"]["dev"]["urls"]["billing"] = "sqlite:///var/billing.db"
+    project.write_registry(data)
+    write_rev(project.root / "migrations" / "billing", "b1", None, requires=["core@r1"])
+    write_rev(project.root / "migrations" / "core", "r3", "r2")
+    assert project.orch("upgrade", "--all").exit_code == 0
+    trace(project)
+    assert project.orch("status", "--json").json()["release"] is None
+
+    r = project.orch("downgrade", "--to", "v1", "--keep-new")
+    assert r.exit_code == 0, r.stderr
+    assert trace(project) == ["down r3"]
+    assert project.versions("billing") == ["b1"]
+    r = project.orch("status", "--json").json()
+    assert r["release"] is None  # billing is not at base, where v1 has it
+    assert {d["name"]: d["release"] for d in r["databases"]} == {
+        "core": "v1",
+        "analytics": "v1",
+        "billing": None,
+    }
+
+    r = project.orch("downgrade", "--to", "v1")
+    assert r.exit_code == 0, r.stderr
+    assert trace(project) == ["down b1"]
+    assert project.orch("status", "--json").json()["release"] == "v1"
+    # v1 is also where every database is in a second environment, shown per environment
+    out = project.orch("status", "--all-envs").stdout
+    assert "(release)" in out and "v1" in out
+
+
+def test_release_misuse_is_refused(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    assert project.orch("release", "head").exit_code == 2
+    assert project.orch("upgrade", "--to", "nope").exit_code == 2
+    assert "unknown release 'nope'" in project.orch("upgrade", "--to", "nope").stderr
+    assert project.orch("release", "v1").exit_code == 0
+    assert project.orch("upgrade", "core", "--to", "v1").exit_code == 2
+    assert project.orch("upgrade", "--to", "v1", "--sql").exit_code == 2
+    assert project.orch("downgrade", "core@base", "--keep-new").exit_code == 2
+    r = project.orch("downgrade", "--to", "v1")  # below v1: that is an upgrade
+    assert r.exit_code == 2 and "upgrade --to v1" in r.stderr
+    assert trace(project) == []
+
+
+def test_protected_environment_shows_the_whole_release_plan(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    data = project.registry()
+    data["environments"]["dev"]["protected"] = True
+    project.write_registry(data)
+    assert project.orch("release", "v1").exit_code == 0
+    r = project.orch("upgrade", "--to", "v1")  # no terminal, no --yes: shown, refused
+    assert r.exit_code == 2
+    lines = [line.split() for line in r.stderr.splitlines()]
+    order = [w[1] for w in lines if len(w) > 3 and w[2] == "upgrade"]
+    assert order == ["core", "analytics", "core"]
+    assert "release: every database to v1" in r.stderr
+    assert trace(project) == []
+    assert project.orch("upgrade", "--to", "v1", "--yes").exit_code == 0
+    assert trace(project) == ["up r1", "up a1", "up r2"]
+
+
+# ---------------------------------------------------------------- graph --revisions
+
+
+def test_graph_revisions_draws_requirements_as_edges(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    r = project.orch("graph", "--revisions")
+    assert r.exit_code == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert rows == [
+        ["core", "r1", "base", "-"],
+        ["core", "r2", "r1", "analytics@a1"],
+        ["analytics", "a1", "base", "core@r1"],
+    ]
+    mermaid = project.orch("graph", "--revisions", "--format", "mermaid").stdout
+    assert "core__r1 --> core__r2" in mermaid
+    assert "core__r1 -.->|requires| analytics__a1" in mermaid
+    assert "analytics__a1 -.->|requires| core__r2" in mermaid
+    dot = project.orch("graph", "--revisions", "--format", "dot").stdout
+    assert '"core@r1" -> "analytics@a1" [style=dashed, label="requires"];' in dot
+    assert '"core@r1" -> "core@r2";' in dot
+    doc = project.orch("graph", "--revisions", "--json").json()
+    assert {"from": "analytics@a1", "to": "core@r2", "kind": "requires"} in doc["edges"]
+    # the database-level graph is unchanged
+    assert "core --> analytics" in project.orch("graph", "--format", "mermaid").stdout

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from orch.authoring.revision import Written
     from orch.authoring.scaffold import InitResult
     from orch.config.registry import EnvironmentSpec, Registry, Target
+    from orch.config.releases import Release, Releases
     from orch.planning import plan as planning
     from orch.planning.live import SharedId
     from orch.queries.drift import DriftResult
@@ -111,6 +112,9 @@ class StatusReport:
     environment: str
     databases: tuple[DbStatus, ...]
     absent: tuple[str, ...] = ()  # databases this environment leaves out (URL null)
+    # the newest release every database read is at (None: between releases, or none)
+    release: str | None = None
+    tagged: bool = False  # the project has releases (releases.yaml has at least one)
 
     def __iter__(self) -> Iterator[DbStatus]:
         return iter(self.databases)
@@ -137,6 +141,7 @@ class StatusReport:
             "environment": self.environment,
             "databases": [s.as_json() for s in self.databases],
             "absent": list(self.absent),
+            "release": self.release,
         }
 
 
@@ -174,6 +179,7 @@ class Plan:
     targets: Mapping[str, Target] = field(default_factory=dict, repr=False)
     check_deps: bool = True  # the dependency rule, checked again under each lock
     approved: bool = False
+    release: str | None = None  # upgrade/downgrade --to: the release tag it brings to
 
     @property
     def direction(self) -> Direction:
@@ -523,7 +529,7 @@ class Project:
         graphs = graphs_for(registry, names)
         env = registry.environment(self.env).name
         rows = st.collect(registry, env, names, graphs=graphs)
-        return StatusReport(env, tuple(rows), tuple(self.absent))
+        return self._with_releases(StatusReport(env, tuple(rows), tuple(self.absent)))
 
     def status_all(self, databases: Sequence[str] | None = None) -> StatusMatrix:
         """Every environment's status, every cell queried at once."""
@@ -538,8 +544,25 @@ class Project:
         for env, rows in st.collect_all(registry, names, graphs=graphs):
             spec = registry.environments[env]
             absent = [n for n in names or registry.databases if n in spec.absent]
-            reports.append(StatusReport(env, tuple(rows), tuple(absent)))
+            reports.append(self._with_releases(StatusReport(env, tuple(rows), tuple(absent))))
         return StatusMatrix(tuple(names or registry.databases), tuple(reports))
+
+    def _with_releases(self, report: StatusReport) -> StatusReport:
+        """*report* with the release each database and the environment is at.
+
+        A database is at the newest release whose heads for it are exactly its
+        current revisions (a database a release does not list counts as at
+        base there); the environment is at the newest release every database
+        read is at together.  An unread database is at none.
+        """
+        releases = self.releases()
+        if not len(releases):
+            return report
+        currents = {s.name: s.current for s in report.databases}
+        for s in report.databases:
+            s.release = releases.matching({s.name: s.current})
+        release = releases.matching(currents) if currents else None
+        return dataclasses.replace(report, release=release, tagged=True)
 
     def history(self, database: str) -> History:
         """The revisions of *database*, newest first, the ones applied here marked."""
@@ -725,6 +748,94 @@ class Project:
             statuses = self._read(planned.names)[3]
         env = registry.environment(self.env).name
         return Plan(env, planned, tuple(statuses), targets, check_deps=False)
+
+    # -- releases
+
+    @property
+    def releases_path(self) -> Path:
+        """``releases.yaml`` beside the revisions (the registry's script location)."""
+        from orch.config.releases import releases_path
+
+        return releases_path(self.registry.script_location)
+
+    def releases(self) -> Releases:
+        """The project's release tags, oldest first (none when there is no releases.yaml)."""
+        from orch.config.releases import load_releases
+
+        return load_releases(self.releases_path)
+
+    def release(self, tag: str, message: str = "") -> Release:
+        """Tag the current *file* heads of every database as release *tag* in releases.yaml.
+
+        The heads of the files, not what some environment has applied: a
+        release is what the repository ships, the same in every environment,
+        and made without connecting to any database (so the tag can be made
+        and reviewed in the commit that adds the revisions).  A tag is written
+        once.  Every database of the registry is recorded, whatever the
+        environment leaves out.
+        """
+        import datetime
+
+        from orch.config.releases import Release, add_release, check_tag
+        from orch.planning.live import graphs_for
+
+        check_tag(tag)
+        graphs = graphs_for(self.registry)  # checks orch_requires across every database
+        heads = {name: tuple(graphs[name].heads) for name in self.registry.databases}
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        made = Release(tag, now, message, heads)
+        add_release(self.releases_path, made)
+        return made
+
+    def plan_to(self, tag: str, direction: str, *, keep_new: bool = False) -> Plan:
+        """The plan bringing every database of the environment to release *tag*.
+
+        *direction* ``upgrade`` or ``downgrade``; *keep_new* (downgrade): leave
+        databases added after the tag alone instead of taking them to base.
+        The order satisfies every requirement across databases and
+        ``depends_on``; the database-level rules do not apply between
+        databases that all move to one release (see
+        :func:`orch.planning.plan.plan_release`).
+        """
+        from orch.planning.plan import plan_release
+
+        if direction not in (Direction.UPGRADE, Direction.DOWNGRADE):
+            raise UsageError(f"--to: {direction!r} is not upgrade or downgrade")
+        if keep_new and direction == Direction.UPGRADE:
+            raise UsageError("--keep-new goes with 'downgrade --to' (upgrade --to leaves them)")
+        release = self.releases().get(tag)
+        registry = self.scoped
+        targets, graphs, currents, statuses = self._read(list(registry.databases))
+        planned = plan_release(
+            registry,
+            tag,
+            release.heads,
+            Direction(direction),
+            graphs=graphs,
+            currents=currents,
+            keep_new=keep_new,
+        )
+        _require_urls(targets, planned.names)
+        env = registry.environment(self.env).name
+        return Plan(env, planned, tuple(statuses), targets, check_deps=False, release=tag)
+
+    def upgrade_to(
+        self, tag: str, *, yes: bool = False, **options: Unpack[RunOptions]
+    ) -> RunResult:
+        """Bring every database of the environment up to release *tag* (see :meth:`plan_to`)."""
+        return self.run(self.plan_to(tag, Direction.UPGRADE), yes=yes, **options)
+
+    def downgrade_to(
+        self,
+        tag: str,
+        *,
+        keep_new: bool = False,
+        yes: bool = False,
+        **options: Unpack[RunOptions],
+    ) -> RunResult:
+        """Bring every database of the environment down to release *tag* (see :meth:`plan_to`)."""
+        plan = self.plan_to(tag, Direction.DOWNGRADE, keep_new=keep_new)
+        return self.run(plan, yes=yes, **options)
 
     # -- running
 

@@ -102,3 +102,28 @@ def init(directory: str, database: str, metadata: str | None) -> None:
     for line in result.next_steps:
         out(f"  {line}")
     raise Exit(0)
+
+
+@cli.command()
+@click.argument("tag", metavar="TAG")
+@click.option("--message", "-m", default="", help="What the release is (kept with the tag).")
+@global_options
+def release(tag: str, message: str) -> None:
+    """Record every database's file heads as release TAG in migrations/releases.yaml.
+
+    The heads of the revision files (what the repository ships), not an
+    environment's applied revisions: connects to nothing.  A tag is written
+    once.  Bring an environment to it with 'upgrade --to TAG' or
+    'downgrade --to TAG'.
+    """
+    st = options()
+    project = st.project()
+    made = project.release(tag, message)
+    if st.json:
+        emit_json({"release": made.as_json(), "file": str(project.releases_path)})
+        raise Exit(0)
+    for db, heads in made.heads.items():
+        err(f"  {db}: {', '.join(heads) or 'base'}")
+    err(f"release {made.tag}: {len(made.heads)} database(s)")
+    out(str(project.releases_path))
+    raise Exit(0)

@@ -57,6 +57,8 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
                     behind = cell.state == State.BEHIND and cell.pending
                     row.append(cell.state + (f" ({cell.pending})" if behind else ""))
                 rows.append(row)
+            if any(r.tagged for r in matrix):  # the release each environment is at
+                rows.append(["(release)", *[r.release or "between releases" for r in matrix]])
             out(table(["DATABASE", *envs], rows))
             notes = [
                 [f"{r.environment}/{s.name}", f"{s.state}: {s.error}"]
@@ -90,9 +92,16 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
             for s in report
         ]
         out(f"environment: {report.environment}")
-        out(table(["DATABASE", "STATE", "CURRENT", "HEAD", "PENDING", "URL / ERROR"], rows))
+        headers = ["DATABASE", "STATE", "CURRENT", "HEAD", "PENDING", "URL / ERROR"]
+        if report.tagged:  # releases.yaml has releases: which one each database is at
+            headers.insert(5, "RELEASE")
+            for row, s in zip(rows, report, strict=True):
+                row.insert(5, s.release or "-")
+        out(table(headers, rows))
         if report.absent and not databases:
             out(f"not part of {report.environment} (URL null): {', '.join(report.absent)}")
+        if report.tagged:
+            out(f"release: {report.release or 'between releases'}")
         if code:
             err(f"orch: {problem}")
     raise Exit(code)
@@ -243,17 +252,29 @@ def history(database: str) -> None:
     show_default=True,
     help="mermaid/dot draw edges from a dependency to its dependent (core --> analytics).",
 )
+@click.option(
+    "--revisions",
+    is_flag=True,
+    help="The revision-level graph across databases: every revision, its parents and its "
+    "orch_requires as edges.",
+)
 @global_options
-def graph(fmt: str) -> None:
+def graph(fmt: str, revisions: bool) -> None:
     """The database dependency graph of the registry (depends_on)."""
-    from orch.queries.history import graph_json, render_graph
+    from orch.queries import history
 
     st = options()
     registry = st.project().registry
+    if revisions:
+        if st.json:
+            emit_json(history.revision_graph_json(registry))
+        else:
+            out(history.render_revision_graph(registry, fmt))
+        raise Exit(0)
     if st.json:
-        emit_json(graph_json(registry))
+        emit_json(history.graph_json(registry))
     else:
-        out(render_graph(registry, fmt))
+        out(history.render_graph(registry, fmt))
     raise Exit(0)
 
 

@@ -16,7 +16,7 @@ import click
 from click.exceptions import Exit  # commands leave with Click's own Exit(code)
 
 from orch.cli.app import F, Options, cli, emit_json, err, global_options, options, out
-from orch.errors import EXIT_USAGE, OrchError, RefusedError
+from orch.errors import EXIT_USAGE, OrchError, RefusedError, UsageError
 from orch.outcomes import Direction, Outcome
 
 if TYPE_CHECKING:
@@ -158,6 +158,17 @@ def _sql_preview(
         failure = f"; FAILED at {s.failed_revision}: {s.error}" if s.error else ""
         err(f"{s.name}: {what}{failure}")
     raise Exit(result.exit_code)
+
+
+def _release_only(to: str, sql: bool, selectors: Sequence[str], **flags: bool) -> None:
+    """--to TAG names the whole environment's target: nothing else may name one."""
+    if selectors:
+        raise UsageError("--to TAG brings every database to the release: name no database")
+    used = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v]
+    if sql:
+        used.append("--sql")
+    if used:
+        raise UsageError(f"--to TAG cannot be combined with {', '.join(used)}")
 
 
 # ---------------------------------------------------------------- confirmation
@@ -386,6 +397,13 @@ def _rollback_cell(r: DbResult) -> str:
     "--with-deps", is_flag=True, help="Bring dependencies of the named databases to head first."
 )
 @click.option("--ignore-deps", is_flag=True, help="Do not check that dependencies are at head.")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="TAG",
+    help="Every database of the environment up to release TAG (releases.yaml).",
+)
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @_on_failure_opt(
     "downgrade every database this run changed back to where it started, dependents first"
@@ -400,6 +418,7 @@ def upgrade(
     all_: bool,
     with_deps: bool,
     ignore_deps: bool,
+    to: str | None,
     fail_fast: bool,
     on_failure: str,
     jobs: int | None,
@@ -412,6 +431,8 @@ def upgrade(
     """Migrate databases up, dependencies before dependents (--sql: only show the SQL)."""
     st = options()
     _sql_only(sql, from_, out_dir)
+    if to is not None:
+        _release_only(to, sql, selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps)
     if sql:
         _sql_preview(
             st,
@@ -424,14 +445,17 @@ def upgrade(
             ignore_deps=ignore_deps,
         )
     project = st.project()
-    plan = project.plan(
-        selectors,
-        all=all_,
-        with_deps=with_deps,
-        ignore_deps=ignore_deps,
-        read_live=project.protected and not yes,  # the plan is shown
-    )
-    notes = []
+    if to is not None:
+        plan = project.plan_to(to, "upgrade")
+    else:
+        plan = project.plan(
+            selectors,
+            all=all_,
+            with_deps=with_deps,
+            ignore_deps=ignore_deps,
+            read_live=project.protected and not yes,  # the plan is shown
+        )
+    notes = [f"release: every database to {to}"] if to is not None else []
     if on_failure == "rollback":
         notes.append("on failure: every database this run changed goes back to where it started")
     plan = _confirm(st, project, plan, yes, notes=notes)
@@ -456,6 +480,18 @@ def upgrade(
     help="First downgrade, just far enough, databases whose applied revisions require "
     "(orch_requires) what this removes.",
 )
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="TAG",
+    help="Every database of the environment down to release TAG (releases.yaml).",
+)
+@click.option(
+    "--keep-new",
+    is_flag=True,
+    help="With --to: leave databases added after the tag alone (default: to base).",
+)
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
 @_on_failure_opt(
     "upgrade every database this run changed back to exactly the revisions it started at, "
@@ -470,6 +506,8 @@ def downgrade(
     selectors: tuple[str, ...],
     force: bool,
     cascade: bool,
+    to: str | None,
+    keep_new: bool,
     fail_fast: bool,
     on_failure: str,
     jobs: int | None,
@@ -482,11 +520,18 @@ def downgrade(
     """Migrate databases down to an explicit target (DB@-1, DB@REV, DB@base); dependents first."""
     st = options()
     _sql_only(sql, from_, out_dir)
+    if to is not None:
+        _release_only(to, sql, selectors, force=force, cascade=cascade)
+    elif keep_new:
+        raise UsageError("--keep-new goes with --to TAG")
     if sql:
         _sql_preview(st, "downgrade", selectors, from_, out_dir, force=force, cascade=cascade)
     project = st.project()
-    plan = project.plan_downgrade(selectors, force=force, cascade=cascade)
-    notes = []
+    if to is not None:
+        plan = project.plan_to(to, "downgrade", keep_new=keep_new)
+    else:
+        plan = project.plan_downgrade(selectors, force=force, cascade=cascade)
+    notes = [f"release: every database to {to}"] if to is not None else []
     if on_failure == "rollback":
         notes.append("on failure: every database this run changed goes back up to where it started")
     plan = _confirm(st, project, plan, yes, notes=notes)

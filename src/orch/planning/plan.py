@@ -684,3 +684,90 @@ def interleave(
         for i in order
     ]
     return Plan(plan.direction, tuple(steps))
+
+
+# ---------------------------------------------------------------- releases
+
+
+def plan_release(
+    registry: Registry,
+    tag: str,
+    heads: Mapping[str, tuple[str, ...]],
+    direction: Direction,
+    *,
+    graphs: Mapping[str, Graph],
+    currents: Mapping[str, tuple[str, ...] | None],
+    keep_new: bool = False,
+    reqs: Sequence[Requirement] | None = None,
+) -> Plan:
+    """Every database of the environment to the release's *heads* (``upgrade/downgrade --to``).
+
+    A release is a consistent point (the file heads of every database when it
+    was tagged), so the database-level rules (dependencies at head,
+    dependents at base) do not apply between databases that all move to it;
+    the requirements across databases give the order and are checked.  On a
+    downgrade, a database the release does not list (added after the tag)
+    goes to base, or is left alone with *keep_new*.  A database already at
+    the release has no step; one on the wrong side is refused (exit 2),
+    naming the command that brings it there.
+    """
+    reqs = _requirements_of(registry, graphs, reqs)
+    up = direction == Direction.UPGRADE
+    targets: dict[str, str] = {}
+    wrong: list[str] = []
+    for name in registry.databases:
+        if name not in graphs:
+            continue
+        cur = currents.get(name)
+        if cur is None:
+            raise UsageError(
+                f"{name}: its live revision could not be read; a release needs every "
+                "database of the environment",
+                databases=(name,),
+            )
+        if name not in heads:
+            if up or keep_new:
+                continue  # added after the tag: upgrade --to and --keep-new leave it alone
+            want: tuple[str, ...] = ()
+        else:
+            want = tuple(heads[name])
+        graph = graphs[name]
+        unknown = [r for r in want if r not in graph]
+        if unknown:
+            raise UsageError(
+                f"release {tag}: {name} revision {', '.join(unknown)} is not in its history "
+                "any more",
+                databases=(name,),
+            )
+        if sorted(cur) == sorted(want):
+            continue
+        have = _applied(graph, cur)
+        wanted = graph.ancestors(want)
+        if up and not have <= wanted or not up and not wanted <= have:
+            at = ", ".join(cur) or "base"
+            wrong.append(f"{name} (at {at}; {tag} has {', '.join(want) or 'base'})")
+            continue
+        if up:
+            targets[name] = ",".join(want)
+        else:
+            if len(want) > 1:
+                raise UsageError(
+                    f"release {tag}: {name} has several heads ({', '.join(want)}); a downgrade "
+                    "goes to one revision",
+                    databases=(name,),
+                )
+            targets[name] = want[0] if want else "base"
+    if wrong:
+        other = "downgrade" if up else "upgrade"
+        raise RefusedError(
+            f"{'upgrade' if up else 'downgrade'} --to {tag}: not on that side of the release: "
+            f"{'; '.join(wrong)}; use 'orch {other} --to {tag}' first",
+            databases=[w.split(" ", 1)[0] for w in wrong],
+        )
+    if reqs:
+        if up:
+            _meet_upgrade(graphs, currents, targets, reqs, False, set(targets))
+        else:
+            _meet_downgrade(graphs, currents, targets, reqs, False)
+    plan = _build(registry, direction, targets, graphs, currents, reverse=not up)
+    return interleave(registry, plan, graphs, reqs)

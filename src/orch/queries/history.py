@@ -227,3 +227,112 @@ def graph_json(registry: Registry) -> dict[str, Any]:
         ],
         "edges": [{"from": a, "to": b} for a, b in dependency_edges(registry)],
     }
+
+
+# ---------------------------------------------------------------- revision-level graph
+
+
+def _node(db: str, rev: str) -> str:
+    """A mermaid/dot-safe node id for revision *rev* of *db*."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{db}__{rev}")
+
+
+def revision_rows(registry: Registry) -> list[dict[str, Any]]:
+    """Every revision of every database, in apply order per database, with its parents
+    (down revisions) and its requirements across databases (``orch_requires``, resolved)."""
+    from orch.config.revisions import requirements
+    from orch.planning.live import graphs_for
+
+    graphs = graphs_for(registry)
+    reqs: dict[tuple[str, str], list[str]] = {}
+    for r in requirements(graphs, registry.databases):
+        reqs.setdefault((r.db, r.revision), []).append(f"{r.on_db}@{r.on_revision}")
+    rows = []
+    for name, graph in graphs.items():
+        for rev in graph.ordered(set(graph.revs)):
+            rows.append(
+                {
+                    "database": name,
+                    "revision": rev,
+                    "down_revision": list(graph.revs[rev].down),
+                    "requires": reqs.get((name, rev), []),
+                }
+            )
+    return rows
+
+
+def render_revision_graph(registry: Registry, fmt: str) -> str:
+    """The revision-level graph across databases as ``text``, ``mermaid`` or ``dot``.
+
+    One node per revision (``db@revision``), grouped by database; an edge from
+    each parent to its child, and a dashed edge labelled ``requires`` from each
+    required revision to the revision of another database that requires it
+    (the order a run follows).
+    """
+    rows = revision_rows(registry)
+    by_db: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_db.setdefault(row["database"], []).append(row)
+    if fmt == "mermaid":
+        lines = ["graph TD"]
+        for db, revs in by_db.items():
+            lines.append(f"  subgraph {_node(db, '')}[{db}]")
+            lines += [f'    {_node(db, r["revision"])}["{db}@{r["revision"]}"]' for r in revs]
+            lines.append("  end")
+        for r in rows:
+            me = _node(r["database"], r["revision"])
+            lines += [f"  {_node(r['database'], p)} --> {me}" for p in r["down_revision"]]
+        for r in rows:
+            me = _node(r["database"], r["revision"])
+            for req in r["requires"]:
+                db, _, rev = req.partition("@")
+                lines.append(f"  {_node(db, rev)} -.->|requires| {me}")
+        return "\n".join(lines)
+    if fmt == "dot":
+        lines = ["digraph orch_revisions {", "  rankdir=LR;"]
+        for db, revs in by_db.items():
+            lines.append(f'  subgraph "cluster_{db}" {{')
+            lines.append(f'    label="{db}";')
+            lines += [f'    "{db}@{r["revision"]}";' for r in revs]
+            lines.append("  }")
+        for r in rows:
+            me = f"{r['database']}@{r['revision']}"
+            lines += [f'  "{r["database"]}@{p}" -> "{me}";' for p in r["down_revision"]]
+        for r in rows:
+            me = f"{r['database']}@{r['revision']}"
+            lines += [
+                f'  "{req}" -> "{me}" [style=dashed, label="requires"];' for req in r["requires"]
+            ]
+        lines.append("}")
+        return "\n".join(lines)
+    if fmt == "text":
+        from orch.render import table
+
+        body = [
+            [
+                r["database"],
+                r["revision"],
+                ", ".join(r["down_revision"]) or "base",
+                ", ".join(r["requires"]) or "-",
+            ]
+            for r in rows
+        ]
+        return table(["DATABASE", "REVISION", "DOWN REVISION", "REQUIRES"], body)
+    raise ValueError(fmt)  # pragma: no cover - Click restricts the choices
+
+
+def revision_graph_json(registry: Registry) -> dict[str, Any]:
+    rows = revision_rows(registry)
+    edges = [
+        {"from": f"{r['database']}@{p}", "to": f"{r['database']}@{r['revision']}", "kind": "down"}
+        for r in rows
+        for p in r["down_revision"]
+    ]
+    edges += [
+        {"from": req, "to": f"{r['database']}@{r['revision']}", "kind": "requires"}
+        for r in rows
+        for req in r["requires"]
+    ]
+    return {"revisions": rows, "edges": edges}

@@ -39,6 +39,9 @@ class DbStatus:
     state: State
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # the newest release tag whose heads for this database are its current revisions
+    # (None: between releases, unread, or no release yet); set by orch.service
+    release: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class DbStatus:
             "pending": self.pending,
             "state": self.state,
             "error": self.error,
+            "release": self.release,
         }
 
 
