@@ -422,3 +422,44 @@ def test_graph_revisions_draws_requirements_as_edges(tmp_path: Path) -> None:
     assert {"from": "analytics@a1", "to": "core@r2", "kind": "requires"} in doc["edges"]
     # the database-level graph is unchanged
     assert "core --> analytics" in project.orch("graph", "--format", "mermaid").stdout
+
+
+def test_rollback_of_an_interleaved_run_is_interleaved(tmp_path: Path) -> None:
+    """--on-failure rollback undoes r2 before the a1 it requires, then r1."""
+    project = sqlite_aba(tmp_path)
+    a2 = write_rev(project.root / "migrations" / "analytics", "a2", "a1")
+    a2.write_text(
+        a2.read_text().replace(
+            "op.execute('CREATE TABLE t_a2 (id INTEGER PRIMARY KEY)')",
+            "op.execute('SELECT * FROM no_such_table')",
+        )
+    )
+    r = project.orch("upgrade", "--all", "--on-failure", "rollback", "--json")
+    assert r.exit_code == 1, r.stderr
+    ran = trace(project)
+    assert ran[:2] == ["up r1", "up a1"] and "up r2" in ran
+    assert ran[-3:] == ["down r2", "down a1", "down r1"]
+    assert project.versions("core") == [] and project.versions("analytics") == []
+    by_name = {d["name"]: d for d in r.json()["databases"]}
+    assert by_name["core"]["rollback"]["outcome"] == "done"
+    assert by_name["analytics"]["rollback"]["outcome"] == "done"
+
+
+def test_requirements_are_checked_again_under_the_lock(tmp_path: Path) -> None:
+    """A database moved between plan and run: the requiring step refuses, nothing changes."""
+    from orch import Project as Api
+
+    project = sqlite_aba(tmp_path)
+    assert project.orch("upgrade", "core@r1").exit_code == 0
+    trace(project)
+    api = Api.load(project.registry_path)
+    plan = api.plan(all=True)
+    steps = [(s.db, s.revisions, s.after) for s in plan.steps]
+    assert steps == [("analytics", ("a1",), ()), ("core", ("r2",), ("analytics",))]
+    assert project.orch("stamp", "core@base").exit_code == 0  # someone moved core meanwhile
+    result = api.run(plan, jobs=1)
+    assert result.exit_code == 2
+    assert result["analytics"].outcome == "refused"
+    assert "analytics@a1 requires core@r1" in (result["analytics"].error or "")
+    assert trace(project) == []
+    assert project.versions("analytics") == []

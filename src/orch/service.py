@@ -943,6 +943,8 @@ class Project:
                 on_result=on_result,
                 run_id=run_id,
                 check_deps=plan.check_deps,
+                # a release plan has no database-level rule but keeps the requirements
+                check_requirements=plan.check_deps or plan.release is not None,
             )
             if policy == OnFailure.ROLLBACK and rollback.wanted(results, stop.requested()):
                 rolled_back = self._roll_back(

@@ -45,6 +45,7 @@ from typing import Any
 
 from orch import stopping
 from orch.config.registry import Registry, Target
+from orch.config.revisions import Requirement
 from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
 from orch.outcomes import Direction, Outcome
 from orch.planning.plan import Plan, PlanStep, edges
@@ -102,6 +103,10 @@ class Task:
     # the dependency rule, checked again under the lock (see _dependency_rule): an
     # upgrade's dependencies, a downgrade's dependents in lock order; () for none
     guard: tuple[Target, ...] = ()
+    # requirements across databases (orch_requires) naming this database, either side, and
+    # the other databases they name: checked under the lock (see _requirements_rule)
+    requires: tuple[Requirement, ...] = ()
+    peers: tuple[Target, ...] = ()
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -223,6 +228,8 @@ def run_one(task: Task) -> DbResult:
                     res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
                 elif not _dependency_rule(task, res, say, held):
                     pass  # refused (or locked) before anything changed
+                elif not _requirements_rule(task, resolved.path, res):
+                    pass  # refused before anything changed
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
                     _migrate(task, conn, audit, resolved, res, say, transactional)
                 conn.rollback()
@@ -329,6 +336,59 @@ def _dependency_rule(
             f"dependency behind: {', '.join(behind)}, not at head (read under {res.name}'s "
             "lock: it moved after the plan was made); nothing was changed. Upgrade it first, "
             "or use --ignore-deps"
+        )
+        return False
+    return True
+
+
+def _requirements_rule(task: Task, path: Sequence[str], res: DbResult) -> bool:
+    """The requirements across databases, again under the lock, just before anything changes.
+
+    The plan ordered the steps so that every requirement holds when each one
+    starts; a concurrent run may have moved another database in between.
+    An upgrade checks that each revision of another database that a revision
+    it applies requires is applied there; a downgrade that no applied
+    revision of another database requires a revision it removes.  The other
+    database is read, not locked (as the upgrade half of
+    :func:`_dependency_rule` reasons).  False: *res* is ``refused``, nothing
+    was changed.
+    """
+    if not task.requires:
+        return True
+    from orch.config.revisions import load_graph
+    from orch.planning.live import read_live
+    from orch.store.db import describe_error
+
+    db = task.target.name
+    up = task.step.direction == "upgrade"
+    peers = {t.name: t for t in task.peers}
+    revs = set(path)
+    seen: dict[str, set[str]] = {}
+    broken: list[str] = []
+    for r in task.requires:
+        if up and r.db == db and r.revision in revs and r.on_db in peers:
+            other, rev, want = r.on_db, r.on_revision, True
+        elif not up and r.on_db == db and r.on_revision in revs and r.db in peers:
+            other, rev, want = r.db, r.revision, False
+        else:
+            continue
+        if other not in seen:
+            target = peers[other]
+            try:
+                current = read_live(target, task.registry)[0]
+            except Exception as exc:
+                res.outcome = Outcome.REFUSED
+                res.error = f"cannot check the requirement {r}: {describe_error(exc)}"
+                return False
+            graph = load_graph(target.db.versions, other)
+            seen[other] = graph.ancestors(current) if not graph.unknown(current) else set(current)
+        if (rev in seen[other]) != want:
+            broken.append(f"{r} ({other}@{rev} {'not applied' if want else 'still applied'})")
+    if broken:
+        res.outcome = Outcome.REFUSED
+        res.error = (
+            f"requirement not met: {'; '.join(broken)} (read under {db}'s lock: it moved after "
+            "the plan was made); nothing was changed"
         )
         return False
     return True
@@ -798,6 +858,7 @@ def execute(
     run_id: str | None = None,
     purpose: str = "",
     check_deps: bool = False,
+    check_requirements: bool | None = None,
 ) -> list[DbResult]:
     """Run every step of *plan* in dependency order; results in plan order.
 
@@ -822,6 +883,9 @@ def execute(
     secrets = REDACTOR.secrets()
     commit = git_commit(registry.root)
     stamp = timestamp()
+    reqs = _requirements(
+        registry, plan, check_deps if check_requirements is None else check_requirements
+    )
     tasks = {
         key: Task(
             registry,
@@ -834,6 +898,7 @@ def execute(
             stamp,
             purpose,
             _guard(registry, targets, step) if check_deps else (),
+            *_peers(reqs, targets, step.db),
         )
         for key, step in steps.items()
     }
@@ -936,6 +1001,26 @@ def execute(
     firsts = {s.db: s for s in reversed(plan.steps)}
     _read_untouched(registry, targets, firsts, merged)
     return [merged[n] for n in plan.names]
+
+
+def _requirements(registry: Registry, plan: Plan, check: bool) -> list[Requirement]:
+    """The requirements across databases to check under the locks (none unless the plan
+    was cut at revision level: only then do they replace the database-level rule)."""
+    if not check or not any(s.refined for s in plan.steps):
+        return []
+    from orch.config.revisions import requirements
+    from orch.planning.live import graphs_for
+
+    return requirements(graphs_for(registry), [*registry.databases, *registry.left_out])
+
+
+def _peers(
+    reqs: Sequence[Requirement], targets: dict[str, Target], name: str
+) -> tuple[tuple[Requirement, ...], tuple[Target, ...]]:
+    """The requirements naming *name* and the (configured) databases they relate it to."""
+    mine = tuple(r for r in reqs if name in (r.db, r.on_db))
+    others = dict.fromkeys(r.on_db if r.db == name else r.db for r in mine)
+    return mine, tuple(targets[o] for o in others if o in targets and targets[o].url)
 
 
 def _merged(name: str, parts: Sequence[DbResult]) -> DbResult:

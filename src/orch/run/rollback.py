@@ -98,7 +98,47 @@ def plan(
             steps.append(PlanStep(name, undo, targets[name], level, left[name]))
     unreturned = {n: (Outcome.REFUSED, why) for n, why in cannot.items()}
     unreturned.update({n: (Outcome.SKIPPED, why) for n, why in held.items()})
-    return Plan(undo, tuple(steps)), unreturned
+    return _interleaved(registry, Plan(undo, tuple(steps))), unreturned
+
+
+def _interleaved(registry: Registry, undo: Plan) -> Plan:
+    """*undo* in an order every requirement across databases (``orch_requires``) allows.
+
+    The rollback of an interleaved run must be interleaved too: undoing an
+    A-B-A upgrade takes core's later revision down before the analytics
+    revision it requires.  Each step is resolved from where the run left its
+    database (the executor resolves it again under the lock) and the plan cut
+    at revision level as the run's was (:func:`orch.planning.plan.interleave`).
+    A plan whose starting points are not all known, or with no requirement
+    between its databases, is returned as it is (database-level order).
+    """
+    import dataclasses
+
+    from orch.errors import OrchError
+    from orch.planning.live import graphs_for
+    from orch.planning.plan import interleave, refined_pairs
+    from orch.planning.resolve import resolve_target
+
+    if any(s.current is None for s in undo.steps) or len(undo.steps) < 2:
+        return undo
+    every = graphs_for(registry)
+    from orch.config.revisions import requirements
+
+    reqs = requirements(every, [*registry.databases, *registry.left_out])
+    names = set(undo.names)
+    if not any(len(p & names) == 2 for p in refined_pairs(reqs)):
+        return undo
+    try:
+        steps = tuple(
+            dataclasses.replace(
+                s,
+                resolved=resolve_target(every[s.db], s.current or (), s.target, s.direction),
+            )
+            for s in undo.steps
+        )
+        return interleave(registry, Plan(undo.direction, steps), every, reqs)
+    except OrchError:  # the executor refuses such a step under the lock, naming why
+        return undo
 
 
 def _held_by(
