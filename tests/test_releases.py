@@ -374,7 +374,7 @@ def test_release_misuse_is_refused(tmp_path: Path) -> None:
     assert "unknown release 'nope'" in project.orch("upgrade", "--to", "nope").stderr
     assert project.orch("release", "v1").exit_code == 0
     assert project.orch("upgrade", "core", "--to", "v1").exit_code == 2
-    assert project.orch("upgrade", "--to", "v1", "--sql").exit_code == 2
+    assert project.orch("upgrade", "--to", "v1", "--all").exit_code == 2
     assert project.orch("downgrade", "core@base", "--keep-new").exit_code == 2
     r = project.orch("downgrade", "--to", "v1")  # below v1: that is an upgrade
     assert r.exit_code == 2 and "upgrade --to v1" in r.stderr
@@ -463,3 +463,26 @@ def test_requirements_are_checked_again_under_the_lock(tmp_path: Path) -> None:
     assert "analytics@a1 requires core@r1" in (result["analytics"].error or "")
     assert trace(project) == []
     assert project.versions("analytics") == []
+
+
+def test_sql_to_a_release_shows_every_step_in_order(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    assert project.orch("release", "v1").exit_code == 0
+    r = project.orch("upgrade", "--to", "v1", "--sql")
+    assert r.exit_code == 0, r.stderr
+    assert "execution order: core, analytics, core" in r.stdout
+    assert r.stdout.index("t_r1") < r.stdout.index("t_a1") < r.stdout.index("t_r2")
+    trace(project)  # --sql renders offline: the revisions' Python runs, no SQL does
+    assert project.versions("core") == []
+    assert project.orch("upgrade", "--to", "v1").exit_code == 0
+    trace(project)
+    write_rev(project.root / "migrations" / "core", "r3", "r2")
+    assert project.orch("upgrade", "--all").exit_code == 0
+    trace(project)
+    r = project.orch("downgrade", "--to", "v1", "--sql", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [(d["name"], d["revisions"]) for d in r.json()["databases"]] == [
+        ("core", ["r3"]),
+        ("analytics", []),
+    ] or [d["name"] for d in r.json()["databases"]] == ["core"]
+    assert project.versions("core") == ["r3"]

@@ -1017,22 +1017,37 @@ class Project:
         ignore_deps: bool = False,
         force: bool = False,
         cascade: bool = False,
+        to: str | None = None,
+        keep_new: bool = False,
     ) -> SqlResult:
         """The SQL an upgrade or downgrade would run, per database in execution order;
         runs nothing.  *froms*: ``DB@REV`` starting points instead of the live revisions.
-        *out_dir*: also write one file per database there."""
+        *out_dir*: also write one file per database there.  *to*: the SQL of bringing
+        every database to that release (*keep_new* as for :meth:`plan_to`)."""
         from orch.queries import offline
 
         registry = self.scoped
         out = Path(out_dir) if out_dir is not None else None
         if out is not None:
             offline.check_out_dir(out)  # before anything is read or rendered
-        options = (
+        options: dict[str, Any] = (
             {"all_": all, "with_deps": with_deps, "ignore_deps": ignore_deps}
             if direction == Direction.UPGRADE
             else {"force": force, "cascade": cascade}
         )
-        preview = offline.build(registry, self.env, direction, selectors, froms=froms, **options)
+        if to is not None:
+            if selectors or any(options.values()):
+                raise UsageError("--to TAG brings every database to the release: name no database")
+            if keep_new and direction == Direction.UPGRADE:
+                raise UsageError("--keep-new goes with 'downgrade --to'")
+            release = (to, self.releases().get(to).heads)
+            preview = offline.build(
+                registry, self.env, direction, (), froms=froms, release=release, keep_new=keep_new
+            )
+        else:
+            preview = offline.build(
+                registry, self.env, direction, selectors, froms=froms, **options
+            )
         # the full registry: stale files of a database this environment leaves out go too
         files = offline.write_files(preview.sections, out, self.registry) if out else []
         return SqlResult(preview, tuple(files))

@@ -130,7 +130,7 @@ def _sql_preview(
     selectors: Sequence[str],
     from_: Sequence[str],
     out_dir: str | None,
-    **plan_options: bool,
+    **plan_options: Any,
 ) -> NoReturn:
     """The ``--sql`` branch of upgrade/downgrade: render, print or write files, exit."""
     result = st.project().sql(direction, selectors, froms=from_, out_dir=out_dir, **plan_options)
@@ -160,13 +160,11 @@ def _sql_preview(
     raise Exit(result.exit_code)
 
 
-def _release_only(to: str, sql: bool, selectors: Sequence[str], **flags: bool) -> None:
+def _release_only(selectors: Sequence[str], **flags: bool) -> None:
     """--to TAG names the whole environment's target: nothing else may name one."""
     if selectors:
         raise UsageError("--to TAG brings every database to the release: name no database")
     used = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v]
-    if sql:
-        used.append("--sql")
     if used:
         raise UsageError(f"--to TAG cannot be combined with {', '.join(used)}")
 
@@ -432,7 +430,9 @@ def upgrade(
     st = options()
     _sql_only(sql, from_, out_dir)
     if to is not None:
-        _release_only(to, sql, selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps)
+        _release_only(selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps)
+        if sql:
+            _sql_preview(st, "upgrade", (), from_, out_dir, to=to)
     if sql:
         _sql_preview(
             st,
@@ -521,7 +521,9 @@ def downgrade(
     st = options()
     _sql_only(sql, from_, out_dir)
     if to is not None:
-        _release_only(to, sql, selectors, force=force, cascade=cascade)
+        _release_only(selectors, force=force, cascade=cascade)
+        if sql:
+            _sql_preview(st, "downgrade", (), from_, out_dir, to=to, keep_new=keep_new)
     elif keep_new:
         raise UsageError("--keep-new goes with --to TAG")
     if sql:

@@ -27,6 +27,7 @@ from typing import Any
 from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import DatabaseError, MissingVariable, UsageError
+from orch.outcomes import Direction
 from orch.planning.plan import Plan, PlanStep
 
 RULE = "-- " + "=" * 72
@@ -377,15 +378,43 @@ def build(
     force: bool = False,
     cascade: bool = False,
     froms: Sequence[str] = (),
+    release: tuple[str, Mapping[str, tuple[str, ...]]] | None = None,
+    keep_new: bool = False,
 ) -> Preview:
     """Plan like ``upgrade``/``downgrade`` would, from the live (or ``--from``) revisions,
-    and render the SQL of every step.  Reads, never writes."""
+    and render the SQL of every step.  Reads, never writes.
+
+    *release*: ``(tag, heads)`` for ``--to TAG``: every database to that release
+    (see :func:`orch.planning.plan.plan_release`).
+    """
     from orch.alembic_bridge.runner import check_project
     from orch.planning.live import graphs_for
-    from orch.planning.plan import parse_selectors, plan_downgrade, plan_upgrade, related
+    from orch.planning.plan import (
+        parse_selectors,
+        plan_downgrade,
+        plan_release,
+        plan_upgrade,
+        related,
+    )
 
     environment = registry.environment(env).name
     check_project(registry)
+    if release is not None:
+        graphs = graphs_for(registry)
+        given = parse_from(registry, froms, [], graphs)
+        starts = read_starts(registry, environment, list(registry.databases), given, graphs)
+        plan = plan_release(
+            registry,
+            release[0],
+            release[1],
+            Direction(direction),
+            graphs=graphs,
+            currents=dict(starts),
+            keep_new=keep_new,
+        )
+        targets = {t.name: t for t in registry.targets(environment)}
+        sources = {n: "--from" for n in given}
+        return Preview(environment, direction, preview(registry, plan, targets, graphs, sources))
     if direction == "upgrade":
         sels = parse_selectors(registry, selector_texts, command="upgrade")
         if all_ and sels:
