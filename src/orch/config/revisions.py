@@ -493,9 +493,8 @@ def _check_cycles(graphs: Mapping[str, Graph], reqs: Sequence[Requirement]) -> N
         sorter.prepare()
     except graphlib.CycleError as exc:
         cycle = list(reversed(exc.args[1]))  # graphlib lists it against the edges
-        files = {(r.db, r.revision): r.path for r in reqs}
-        named = [
-            f"{db}@{rev}" + (f" ({files[(db, rev)]})" if (db, rev) in files else "")
-            for db, rev in cycle
-        ]
+        named = []
+        for db, rev in cycle:
+            path = graphs[db].revs[rev].path if rev in graphs[db].revs else ""
+            named.append(f"{db}@{rev}" + (f" ({path})" if path else ""))
         raise GraphError("requirement cycle across databases: " + " -> ".join(named)) from None
