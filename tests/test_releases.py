@@ -8,6 +8,7 @@ in that order, which no database-level order can do.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -486,3 +487,102 @@ def test_sql_to_a_release_shows_every_step_in_order(tmp_path: Path) -> None:
         ("analytics", []),
     ] or [d["name"] for d in r.json()["databases"]] == ["core"]
     assert project.versions("core") == ["r3"]
+
+
+# ---------------------------------------------------------------- the planner, from literals
+
+
+def _literal() -> tuple[Any, dict[str, Any]]:
+    """core c1 <- c2 <- c3; analytics a1 <- a2 <- a3; a1 requires core@c1, c2 requires
+    analytics@a1, a2 requires core@c3 (registry: analytics depends_on core)."""
+    from orch.config.registry import DatabaseSpec, Registry, Settings
+    from orch.config.revisions import Graph
+
+    root = Path("/nowhere")
+    reg = Registry(
+        path=root / "databases.yaml",
+        databases={
+            "core": DatabaseSpec("core", root / "core", "core", ()),
+            "analytics": DatabaseSpec("analytics", root / "analytics", "analytics", ("core",)),
+        },
+        environments={},
+        default_env=None,
+        settings=Settings(),
+        prepend_sys_path=(),
+        script_location=root,
+    )
+    core = Graph(
+        [Rev("c1"), Rev("c2", ("c1",), requires=("analytics@a1",)), Rev("c3", ("c2",))],
+        name="core",
+    )
+    analytics = Graph(
+        [
+            Rev("a1", requires=("core@c1",)),
+            Rev("a2", ("a1",), requires=("core@c3",)),
+            Rev("a3", ("a2",)),
+        ],
+        name="analytics",
+    )
+    return reg, {"core": core, "analytics": analytics}
+
+
+def test_planner_interleaves_from_literals() -> None:
+    from orch.planning.plan import Selector, plan_upgrade
+
+    reg, graphs = _literal()
+    base: dict[str, tuple[str, ...] | None] = {"core": (), "analytics": ()}
+    plan = plan_upgrade(reg, [], all_=True, graphs=graphs, currents=base)
+    got = [(s.key, s.revisions, s.after, s.current) for s in plan.steps]
+    assert got == [
+        ("core", ("c1",), (), ()),
+        ("analytics", ("a1",), ("core",), ()),
+        ("core#2", ("c2", "c3"), ("analytics", "core"), ("c1",)),
+        ("analytics#2", ("a2", "a3"), ("analytics", "core#2"), ("a1",)),
+    ]
+    assert [s.target for s in plan.steps] == ["c1", "a1", "head", "head"]
+    assert plan.names == ["core", "analytics"] and plan.interleaved
+    # without requirements between them the plan is the database-level one, unchanged
+    from orch.config.revisions import Graph
+
+    plain = {
+        n: Graph([dataclasses.replace(r, requires=()) for r in g.revs.values()], name=n)
+        for n, g in graphs.items()
+    }
+    flat = plan_upgrade(reg, [], all_=True, graphs=plain, currents=base)
+    assert [(s.key, s.after) for s in flat.steps] == [("core", None), ("analytics", None)]
+    # one database alone: a requirement neither applied nor run is refused, naming it
+    with pytest.raises(Exception, match=r"analytics@a1 requires core@c1") as info:
+        plan_upgrade(reg, [Selector("analytics")], all_=False, graphs=graphs, currents=base)
+    assert getattr(info.value, "exit_code", None) == 2
+    # --with-deps: core just far enough (c1), then again for what c1... needs nothing more
+    plan = plan_upgrade(
+        reg,
+        [Selector("analytics", "a1")],
+        all_=False,
+        graphs=graphs,
+        currents=base,
+        with_deps=True,
+    )
+    assert [(s.db, s.revisions) for s in plan.steps] == [("core", ("c1",)), ("analytics", ("a1",))]
+
+
+def test_cascade_goes_just_far_enough_from_literals() -> None:
+    from orch.errors import RefusedError
+    from orch.planning.plan import Selector, plan_downgrade
+
+    reg, graphs = _literal()
+    top: dict[str, tuple[str, ...] | None] = {"core": ("c3",), "analytics": ("a3",)}
+    # core down to c2 removes c3, which a2 requires: a2 and a3 go first, a1 stays
+    with pytest.raises(RefusedError, match=r"analytics@a2 \(applied\) requires core@c3"):
+        plan_downgrade(reg, [Selector("core", "c2")], graphs=graphs, currents=top)
+    plan = plan_downgrade(reg, [Selector("core", "c2")], graphs=graphs, currents=top, cascade=True)
+    assert [(s.db, s.revisions) for s in plan.steps] == [
+        ("analytics", ("a3", "a2")),
+        ("core", ("c3",)),
+    ]
+    # core to base: everything, in an order every requirement allows
+    plan = plan_downgrade(
+        reg, [Selector("core", "base")], graphs=graphs, currents=top, cascade=True
+    )
+    order = [rev for s in plan.steps for rev in s.revisions]
+    assert order == ["a3", "a2", "c3", "c2", "a1", "c1"]
