@@ -486,7 +486,7 @@ class Project:
     def scoped(self) -> Registry:
         """The registry as the environment sees it (the databases it leaves out, out)."""
         if self._scoped is None:
-            self._scoped = self.registry.in_environment(self.env)
+            self._scoped = _with_tenants(self.registry.in_environment(self.env), self.env)
         return self._scoped
 
     @property
@@ -511,9 +511,12 @@ class Project:
         """Each database of the environment with its resolved URL (or why there is none)."""
         return {t.name: t for t in self.scoped.targets(self.env)}
 
-    def _check_names(self, registry: Registry, names: Sequence[str]) -> None:
+    def _check_names(self, registry: Registry, names: Sequence[str]) -> list[str]:
+        """*names* as databases: a fleet or ``fleet:glob`` becomes its tenants."""
+        out: list[str] = []
         for name in names:
-            registry.database(name)  # UsageError naming it
+            out += registry.select(name)  # UsageError naming it
+        return list(dict.fromkeys(out))
 
     # -- reading
 
@@ -524,8 +527,7 @@ class Project:
         from orch.queries import status as st
 
         registry = self.scoped
-        self._check_names(registry, databases or ())
-        names = list(databases) if databases else None
+        names = self._check_names(registry, databases or ()) or None
         graphs = graphs_for(registry, names)
         env = registry.environment(self.env).name
         rows = st.collect(registry, env, names, graphs=graphs)
@@ -576,9 +578,8 @@ class Project:
         from orch.store.audit import collect_log
 
         registry = self.scoped
-        self._check_names(registry, databases or ())
         env = registry.environment(self.env).name
-        names = list(dict.fromkeys(databases or ())) or list(registry.databases)
+        names = self._check_names(registry, databases or ()) or list(registry.databases)
         _require_urls(self.targets(), names)
         view = collect_log(registry, env, names, limit or None)
         return LogReport(env, tuple(view.rows), view.unreadable)
@@ -590,8 +591,7 @@ class Project:
         from orch.queries import drift
 
         registry = self.scoped
-        self._check_names(registry, databases or ())
-        named = list(databases or ())
+        named = self._check_names(registry, databases or ())
         env = registry.environment(self.env).name
         results = drift.check(registry, env, named or None)
         full = self.registry  # plain alembic sees every directory, in every environment
@@ -1065,7 +1065,8 @@ class Project:
         """
         from orch.queries.lint.walk import lint
 
-        return lint(self.scoped, self.env, list(databases or ()), range_text=range)
+        names = self._check_names(self.scoped, databases or ())
+        return lint(self.scoped, self.env, names, range_text=range)
 
     def lint_plan(self, plan: Plan) -> list[LintFinding]:
         """Lint findings of exactly the revisions an upgrade *plan* applies (none for others).
@@ -1125,6 +1126,23 @@ def init(
     from orch.authoring.scaffold import init_project
 
     return init_project(Path(directory), database, metadata)
+
+
+def _with_tenants(view: Registry, env: str | None) -> Registry:
+    """*view* with each fleet as one database per tenant, its ``query``/``command``
+    sources read now; names that are not tenant names are reported (warnings)."""
+    if not any(db.is_fleet for db in view.databases.values()):
+        return view
+    from orch import errors
+    from orch.planning.fleets import read_sources
+
+    expanded = view.with_tenants(read_sources(view, env))
+    sink = errors.warning_sink
+    for fleet, problems in expanded.rejected.items():
+        for why in problems:
+            if sink is not None:
+                sink(f"{fleet}: {why}: not run")
+    return expanded
 
 
 def _with_dependencies(registry: Registry, names: Sequence[str]) -> list[str]:

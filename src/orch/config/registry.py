@@ -14,7 +14,7 @@ import fnmatch
 import graphlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,18 @@ from typing import Any
 from orch.backends import driver_problem, for_url
 from orch.backends.sqlite import absolutize
 from orch.backends.sqlite import sqlite_path as sqlite_path  # where callers find it
+from orch.config.fleets import (
+    PLACEHOLDER,
+    SAMPLE_TENANT,
+    RolloutGroup,
+    TenantSource,
+    full_name,
+    parse_rollout,
+    parse_schema,
+    parse_tenants,
+    read_in_config,
+    split_names,
+)
 from orch.config.hookspec import PLACEHOLDERS, quoting_problems, unknown_placeholders
 from orch.errors import ConfigNotFound, MissingVariable, Problem, RegistryError, UsageError
 from orch.redact import REDACTOR, redact_url, userinfo_problem
@@ -54,6 +66,9 @@ DB_KEYS = {
     "versions",
     "version_table",
     "version_table_schema",
+    "tenants",
+    "schema",
+    "rollout",
 }
 ENV_KEYS = {"urls", "protected", "hooks"}
 
@@ -83,6 +98,24 @@ class DatabaseSpec:
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     versions_explicit: bool = False
+    # a fleet (see orch.config.fleets): where its tenants come from, the schema of each
+    # ("tenant_{tenant}"), its staged rollout; a tenant of an expanded registry
+    # (Registry.with_tenants) has its fleet's name and its own tenant name and schema
+    tenants: TenantSource | None = None
+    schema: str | None = None
+    rollout: tuple[RolloutGroup, ...] = ()
+    fleet: str | None = None
+    tenant: str | None = None
+
+    @property
+    def is_fleet(self) -> bool:
+        """True for a fleet as declared (not yet one database per tenant)."""
+        return self.tenants is not None and self.fleet is None
+
+    @property
+    def declared(self) -> str:
+        """The registry's name for it: the fleet's for a tenant, else its own."""
+        return self.fleet or self.name
 
     def excluded(self, table: str) -> bool:
         """True if *table* matches one of ``exclude_tables`` (glob patterns)."""
@@ -142,6 +175,10 @@ class Registry:
     # databases that view leaves out because that environment's URL for them is null
     scope: str | None = None
     left_out: frozenset[str] = frozenset()
+    # set by with_tenants: each fleet's tenants (full names, in order), and the names a
+    # source gave that are not tenant names (reported, never run)
+    fleets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    rejected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -180,6 +217,83 @@ class Registry:
         }
         return replace(self, databases=databases, scope=env.name, left_out=env.absent)
 
+    def with_tenants(self, found: Mapping[str, Sequence[str]] | None = None) -> Registry:
+        """This registry with each fleet replaced by one database per tenant (``fleet:tenant``).
+
+        *found* holds the names of the sources read a layer higher (``query``,
+        ``command``: :mod:`orch.planning.fleets`); ``list`` and ``file`` are
+        read here, now, so a tenant added to the file is seen by the next
+        command.  Every tenant shares its fleet's history, settings and
+        dependencies; a database that depends on the fleet depends on each
+        tenant.  Names that are not tenant names are kept in ``rejected``.
+        """
+        fleets = [db for db in self.databases.values() if db.is_fleet]
+        if not fleets:
+            return self
+        tenants: dict[str, list[str]] = {}
+        rejected: dict[str, tuple[str, ...]] = {}
+        for db in fleets:
+            assert db.tenants is not None
+            if found is not None and db.name in found:
+                names = list(found[db.name])
+            else:
+                names = read_in_config(db.name, db.tenants)
+            ok, bad = split_names(db.name, names)
+            tenants[db.name] = ok
+            if bad:
+                rejected[db.name] = tuple(bad)
+        members = {f: tuple(full_name(f, t) for t in ts) for f, ts in tenants.items()}
+
+        def expand(deps: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(m for d in deps for m in members.get(d, (d,)))
+
+        databases: dict[str, DatabaseSpec] = {}
+        for name, db in self.databases.items():
+            if name not in members:
+                databases[name] = replace(db, depends_on=expand(db.depends_on))
+                continue
+            for tenant in tenants[name]:
+                schema = db.schema.replace(PLACEHOLDER, tenant) if db.schema else None
+                databases[full_name(name, tenant)] = replace(
+                    db,
+                    name=full_name(name, tenant),
+                    depends_on=expand(db.depends_on),
+                    version_table_schema=schema or db.version_table_schema,
+                    schema=schema,
+                    tenants=None,
+                    fleet=name,
+                    tenant=tenant,
+                )
+        return replace(self, databases=databases, fleets=members, rejected=rejected)
+
+    def select(self, text: str) -> list[str]:
+        """The databases a selector's name part means: a database, a fleet (every
+        tenant), ``fleet:tenant`` or ``fleet:glob`` (``tenant:eu-*``)."""
+        import fnmatch as fm
+
+        if text in self.fleets:
+            return list(self.fleets[text])
+        fleet, sep, pattern = text.partition(":")
+        if sep and fleet in self.fleets:
+            if any(ch in pattern for ch in "*?["):
+                hits = [
+                    n for n in self.fleets[fleet] if fm.fnmatchcase(n.partition(":")[2], pattern)
+                ]
+                if not hits:
+                    raise UsageError(
+                        f"no tenant of {fleet!r} matches {pattern!r}", databases=(text,)
+                    )
+                return hits
+            if text not in self.databases:
+                raise UsageError(
+                    f"unknown tenant {pattern!r} of {fleet!r} "
+                    f"({len(self.fleets[fleet])} tenant(s) in this environment)",
+                    databases=(text,),
+                )
+            return [text]
+        self.database(text)
+        return [text]
+
     def not_part(self, name: str, env: str) -> UsageError:
         """The error for naming a database that environment *env* leaves out."""
         return UsageError(
@@ -207,7 +321,8 @@ class Registry:
         if name in self.left_out and self.scope is not None:
             raise self.not_part(name, self.scope)
         if name not in self.databases:
-            known = ", ".join(self.databases) or "(none)"
+            shown = [n for n in self.databases if ":" not in n] + list(self.fleets)
+            known = ", ".join(shown) or "(none)"
             raise UsageError(f"unknown database {name!r}; known: {known}", databases=(name,))
         return self.databases[name]
 
@@ -223,24 +338,33 @@ class Registry:
         """
         env = self.environment(env_name)
         out: list[Target] = []
+        resolved: dict[str, tuple[str, str]] = {}  # a fleet's URL, resolved once
         for db in self.databases.values():
-            if db.name in env.absent:
+            declared = db.declared
+            if declared in env.absent:
                 continue
-            raw = env.urls.get(db.name)
+            raw = env.urls.get(declared)
             if raw is None:
                 reason = (
                     f"environment {env.name!r} has no URL for it (if it is not part of "
-                    f"{env.name}, say so: environments.{env.name}.urls.{db.name}: null)"
+                    f"{env.name}, say so: environments.{env.name}.urls.{declared}: null)"
                 )
                 out.append(Target(db, env.name, None, reason))
                 continue
-            key = f"environments.{env.name}.urls.{db.name}"
+            key = f"environments.{env.name}.urls.{declared}"
             try:
-                url = resolve_url(raw, self.root, key)
+                if declared not in resolved:
+                    resolved[declared] = (
+                        resolve_url(raw, self.root, key),
+                        substitute(raw, key),
+                    )
+                url, written = resolved[declared]
             except MissingVariable as exc:
                 out.append(Target(db, env.name, None, str(exc)))
                 continue
-            written = substitute(raw, key)
+            if db.tenant is not None:
+                url = url.replace(PLACEHOLDER, db.tenant)
+                written = written.replace(PLACEHOLDER, db.tenant)
             out.append(Target(db, env.name, url, written=written if written != url else None))
         problems = _check_resolved(self, env.name, out)
         if problems and strict:
@@ -719,6 +843,21 @@ def parse_registry(path: Path) -> Registry:
         if vts is not None and (not isinstance(vts, str) or not IDENT_RE.match(vts)):
             c.add(f"{key}.version_table_schema", f"must be a plain schema name ({IDENT_RULE})")
             vts = None
+        tenants = rollout = schema = None
+        if raw.get("tenants") is not None:
+            tenants = parse_tenants(raw["tenants"], f"{key}.tenants", root, c.add)
+        for part in ("schema", "rollout"):
+            if raw.get(part) is not None and raw.get("tenants") is None:
+                c.add(f"{key}.{part}", "only a database with tenants has one")
+        if raw.get("schema") is not None and raw.get("tenants") is not None:
+            schema = parse_schema(raw["schema"], f"{key}.schema", c.add)
+            if schema and vts:
+                c.add(
+                    f"{key}.schema",
+                    "the version table lives in the tenant's schema: drop version_table_schema",
+                )
+        if raw.get("rollout") is not None and raw.get("tenants") is not None:
+            rollout = parse_rollout(raw["rollout"], f"{key}.rollout", c.add)
         databases[name] = DatabaseSpec(
             name=name,
             versions=versions,
@@ -729,6 +868,9 @@ def parse_registry(path: Path) -> Registry:
             version_table=vt,
             version_table_schema=vts,
             versions_explicit=explicit,
+            tenants=tenants,
+            schema=schema,
+            rollout=rollout or (),
         )
 
     # dependencies: unknown names, self-dependency, cycles
@@ -750,6 +892,17 @@ def parse_registry(path: Path) -> Registry:
     except graphlib.CycleError as exc:
         cycle = list(exc.args[1])
         c.add("databases", "dependency cycle: " + " -> ".join(reversed(cycle)))
+
+    # a tenant query runs on another database of the environment, never on a fleet
+    for db in databases.values():
+        q = db.tenants
+        if q is not None and q.kind == "query" and q.database is not None:
+            other = databases.get(q.database)
+            if other is None or other.tenants is not None:
+                c.add(
+                    f"databases.{db.name}.tenants.query.database",
+                    f"must name a database without tenants, not {q.database!r}",
+                )
 
     # one branch label must not name two different directories
     by_branch: dict[str, DatabaseSpec] = {}
@@ -806,6 +959,17 @@ def parse_registry(path: Path) -> Registry:
                     f"must be a URL string, not empty (write null if {dbname} is not part of "
                     f"environment {ename})",
                 )
+                continue
+            fleet = databases[dbname].tenants is not None
+            if fleet and PLACEHOLDER not in url and not databases[dbname].schema:
+                c.add(
+                    ukey,
+                    "a database with tenants needs {tenant} in its URL (a database or file "
+                    "per tenant) or a schema with {tenant} (a schema per tenant)",
+                )
+                continue
+            if not fleet and PLACEHOLDER in url:
+                c.add(ukey, "{tenant} belongs in the URL of a database with tenants")
                 continue
             urls[dbname] = url.strip()
             REDACTOR.add_url(url)
@@ -865,7 +1029,7 @@ def parse_registry(path: Path) -> Registry:
     problems: list[Problem] = []
     for env in environments.values():
         static = [
-            Target(databases[d], env.name, resolve_url(u, root, ""))
+            Target(_sample(databases[d]), env.name, resolve_url(_sample_url(u), root, ""))
             for d, u in env.urls.items()
             if not VAR_RE.search(u)
         ]
@@ -873,6 +1037,17 @@ def parse_registry(path: Path) -> Registry:
     if problems:
         raise RegistryError(problems)
     return registry
+
+
+def _sample(db: DatabaseSpec) -> DatabaseSpec:
+    """A fleet as one of its tenants would be, for the checks made when the file is read."""
+    if db.tenants is None or not db.schema:
+        return db
+    return replace(db, version_table_schema=db.schema.replace(PLACEHOLDER, SAMPLE_TENANT))
+
+
+def _sample_url(url: str) -> str:
+    return url.replace(PLACEHOLDER, SAMPLE_TENANT)
 
 
 def _empty_urls(path: Path) -> set[tuple[str, str]]:

@@ -47,17 +47,18 @@ def parse_selectors(
             raise UsageError(f"bad selector {text!r}: expected DB or DB@TARGET")
         if sep and not target:
             raise UsageError(f"bad selector {text!r}: nothing after '@'")
-        registry.database(db)
-        if db in seen:
-            raise UsageError(f"database {db!r} is named twice", databases=(db,))
-        seen.add(db)
+        names = registry.select(db)  # a fleet or fleet:glob: each of its tenants
         if require_target and not sep:
             raise UsageError(
                 f"{command} needs an explicit target for {db!r}: {db}@-1, {db}@<revision> "
                 f"or {db}@base",
                 databases=(db,),
             )
-        out.append(Selector(db, target or None))
+        for name in names:
+            if name in seen:
+                raise UsageError(f"database {name!r} is named twice", databases=(name,))
+            seen.add(name)
+            out.append(Selector(name, target or None))
     return out
 
 

@@ -1,0 +1,242 @@
+"""Tenant fleets (issue 14): one registry database whose history runs on many tenants.
+
+Each tenant is a database of its own to orch (``tenant:acme``): planned,
+locked, run and audited like any other.  The tests run on real backends: SQLite
+files per tenant, PostgreSQL schemas per tenant and databases per tenant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import Project
+from minproj import Rev, log_rows, make_project, rev_id, version_of
+
+TENANT_REVS = [
+    Rev(up=["CREATE TABLE items (id INTEGER PRIMARY KEY)"], down=["DROP TABLE items"]),
+    Rev(up=["CREATE TABLE notes (id INTEGER PRIMARY KEY)"], down=["DROP TABLE notes"]),
+]
+
+
+def fleet_project(
+    root: Path,
+    tenant_url: str,
+    tenants: dict[str, Any],
+    *,
+    core_url: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Project:
+    """A project with ``core`` and the fleet ``tenant`` (depends on core) in ``dev``."""
+    core_url = core_url or f"sqlite:///{root}/core.db"
+    project = make_project(
+        root,
+        {"core": [Rev(up=["CREATE TABLE orgs (id INTEGER PRIMARY KEY)"])], "tenant": TENANT_REVS},
+        {"core": core_url, "tenant": tenant_url},
+        depends={"tenant": ["core"]},
+    )
+    data = project.registry()
+    data["databases"]["tenant"].update({"tenants": tenants, **(extra or {})})
+    project.write_registry(data)
+    return project
+
+
+@pytest.fixture
+def sqlite_fleet(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    return fleet_project(
+        root, f"sqlite:///{root}/tenants/{{tenant}}.db", {"list": ["acme", "globex", "eu-one"]}
+    )
+
+
+def tenant_url(project: Project, name: str) -> str:
+    return f"sqlite:///{project.root}/tenants/{name}.db"
+
+
+# ------------------------------------------------------------ registry
+
+
+def test_upgrade_all_migrates_each_tenant_once(sqlite_fleet: Project) -> None:
+    (sqlite_fleet.root / "tenants").mkdir()
+    r = sqlite_fleet.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = r.json()
+    names = [d["name"] for d in doc["databases"]]
+    assert names == ["core", "tenant:acme", "tenant:globex", "tenant:eu-one"]
+    assert all(d["outcome"] == "done" for d in doc["databases"])
+    for t in ("acme", "globex", "eu-one"):
+        url = tenant_url(sqlite_fleet, t)
+        assert version_of(url) == [rev_id("tenant", 2)]
+        rows = [x for x in log_rows(url) if x["outcome"] == "ok" and x["revision"]]
+        assert [x["revision"] for x in rows] == [rev_id("tenant", 1), rev_id("tenant", 2)]
+        assert {x["db"] for x in rows} == {f"tenant:{t}"}
+    again = sqlite_fleet.orch("upgrade", "--all", "--json")
+    assert {d["outcome"] for d in again.json()["databases"]} == {"unchanged"}
+
+
+def test_status_shows_each_tenant(sqlite_fleet: Project) -> None:
+    (sqlite_fleet.root / "tenants").mkdir()
+    assert sqlite_fleet.orch("upgrade", "tenant:acme", "--with-deps").exit_code == 0
+    r = sqlite_fleet.orch("status", "--json")
+    states = {d["name"]: d["state"] for d in r.json()["databases"]}
+    assert states == {
+        "core": "up_to_date",
+        "tenant:acme": "up_to_date",
+        "tenant:globex": "behind",
+        "tenant:eu-one": "behind",
+    }
+    one = sqlite_fleet.orch("status", "tenant:globex", "--json")
+    assert [d["name"] for d in one.json()["databases"]] == ["tenant:globex"]
+    every = sqlite_fleet.orch("status", "tenant", "--json")
+    assert len(every.json()["databases"]) == 3
+
+
+def test_selectors_one_tenant_a_glob_and_a_target(sqlite_fleet: Project) -> None:
+    (sqlite_fleet.root / "tenants").mkdir()
+    assert sqlite_fleet.orch("upgrade", "core").exit_code == 0
+    r = sqlite_fleet.orch("upgrade", "tenant:acme", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [d["name"] for d in r.json()["databases"]] == ["tenant:acme"]
+    assert version_of(tenant_url(sqlite_fleet, "globex")) == []
+    r = sqlite_fleet.orch("upgrade", f"tenant:eu-*@{rev_id('tenant', 1)}", "--json")
+    assert [(d["name"], d["to"]) for d in r.json()["databases"]] == [
+        ("tenant:eu-one", [rev_id("tenant", 1)])
+    ]
+    r = sqlite_fleet.orch("upgrade", "tenant@head", "--json")
+    assert [(d["name"], d["outcome"]) for d in r.json()["databases"]] == [
+        ("tenant:acme", "unchanged"),
+        ("tenant:globex", "done"),
+        ("tenant:eu-one", "done"),
+    ]
+    down = sqlite_fleet.orch("downgrade", "tenant:acme@base", "--json")
+    assert down.exit_code == 0, down.stderr
+    assert version_of(tenant_url(sqlite_fleet, "acme")) == []
+
+
+def test_unknown_tenant_and_empty_glob_are_usage_errors(sqlite_fleet: Project) -> None:
+    r = sqlite_fleet.orch("upgrade", "tenant:initech")
+    assert r.exit_code == 2 and "unknown tenant 'initech' of 'tenant'" in r.stderr
+    r = sqlite_fleet.orch("upgrade", "tenant:zz-*")
+    assert r.exit_code == 2 and "no tenant of 'tenant' matches 'zz-*'" in r.stderr
+    r = sqlite_fleet.orch("upgrade", "tenant", "tenant:acme")
+    assert r.exit_code == 2 and "'tenant:acme' is named twice" in r.stderr
+
+
+def test_bad_tenant_names_are_reported_not_run(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    names = ["acme", "Bad", "x; rm -rf /", "../etc", "-dash", "ok_2"]
+    project = fleet_project(root, f"sqlite:///{root}/{{tenant}}.db", {"list": names})
+    r = project.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [d["name"] for d in r.json()["databases"]] == ["core", "tenant:acme", "tenant:ok_2"]
+    for bad in ("Bad", "x; rm -rf /", "../etc", "-dash"):
+        assert f"tenant name {bad!r} does not match [a-z0-9][a-z0-9_-]*" in r.stderr
+    assert sorted(p.name for p in root.glob("*.db")) == ["acme.db", "core.db", "ok_2.db"]
+
+
+def test_tenants_from_a_file_read_when_used(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    project = fleet_project(root, f"sqlite:///{root}/{{tenant}}.db", {"file": "tenants.txt"})
+    (root / "tenants.txt").write_text("# the fleet\nacme\nglobex  # second\n")
+    r = project.orch("status", "--json")
+    assert [d["name"] for d in r.json()["databases"]] == ["core", "tenant:acme", "tenant:globex"]
+    (root / "tenants.txt").write_text(yaml.safe_dump(["acme", "initech"]))
+    r = project.orch("status", "--json")
+    assert [d["name"] for d in r.json()["databases"]] == ["core", "tenant:acme", "tenant:initech"]
+    (root / "tenants.txt").write_text('["json-one"]')
+    r = project.orch("status", "--json")
+    assert [d["name"] for d in r.json()["databases"]] == ["core", "tenant:json-one"]
+    (root / "tenants.txt").unlink()
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "databases.tenant.tenants.file: cannot read tenants from" in r.stderr
+
+
+def test_tenants_from_a_command(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    project = fleet_project(
+        root, f"sqlite:///{root}/{{tenant}}.db", {"command": "printf 'a-{env}\\nb-{env}\\n'"}
+    )
+    r = project.orch("status", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [d["name"] for d in r.json()["databases"]] == ["core", "tenant:a-dev", "tenant:b-dev"]
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"] = {"command": "echo nope >&2; exit 3"}
+    project.write_registry(data)
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "databases.tenant.tenants.command: exited with 3: nope" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "url", "message"),
+    [
+        ({"tenants": {"list": ["a"], "file": "x"}}, "sqlite:///{tenant}.db", "exactly one of"),
+        ({"tenants": {"lst": ["a"]}}, "sqlite:///{tenant}.db", "tenants.lst: unknown key"),
+        ({"tenants": {"list": "a"}}, "sqlite:///{tenant}.db", "must be a list of tenant names"),
+        ({"tenants": {"list": ["a"]}}, "sqlite:///t.db", "needs {tenant} in its URL"),
+        ({"schema": "s_{tenant}"}, "sqlite:///t.db", "only a database with tenants has one"),
+        ({"tenants": {"list": ["a"]}, "schema": "s"}, "sqlite:///t.db", "with {tenant} in it"),
+        (
+            {"tenants": {"list": ["a"]}, "schema": "s-{tenant}"},
+            "sqlite:///t.db",
+            "plain schema name",
+        ),
+        (
+            {"tenants": {"query": {"database": "tenant", "sql": "SELECT 1"}}},
+            "sqlite:///{tenant}.db",
+            "must name a database without tenants",
+        ),
+        (
+            {"tenants": {"command": "ls {db}"}},
+            "sqlite:///{tenant}.db",
+            "unknown placeholder {db}",
+        ),
+        (
+            {"tenants": {"list": ["a"]}, "rollout": [{"parallel": 0}]},
+            "sqlite:///{tenant}.db",
+            "rollout[0].parallel: must be a whole number >= 1",
+        ),
+        (
+            {"tenants": {"list": ["a"]}, "rollout": [{"max_failures": "x"}]},
+            "sqlite:///{tenant}.db",
+            "rollout[0].max_failures: must be a count >= 0 or a percentage",
+        ),
+        (
+            {"tenants": {"list": ["a"]}, "rollout": [{"mach": "a*"}]},
+            "sqlite:///{tenant}.db",
+            "rollout[0].mach: unknown key",
+        ),
+    ],
+)
+def test_registry_validates_fleet_keys(
+    tmp_path: Path, entry: dict[str, Any], url: str, message: str
+) -> None:
+    project = make_project(tmp_path / "p", {"tenant": TENANT_REVS}, {"tenant": url})
+    data = project.registry()
+    data["databases"]["tenant"].update(entry)
+    project.write_registry(data)
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert message in r.stderr
+
+
+def test_tenant_placeholder_only_in_a_fleet_url(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", {"core": TENANT_REVS}, {"core": "sqlite:///{tenant}.db"})
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "{tenant} belongs in the URL of a database with tenants" in r.stderr
+
+
+def test_the_python_api_sees_tenants(sqlite_fleet: Project) -> None:
+    from orch import Project as Api
+
+    (sqlite_fleet.root / "tenants").mkdir()
+    api = Api.load(sqlite_fleet.registry_path)
+    result = api.upgrade(["tenant:e*"], with_deps=True)
+    assert result.ok
+    assert [r.name for r in result] == ["core", "tenant:eu-one"]
+    assert api.status(["tenant:eu-one"])["tenant:eu-one"].state == "up_to_date"
