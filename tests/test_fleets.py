@@ -7,6 +7,7 @@ files per tenant, PostgreSQL schemas per tenant and databases per tenant.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,170 @@ def test_the_python_api_sees_tenants(sqlite_fleet: Project) -> None:
     assert result.ok
     assert [r.name for r in result] == ["core", "tenant:eu-one"]
     assert api.status(["tenant:eu-one"])["tenant:eu-one"].state == "up_to_date"
+
+
+# ------------------------------------------------------------ PostgreSQL schemas
+
+
+def _sql(url: str, *statements: str) -> list[Any]:
+    """Run *statements* on *url* (the test's own connection); the last one's rows."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    eng = create_engine(url, poolclass=NullPool)
+    rows: list[Any] = []
+    try:
+        with eng.begin() as conn:
+            for s in statements:
+                result = conn.execute(text(s))
+                rows = list(result) if result.returns_rows else []
+    finally:
+        eng.dispose()
+    return rows
+
+
+PG_TENANT_REVS = [
+    Rev(
+        up=[
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, pid INTEGER)",
+            "INSERT INTO items (id, pid) SELECT 1, pg_backend_pid()",
+        ],
+        down=["DROP TABLE items"],
+    ),
+    Rev(
+        up=["INSERT INTO items (id, pid) SELECT 2, pg_backend_pid()"],
+        down=["DELETE FROM items WHERE id = 2"],
+    ),
+]
+
+
+def pg_schema_fleet(root: Path, make_db: Callable[..., str], names: list[str]) -> Project:
+    """core (with a ``tenants`` table) and a fleet of schemas in another PostgreSQL database."""
+    core, app = make_db("postgresql"), make_db("postgresql")
+    _sql(
+        core,
+        "CREATE TABLE tenants (slug TEXT, active BOOLEAN)",
+        *[f"INSERT INTO tenants VALUES ('{n}', true)" for n in names],
+        "INSERT INTO tenants VALUES ('retired', false)",
+    )
+    _sql(app, *[f'CREATE SCHEMA "tenant_{n}"' for n in names if n == n.lower()])
+    project = make_project(
+        root,
+        {
+            "core": [Rev(up=["CREATE TABLE orgs (id INTEGER PRIMARY KEY)"])],
+            "tenant": PG_TENANT_REVS,
+        },
+        {"core": core, "tenant": app},
+        depends={"tenant": ["core"]},
+    )
+    data = project.registry()
+    data["databases"]["tenant"].update(
+        {
+            "tenants": {
+                "query": {
+                    "database": "core",
+                    "sql": "SELECT slug FROM tenants WHERE active ORDER BY slug",
+                }
+            },
+            "schema": "tenant_{tenant}",
+        }
+    )
+    project.write_registry(data)
+    return project
+
+
+def test_schema_per_tenant_on_postgresql_from_a_query(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    from conftest import require_server
+
+    require_server("postgresql")
+    names = ["acme", "eu-west", "globex", "initech", "umbrella", "Bad Name"]
+    project = pg_schema_fleet(tmp_path / "proj", make_db, names)
+    app = project.url("tenant")
+    r = project.orch("upgrade", "--all", "--jobs", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    good = sorted(n for n in names if n == n.lower())
+    assert [d["name"] for d in r.json()["databases"]] == ["core"] + [f"tenant:{n}" for n in good]
+    assert "tenant name 'Bad Name' does not match" in r.stderr
+    pids: set[int] = set()
+    for n in good:
+        schema = f'"tenant_{n}"'
+        assert _sql(app, f"SELECT version_num FROM {schema}.alembic_version") == [
+            (rev_id("tenant", 2),)
+        ]
+        # search_path was the tenant's schema: its table is there, not in public
+        rows = _sql(app, f"SELECT id, pid FROM {schema}.items ORDER BY id")
+        assert [x[0] for x in rows] == [1, 2]
+        pids |= {x[1] for x in rows}
+        audit = _sql(app, f"SELECT db, revision FROM {schema}.orch_log WHERE outcome = 'ok'")
+        assert sorted(audit) == [(f"tenant:{n}", rev_id("tenant", i)) for i in (1, 2)]
+    assert _sql(app, "SELECT count(*) FROM pg_tables WHERE tablename = 'items'") == [(len(good),)]
+    # two workers, five schemas of one database: one migration connection per worker
+    assert 1 <= len(pids) <= 2, pids
+    status = project.orch("status", "tenant", "--json")
+    assert {d["state"] for d in status.json()["databases"]} == {"up_to_date"}
+    # one tenant back, by its name; the others untouched
+    r = project.orch("downgrade", "tenant:eu-west@-1", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert _sql(app, 'SELECT id FROM "tenant_eu-west".items') == [(1,)]
+    assert _sql(app, "SELECT count(*) FROM tenant_acme.items") == [(2,)]
+
+
+def test_a_failing_query_source_is_exit_2_naming_it(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    from conftest import require_server
+
+    require_server("postgresql")
+    project = pg_schema_fleet(tmp_path / "proj", make_db, ["acme"])
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"]["query"]["sql"] = "SELECT slug FROM no_such_table"
+    project.write_registry(data)
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "databases.tenant.tenants.query: the query failed" in r.stderr
+    assert "no_such_table" in r.stderr
+
+
+def test_a_tenant_query_runs_read_only(tmp_path: Path, make_db: Callable[..., str]) -> None:
+    from conftest import require_server
+
+    require_server("postgresql")
+    project = pg_schema_fleet(tmp_path / "proj", make_db, ["acme"])
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"]["query"]["sql"] = (
+        "INSERT INTO tenants VALUES ('sneaky', true) RETURNING slug"
+    )
+    project.write_registry(data)
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "read-only" in r.stderr
+    assert _sql(project.url("core"), "SELECT count(*) FROM tenants") == [(2,)]
+
+
+def test_schema_on_sqlite_is_a_registry_error(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    project = fleet_project(
+        root, f"sqlite:///{root}/app.db", {"list": ["a"]}, extra={"schema": "t_{tenant}"}
+    )
+    r = project.orch("status")
+    assert r.exit_code == 2
+    assert "SQLite has no schemas: put {tenant} in the URL" in r.stderr
+
+
+def test_schema_per_tenant_on_mariadb_is_a_database(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    from conftest import require_server
+
+    require_server("mysql")
+    urls = [make_db("mysql") for _ in range(2)]
+    tenants = [u.rsplit("/", 1)[1].removeprefix("orch_t_") for u in urls]
+    root = tmp_path / "proj"
+    project = fleet_project(root, urls[0], {"list": tenants}, extra={"schema": "orch_t_{tenant}"})
+    r = project.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    for t, url in zip(tenants, urls, strict=True):
+        assert version_of(url) == [rev_id("tenant", 2)]
+        assert {x["db"] for x in log_rows(url)} == {f"tenant:{t}"}

@@ -141,6 +141,10 @@ class Backend:
     marker_commit_sql: ClassVar[str | None] = None
     #: SQL that makes a session read-only (autogenerate, drift), if the server has it
     readonly_session_sql: ClassVar[str | None] = None
+    #: how a fleet's per-tenant ``schema`` is reached: ``"search_path"`` (the migration
+    #: connection's), ``"database"`` (a schema is a database of the URL's server), or
+    #: None (the server has no schemas: ``{tenant}`` goes in the URL instead)
+    tenant_schema: ClassVar[str | None] = None
 
     def __init__(self, url: str, driver: Driver, *, shown: str | None = None) -> None:
         self.url = url
@@ -292,6 +296,17 @@ class Backend:
 
     def session_setup(self, conn: Connection, ddl_lock_timeout: float | None) -> None:
         """Per-session settings of a migration connection."""
+
+    def tenant_url(self, schema: str) -> str:
+        """The URL a tenant whose data lives in *schema* connects to."""
+        return self.with_database(schema) if self.tenant_schema == "database" else self.url
+
+    def enter_schema(self, conn: Connection, schema: str) -> None:
+        """Make *schema* the one a tenant's migrations create their objects in.
+
+        Called on the migration connection before each tenant's run: one
+        connection may serve several tenants of one database in turn.
+        """
 
     def missing_schema_hint(self, schema: str) -> str:
         """How to create a ``version_table_schema`` the server does not have."""

@@ -63,6 +63,7 @@ class MySQL(Backend):
     transactional_ddl = False
     password_env = "MYSQL_PWD"
     readonly_session_sql = "SET SESSION TRANSACTION READ ONLY"
+    tenant_schema = "database"  # a schema is a database: the tenant's URL names it
 
     def quote_database(self, name: str) -> str:
         return "`" + name.replace("`", "``") + "`"

@@ -81,6 +81,7 @@ class PostgreSQL(Backend):
     # flushes everything before it.  Saves one fsync.
     marker_commit_sql = "SET LOCAL synchronous_commit TO OFF"
     readonly_session_sql = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
+    tenant_schema = "search_path"
 
     # connect for CREATE/DROP DATABASE to the maintenance database, else template1
     admin_databases = ("postgres", "template1")
@@ -153,6 +154,14 @@ class PostgreSQL(Backend):
         if ddl_lock_timeout:
             conn.execute(text(f"SET lock_timeout = '{int(ddl_lock_timeout * 1000)}ms'"))
             conn.commit()
+
+    def enter_schema(self, conn: Connection, schema: str) -> None:
+        """``SET search_path`` to the tenant's schema alone (quoted: ``tenant_eu-west``)."""
+        from sqlalchemy import text
+
+        quoted = conn.dialect.identifier_preparer.quote_identifier(schema)
+        conn.execute(text(f"SET search_path TO {quoted}"))
+        conn.commit()
 
     # -- the migration lock
 

@@ -365,6 +365,10 @@ class Registry:
             if db.tenant is not None:
                 url = url.replace(PLACEHOLDER, db.tenant)
                 written = written.replace(PLACEHOLDER, db.tenant)
+                if db.schema and not driver_problem(url):
+                    b = for_url(url)
+                    if b.tenant_schema == "database":
+                        url = written = b.tenant_url(db.schema)
             out.append(Target(db, env.name, url, written=written if written != url else None))
         problems = _check_resolved(self, env.name, out)
         if problems and strict:
@@ -1043,7 +1047,8 @@ def _sample(db: DatabaseSpec) -> DatabaseSpec:
     """A fleet as one of its tenants would be, for the checks made when the file is read."""
     if db.tenants is None or not db.schema:
         return db
-    return replace(db, version_table_schema=db.schema.replace(PLACEHOLDER, SAMPLE_TENANT))
+    schema = db.schema.replace(PLACEHOLDER, SAMPLE_TENANT)
+    return replace(db, version_table_schema=schema, schema=schema)
 
 
 def _sample_url(url: str) -> str:
@@ -1150,6 +1155,18 @@ def _name_problem(registry: Registry, t: Target) -> str | None:
     )
 
 
+def _schema_problem(t: Target) -> str | None:
+    """A per-tenant ``schema`` on a server that has none."""
+    assert t.url is not None
+    b = for_url(t.url)
+    if t.db.schema and b.tenant_schema is None:
+        return (
+            f"{b.label} has no schemas: put {{tenant}} in the URL (a database or file per "
+            f"tenant) instead of databases.{t.db.declared}.schema"
+        )
+    return None
+
+
 def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list[Problem]:
     """Driver check and 'two entries point at the same database and version table'."""
     problems: list[Problem] = []
@@ -1162,6 +1179,7 @@ def _check_resolved(registry: Registry, env: str, targets: list[Target]) -> list
             or driver_problem(t.url)
             or for_url(t.url).url_problem()
             or _name_problem(registry, t)
+            or _schema_problem(t)
         )
         if reason:
             problems.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 
+from orch.backends import for_url
 from orch.config.fleets import TenantSource
 from orch.config.registry import Registry
 from orch.errors import OrchError, UsageError
@@ -53,6 +54,10 @@ def _query(registry: Registry, env: str | None, fleet: str, source: TenantSource
     except OrchError as exc:
         raise UsageError(f"{key}: cannot connect to {source.database}: {exc}") from None
     try:
+        guard = for_url(target.url).readonly_session_sql
+        if guard:  # the server refuses any write the query would make
+            conn.execute(text(guard))
+            conn.commit()
         rows = conn.execute(text(source.sql)).all()
         conn.rollback()
     except Exception as exc:  # noqa: BLE001 - any failure of the user's SQL names the source

@@ -149,6 +149,8 @@ def run_one(task: Task) -> DbResult:
         """Everything done on the migration connection (the same for sync and async drivers)."""
         try:
             _session_setup(conn, url, task.registry)
+            if db.schema:  # a tenant's schema (a fleet): the connection may be reused
+                for_url(url).enter_schema(conn, db.schema)
             check_version_schema(conn, db)
             conn.rollback()
             lock = MigrationLock(
@@ -247,7 +249,12 @@ def run_one(task: Task) -> DbResult:
                 res.end = None
 
     try:
-        run_on_connection(url, task.registry.settings.connect_timeout, on_connection)
+        run_on_connection(
+            url,
+            task.registry.settings.connect_timeout,
+            on_connection,
+            keep=db.schema is not None,  # tenants as schemas: the next one reuses it
+        )
     except DatabaseError as exc:  # the connection could not be opened
         res.error = f"unreachable: {exc}"
     finally:
@@ -989,6 +996,9 @@ def execute(
                 finish(key, r)
                 stop = stop or (fail_fast and r.outcome.blocking)
     finally:
+        from orch.store.aio import close_kept
+
+        close_kept()  # inline runs' kept tenant connections (workers close their own)
         if pool is not None:
             pool.close()
             if stopping.CURRENT is not None:
@@ -1143,6 +1153,15 @@ def _worker_main(conn: Any, parent: int) -> None:
     global _TO_PARENT
     _worker_init(parent)
     _TO_PARENT = conn
+    from orch.store.aio import close_kept
+
+    try:
+        _serve(conn)
+    finally:
+        close_kept()  # tenant connections kept between databases (see run_on_connection)
+
+
+def _serve(conn: Any) -> None:
     while True:
         try:
             job = conn.recv()
