@@ -408,3 +408,90 @@ def test_schema_per_tenant_on_mariadb_is_a_database(
     for t, url in zip(tenants, urls, strict=True):
         assert version_of(url) == [rev_id("tenant", 2)]
         assert {x["db"] for x in log_rows(url)} == {f"tenant:{t}"}
+
+
+# ------------------------------------------------------------ staged rollout
+
+#: a tenant whose name has "bad" in it fails its first revision
+FAILING_REVS = [
+    Rev(
+        code='if "bad" in str(op.get_bind().engine.url):\n    raise RuntimeError("boom")',
+        up=["CREATE TABLE items (id INTEGER PRIMARY KEY)"],
+        down=["DROP TABLE items"],
+    ),
+]
+
+
+def rollout_fleet(root: Path, names: list[str], rollout: list[dict[str, Any]] | None) -> Project:
+    project = make_project(
+        root, {"tenant": FAILING_REVS}, {"tenant": f"sqlite:///{root}/{{tenant}}.db"}
+    )
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"] = {"list": names}
+    if rollout is not None:
+        data["databases"]["tenant"]["rollout"] = rollout
+    project.write_registry(data)
+    return project
+
+
+def outcomes(r: Any) -> dict[str, str]:
+    return {d["name"].partition(":")[2]: d["outcome"] for d in r.json()["databases"]}
+
+
+def test_a_canary_failure_stops_the_later_groups(tmp_path: Path) -> None:
+    project = rollout_fleet(
+        tmp_path / "p",
+        ["a", "canary-bad", "b", "canary-ok"],
+        [{"match": "canary-*", "parallel": 1, "max_failures": 0}, {"parallel": 4}],
+    )
+    r = project.orch("upgrade", "--all", "--jobs", "4", "--json")
+    assert r.exit_code == 1
+    assert outcomes(r) == {
+        "a": "skipped",
+        "canary-bad": "failed",
+        "b": "skipped",
+        "canary-ok": "skipped",
+    }
+    errors = {d["name"]: d["error"] for d in r.json()["databases"]}
+    assert "rollout: group 1 of tenant has 1 failure(s) of 2" in errors["tenant:a"]
+    assert not (tmp_path / "p" / "a.db").exists()
+
+
+def test_the_canaries_run_first_one_at_a_time(tmp_path: Path) -> None:
+    project = rollout_fleet(
+        tmp_path / "p",
+        ["a", "canary-1", "b", "canary-2", "c"],
+        [{"match": "canary-*", "parallel": 1, "max_failures": 0}, {"parallel": 2}],
+    )
+    r = project.orch("upgrade", "--all", "--jobs", "4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert set(outcomes(r).values()) == {"done"}
+    # audit rows: each canary finished before the next started, and before any other
+    spans = {}
+    for t in ("a", "canary-1", "b", "canary-2", "c"):
+        (row,) = [x for x in log_rows(f"sqlite:///{tmp_path}/p/{t}.db") if x["revision"]]
+        spans[t] = (row["started_at"], row["finished_at"])
+    assert spans["canary-1"][1] <= spans["canary-2"][0]
+    assert max(spans["canary-1"][1], spans["canary-2"][1]) <= min(
+        spans[t][0] for t in ("a", "b", "c")
+    )
+
+
+def test_max_failures_as_a_count_and_a_percentage(tmp_path: Path) -> None:
+    names = ["a-bad", "b", "c-bad", "d"]
+    project = rollout_fleet(tmp_path / "p", names, [{"max_failures": 1}])
+    r = project.orch("upgrade", "--all", "--jobs", "1", "--json")
+    assert outcomes(r) == {"a-bad": "failed", "b": "done", "c-bad": "failed", "d": "skipped"}
+    project = rollout_fleet(tmp_path / "q", names, [{"max_failures": "50%"}])
+    r = project.orch("upgrade", "--all", "--jobs", "1", "--json")
+    assert outcomes(r) == {"a-bad": "failed", "b": "done", "c-bad": "failed", "d": "done"}
+
+
+def test_one_failure_does_not_stop_the_others_unless_fail_fast(tmp_path: Path) -> None:
+    project = rollout_fleet(tmp_path / "p", ["a-bad", "b", "c"], None)
+    r = project.orch("upgrade", "--all", "--jobs", "1", "--json")
+    assert r.exit_code == 1
+    assert outcomes(r) == {"a-bad": "failed", "b": "done", "c": "done"}
+    project = rollout_fleet(tmp_path / "q", ["a-bad", "b", "c"], [{"max_failures": 5}])
+    r = project.orch("upgrade", "--all", "--jobs", "1", "--fail-fast", "--json")
+    assert outcomes(r) == {"a-bad": "failed", "b": "skipped", "c": "skipped"}

@@ -913,7 +913,13 @@ def execute(
     results: dict[str, DbResult] = {}
     order = [s.key for s in plan.steps]
     stop = False
+    why_stop = "--fail-fast: an earlier database failed"
     running: set[str] = set()  # the steps in the workers' hands
+    from orch.run.rollout import Rollout
+
+    # a fleet's staged rollout (databases.<fleet>.rollout): groups in order, each with
+    # its parallelism and failure budget; None when no tenant of the run has one
+    rollout = Rollout.of_run(registry, plan.names) if purpose != "rollback" else None
 
     def skipped(key: str, why: str) -> DbResult:
         """Never touched: from/to are the revisions read before the run (no lock taken)."""
@@ -924,7 +930,12 @@ def execute(
         )
 
     def finish(key: str, r: DbResult) -> None:
+        nonlocal stop, why_stop
         results[key] = r
+        if rollout is not None:
+            over = rollout.finished(r.name, r.outcome)
+            if over and not stop:
+                stop, why_stop = True, over
         if on_result is not None and (len(steps) == len(plan.names) or _last_of(key, r)):
             on_result(_merged(r.name, [results[k] for k in order if k in results]))
         if r.outcome.blocking:
@@ -945,6 +956,7 @@ def execute(
             and k not in running
             and preds[k] <= done
             and not any(steps[r].db == steps[k].db for r in running)  # one worker per database
+            and (rollout is None or rollout.may_start(steps[k].db))
         ]
 
     pool: _Pool | None = None
@@ -968,9 +980,13 @@ def execute(
                     finish(key, DbResult(name, plan.direction, Outcome.SKIPPED, error=error))
                     continue
                 if stop:
-                    finish(key, skipped(key, "--fail-fast: an earlier database failed"))
+                    finish(key, skipped(key, why_stop))
                     continue
+                if rollout is not None and not rollout.may_start(name):
+                    continue  # its group's parallel is taken: after the next result
                 if pool is None:
+                    if rollout is not None:
+                        rollout.started(name)
                     r = run_one(tasks[key])
                     finish(key, r)
                     stop = stop or (fail_fast and r.outcome.blocking)
@@ -980,6 +996,8 @@ def execute(
                 try:
                     pool.submit(key, tasks[key])
                     running.add(key)
+                    if rollout is not None:
+                        rollout.started(name)
                 except OSError as exc:  # no process could be started (memory, pid limit)
                     error = f"could not start a worker process: {exc}"
                     finish(key, DbResult(name, plan.direction, Outcome.FAILED, error=error))
