@@ -495,3 +495,42 @@ def test_one_failure_does_not_stop_the_others_unless_fail_fast(tmp_path: Path) -
     project = rollout_fleet(tmp_path / "q", ["a-bad", "b", "c"], [{"max_failures": 5}])
     r = project.orch("upgrade", "--all", "--jobs", "1", "--fail-fast", "--json")
     assert outcomes(r) == {"a-bad": "failed", "b": "skipped", "c": "skipped"}
+
+
+# ------------------------------------------------------------ --retry
+
+
+def test_retry_runs_only_what_the_last_run_left_behind(tmp_path: Path) -> None:
+    project = rollout_fleet(
+        tmp_path / "p",
+        ["canary-bad", "canary-ok", "a", "zed"],
+        [{"match": "canary-*", "parallel": 1, "max_failures": 0}, {"parallel": 2}],
+    )
+    data = project.registry()  # "bad" tenants fail only while FAIL_BAD is set
+    for f in (tmp_path / "p" / "migrations" / "tenant").glob("*.py"):
+        f.write_text(f.read_text().replace('if "bad"', 'if os.environ.get("FAIL_BAD") and "bad"'))
+    project.write_registry(data)
+    assert project.orch("upgrade", "tenant:zed").exit_code == 0
+    first = project.orch("upgrade", "--all", "--jobs", "1", "--json", env={"FAIL_BAD": "1"})
+    assert outcomes(first) == {
+        "canary-bad": "failed",
+        "canary-ok": "skipped",
+        "a": "skipped",
+        "zed": "skipped",
+    }
+    r = project.orch("upgrade", "--retry", "--json")
+    assert r.exit_code == 0, r.stderr
+    # zed was skipped but is at head: not run again
+    assert outcomes(r) == {"canary-bad": "done", "canary-ok": "done", "a": "done"}
+    assert "retrying 3 database(s)" in r.stderr
+    again = project.orch("upgrade", "--retry", "--json")
+    assert again.exit_code == 0 and again.json()["databases"] == []
+    assert "nothing to retry" in again.stderr
+    log = project.orch("log", "tenant:canary-bad", "--json").json()["entries"]
+    first_run = [e for e in log if e["outcome"] == "failed"][0]["run_id"]
+    r = project.orch("upgrade", "--retry", first_run[:8], "--json")
+    assert outcomes(r) == {"canary-bad": "unchanged"}
+    r = project.orch("upgrade", "--retry", "ffffffff")
+    assert r.exit_code == 2 and "no run 'ffffffff'" in r.stderr
+    r = project.orch("upgrade", "--retry", "--all")
+    assert r.exit_code == 2

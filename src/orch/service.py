@@ -629,6 +629,55 @@ class Project:
         results = check_migrations(self.registry, self.env, names, say=on_note or _silent)
         return MigrationChecksReport(env, tuple(results))
 
+    def retry_selection(self, run_id: str | None = None) -> tuple[str, list[str]]:
+        """(the run, its databases to run again) for ``upgrade --retry [RUN_ID]``.
+
+        The run is *run_id* (a prefix such as ``orch log`` shows will do),
+        else the environment's last run, found in orch's audit rows
+        (``log_table``) of every database of the environment.  A database is
+        run again when that run left a ``failed`` or interrupted row in it,
+        or when the run left no row in it (skipped, locked, refused before
+        its lock, unreachable) and it is not up to date now; a database the
+        run finished is left alone.
+        """
+        from orch.queries import status as st
+        from orch.store.audit import collect_log
+
+        registry = self.scoped
+        env = registry.environment(self.env).name
+        targets = self.targets()
+        names = [n for n in registry.databases if targets[n].url is not None]
+        view = collect_log(registry, env, names, 200)
+        runs = {r.run_id for r in view.rows}
+        if run_id:
+            matching = sorted(r for r in runs if r.startswith(run_id))
+            if not matching:
+                raise UsageError(f"no run {run_id!r} in the audit rows of environment {env!r}")
+            if len(matching) > 1:
+                raise UsageError(f"run {run_id!r} is ambiguous: {', '.join(matching)}")
+            chosen = matching[0]
+        elif view.rows:
+            chosen = view.rows[0].run_id  # newest first: the environment's last run
+        else:
+            raise UsageError(f"no run in the audit rows of environment {env!r}: nothing to retry")
+        rows = [r for r in view.rows if r.run_id == chosen]
+        touched = {r.db for r in rows}
+        bad = {
+            r.db
+            for r in rows
+            if r.outcome == "failed" or (r.outcome == "running" and r.interrupted)
+        }
+        untouched = [n for n in names if n not in touched]
+        graphs = None
+        if untouched:
+            from orch.planning.live import graphs_for
+
+            graphs = graphs_for(registry, untouched)
+            for s in st.collect(registry, env, untouched, graphs=graphs):
+                if s.state not in (State.UP_TO_DATE, State.UNCONFIGURED):
+                    bad.add(s.name)
+        return chosen, [n for n in registry.databases if n in bad]
+
     # -- planning
 
     def _read(

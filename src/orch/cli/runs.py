@@ -17,7 +17,7 @@ from click.exceptions import Exit  # commands leave with Click's own Exit(code)
 
 from orch.cli.app import F, Options, cli, emit_json, err, global_options, options, out
 from orch.errors import EXIT_USAGE, OrchError, RefusedError, UsageError
-from orch.outcomes import Direction, Outcome
+from orch.outcomes import Direction, OnFailure, Outcome
 
 if TYPE_CHECKING:
     from orch.run.execute import DbResult
@@ -403,6 +403,16 @@ def _rollback_cell(r: DbResult) -> str:
     help="Every database of the environment up to release TAG (releases.yaml).",
 )
 @click.option("--fail-fast", is_flag=True, help="Start nothing new after the first failure.")
+@click.option(
+    "--retry",
+    "retry",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN_ID]",
+    help="Only what failed, was skipped, locked, refused or interrupted in that run "
+    "(default: the environment's last run).",
+)
 @_on_failure_opt(
     "downgrade every database this run changed back to where it started, dependents first"
 )
@@ -418,6 +428,7 @@ def upgrade(
     ignore_deps: bool,
     to: str | None,
     fail_fast: bool,
+    retry: str | None,
     on_failure: str,
     jobs: int | None,
     lock_timeout: float | None,
@@ -433,6 +444,22 @@ def upgrade(
         _release_only(selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps)
         if sql:
             _sql_preview(st, "upgrade", (), from_, out_dir, to=to)
+    if retry is not None:
+        if selectors or all_ or sql or to is not None:
+            raise click.UsageError(
+                "--retry chooses the databases: no selectors, --all, --to or --sql"
+            )
+        run_id, again = st.project().retry_selection(retry or None)
+        if not again:
+            err(f"run {run_id[:8]}: nothing to retry")
+            if st.json:
+                from orch.service import RunResult
+
+                env = st.project().environment_name
+                emit_json(RunResult(env, Direction.UPGRADE, OnFailure(on_failure), [], 0).as_json())
+            raise Exit(0)
+        err(f"run {run_id[:8]}: retrying {len(again)} database(s)")
+        selectors, with_deps = tuple(again), True
     if sql:
         _sql_preview(
             st,
