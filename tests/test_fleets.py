@@ -534,3 +534,55 @@ def test_retry_runs_only_what_the_last_run_left_behind(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no run 'ffffffff'" in r.stderr
     r = project.orch("upgrade", "--retry", "--all")
     assert r.exit_code == 2
+
+
+# ------------------------------------------------------------ --shard
+
+
+def test_shards_split_the_fleet_without_overlap(sqlite_fleet: Project) -> None:
+    every = {d["name"] for d in sqlite_fleet.orch("status", "--json").json()["databases"]}
+    seen: list[str] = []
+    for i in (1, 2, 3):
+        r = sqlite_fleet.orch("status", "--shard", f"{i}/3", "--json")
+        assert r.exit_code == 0, r.stderr
+        seen += [d["name"] for d in r.json()["databases"]]
+    assert sorted(seen) == sorted(every)
+    for bad in ("0/3", "4/3", "1", "a/b", "1/0"):
+        r = sqlite_fleet.orch("status", "--shard", bad)
+        assert r.exit_code == 2, bad
+        assert "expected I/N with 1 <= I <= N" in r.stderr
+
+
+def test_four_shards_and_one_unsharded_runner_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "p"
+    names = [f"t{i:02d}" for i in range(24)]
+    project = make_project(
+        root, {"tenant": TENANT_REVS}, {"tenant": f"sqlite:///{root}/{{tenant}}.db"}
+    )
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"] = {"list": names}
+    data["settings"]["lock_timeout"] = 120
+    project.write_registry(data)
+    commands = [["upgrade", "--all", "--shard", f"{i}/4", "--jobs", "2"] for i in (1, 2, 3, 4)]
+    commands.append(["upgrade", "--all", "--jobs", "2"])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "orch", *c],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in commands
+    ]
+    for p in procs:
+        out, errs = p.communicate(timeout=600)
+        assert p.returncode == 0, errs
+    for t in names:
+        url = f"sqlite:///{root}/{t}.db"
+        assert version_of(url) == [rev_id("tenant", 2)]
+        applied = [x["revision"] for x in log_rows(url) if x["outcome"] == "ok" and x["revision"]]
+        assert sorted(applied) == [rev_id("tenant", 1), rev_id("tenant", 2)], t

@@ -520,14 +520,20 @@ class Project:
 
     # -- reading
 
-    def status(self, databases: Sequence[str] | None = None) -> StatusReport:
+    def status(
+        self, databases: Sequence[str] | None = None, *, shard: tuple[int, int] | None = None
+    ) -> StatusReport:
         """Current revision, heads, pending count and :class:`~orch.outcomes.State` of each
-        (or each named) database, read concurrently; writes nothing."""
+        (or each named) database, read concurrently; writes nothing.  *shard* (I, N): only
+        the databases of that shard (see :mod:`orch.planning.shards`)."""
         from orch.planning.live import graphs_for
+        from orch.planning.shards import in_shard
         from orch.queries import status as st
 
         registry = self.scoped
         names = self._check_names(registry, databases or ()) or None
+        if shard is not None:
+            names = in_shard(names or registry.databases, shard)
         graphs = graphs_for(registry, names)
         env = registry.environment(self.env).name
         rows = st.collect(registry, env, names, graphs=graphs)
@@ -713,6 +719,7 @@ class Project:
         with_deps: bool = False,
         ignore_deps: bool = False,
         read_live: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> Plan:
         """The upgrade plan from the live revisions: what :meth:`upgrade` would run.
 
@@ -746,6 +753,7 @@ class Project:
             with_deps=with_deps,
             ignore_deps=ignore_deps,
         )
+        planned = _sharded(planned, shard)
         _require_urls(targets, planned.names)
         return Plan(
             registry.environment(self.env).name,
@@ -756,7 +764,12 @@ class Project:
         )
 
     def plan_downgrade(
-        self, selectors: Sequence[str], *, force: bool = False, cascade: bool = False
+        self,
+        selectors: Sequence[str],
+        *,
+        force: bool = False,
+        cascade: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Plan:
         """The downgrade plan (explicit targets: DB@-1, DB@REV, DB@base), dependents first.
 
@@ -776,6 +789,7 @@ class Project:
         planned = plan_downgrade(
             registry, sels, graphs=graphs, currents=currents, force=force, cascade=cascade
         )
+        planned = _sharded(planned, shard)
         _require_urls(targets, planned.names)
         env = registry.environment(self.env).name
         return Plan(env, planned, tuple(statuses), targets, check_deps=not force)
@@ -896,6 +910,7 @@ class Project:
         with_deps: bool = False,
         ignore_deps: bool = False,
         yes: bool = False,
+        shard: tuple[int, int] | None = None,
         **options: Unpack[RunOptions],
     ) -> RunResult:
         """Plan and run an upgrade, dependencies before dependents.
@@ -906,7 +921,12 @@ class Project:
         :meth:`Plan.approve` and :meth:`run`).
         """
         plan = self.plan(
-            selectors, all=all, with_deps=with_deps, ignore_deps=ignore_deps, read_live=False
+            selectors,
+            all=all,
+            with_deps=with_deps,
+            ignore_deps=ignore_deps,
+            read_live=False,
+            shard=shard,
         )
         return self.run(plan, yes=yes, **options)
 
@@ -917,12 +937,13 @@ class Project:
         force: bool = False,
         cascade: bool = False,
         yes: bool = False,
+        shard: tuple[int, int] | None = None,
         **options: Unpack[RunOptions],
     ) -> RunResult:
         """Plan and run a downgrade to explicit targets, dependents first (see :meth:`upgrade`).
 
         *cascade*: see :meth:`plan_downgrade`."""
-        plan = self.plan_downgrade(selectors, force=force, cascade=cascade)
+        plan = self.plan_downgrade(selectors, force=force, cascade=cascade, shard=shard)
         return self.run(plan, yes=yes, **options)
 
     def stamp(
@@ -1175,6 +1196,17 @@ def init(
     from orch.authoring.scaffold import init_project
 
     return init_project(Path(directory), database, metadata)
+
+
+def _sharded(planned: planning.Plan, shard: tuple[int, int] | None) -> planning.Plan:
+    """*planned* with only the steps of *shard* (``--shard I/N``); the same plan for None."""
+    if shard is None:
+        return planned
+    from orch.planning.plan import Plan as Planned
+    from orch.planning.shards import in_shard
+
+    keep = set(in_shard(planned.names, shard))
+    return Planned(planned.direction, tuple(s for s in planned.steps if s.db in keep))
 
 
 def _with_tenants(view: Registry, env: str | None) -> Registry:

@@ -262,3 +262,26 @@ def report(state: Options, message: str, code: int, exc: BaseException | None) -
         import traceback
 
         click.echo(printable(redact("".join(traceback.format_exception(exc)))), err=True)
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    from orch.errors import UsageError
+    from orch.planning.shards import parse_shard
+
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--shard {value!r}: ")) from None
+
+
+def shard_option(f: F) -> F:
+    """``--shard I/N``: only the databases of shard I of N (see orch.planning.shards)."""
+    return click.option(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        callback=_shard,
+        help="Only the selected databases of shard I of N (a stable split by name).",
+    )(f)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.exceptions import Exit
 
-from orch.cli.app import cli, emit_json, err, global_options, options, out
+from orch.cli.app import cli, emit_json, err, global_options, options, out, shard_option
 
 
 @cli.command()
@@ -23,8 +23,11 @@ from orch.cli.app import cli, emit_json, err, global_options, options, out
     is_flag=True,
     help="Every environment as a matrix, all queried at once (each within connect_timeout).",
 )
+@shard_option
 @global_options
-def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
+def status(
+    databases: tuple[str, ...], check: bool, all_envs: bool, shard: tuple[int, int] | None
+) -> None:
     """Current revision, head, pending count and state of each database.
 
     Exit 0 when every database was read; 1 when any could not be read
@@ -72,7 +75,7 @@ def status(databases: tuple[str, ...], check: bool, all_envs: bool) -> None:
             if code:
                 err(f"orch: {problem}")
         raise Exit(code)
-    report = project.status(databases)
+    report = project.status(databases, shard=shard)
     code, problem = report.exit_code(check), report.problem(check)
     if st.json:
         doc = report.as_json()

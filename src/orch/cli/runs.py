@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.exceptions import Exit  # commands leave with Click's own Exit(code)
 
-from orch.cli.app import F, Options, cli, emit_json, err, global_options, options, out
+from orch.cli.app import (
+    F,
+    Options,
+    cli,
+    emit_json,
+    err,
+    global_options,
+    options,
+    out,
+    shard_option,
+)
 from orch.errors import EXIT_USAGE, OrchError, RefusedError, UsageError
 from orch.outcomes import Direction, OnFailure, Outcome
 
@@ -416,6 +426,7 @@ def _rollback_cell(r: DbResult) -> str:
 @_on_failure_opt(
     "downgrade every database this run changed back to where it started, dependents first"
 )
+@shard_option
 @_jobs_opt
 @_lock_opt
 @_yes_opt
@@ -430,6 +441,7 @@ def upgrade(
     fail_fast: bool,
     retry: str | None,
     on_failure: str,
+    shard: tuple[int, int] | None,
     jobs: int | None,
     lock_timeout: float | None,
     yes: bool,
@@ -473,6 +485,8 @@ def upgrade(
         )
     project = st.project()
     if to is not None:
+        if shard is not None:
+            raise click.UsageError("--shard splits selected databases; a release takes them all")
         plan = project.plan_to(to, "upgrade")
     else:
         plan = project.plan(
@@ -481,6 +495,7 @@ def upgrade(
             with_deps=with_deps,
             ignore_deps=ignore_deps,
             read_live=project.protected and not yes,  # the plan is shown
+            shard=shard,
         )
     notes = [f"release: every database to {to}"] if to is not None else []
     if on_failure == "rollback":
@@ -524,6 +539,7 @@ def upgrade(
     "upgrade every database this run changed back to exactly the revisions it started at, "
     "dependencies first"
 )
+@shard_option
 @_jobs_opt
 @_lock_opt
 @_yes_opt
@@ -537,6 +553,7 @@ def downgrade(
     keep_new: bool,
     fail_fast: bool,
     on_failure: str,
+    shard: tuple[int, int] | None,
     jobs: int | None,
     lock_timeout: float | None,
     yes: bool,
@@ -557,9 +574,11 @@ def downgrade(
         _sql_preview(st, "downgrade", selectors, from_, out_dir, force=force, cascade=cascade)
     project = st.project()
     if to is not None:
+        if shard is not None:
+            raise click.UsageError("--shard splits selected databases; a release takes them all")
         plan = project.plan_to(to, "downgrade", keep_new=keep_new)
     else:
-        plan = project.plan_downgrade(selectors, force=force, cascade=cascade)
+        plan = project.plan_downgrade(selectors, force=force, cascade=cascade, shard=shard)
     notes = [f"release: every database to {to}"] if to is not None else []
     if on_failure == "rollback":
         notes.append("on failure: every database this run changed goes back up to where it started")
