@@ -586,3 +586,74 @@ def test_four_shards_and_one_unsharded_runner_at_once(tmp_path: Path) -> None:
         assert version_of(url) == [rev_id("tenant", 2)]
         applied = [x["revision"] for x in log_rows(url) if x["outcome"] == "ok" and x["revision"]]
         assert sorted(applied) == [rev_id("tenant", 1), rev_id("tenant", 2)], t
+
+
+# ------------------------------------------------------------ fleet output
+
+
+def big_fleet(root: Path, n: int = 60) -> tuple[Project, list[str]]:
+    names = [f"t{i:02d}" for i in range(n)]
+    names[7] = "t07-bad"
+    project = rollout_fleet(root, names, None)
+    for f in (root / "migrations" / "tenant").glob("*.py"):
+        f.write_text(f.read_text().replace('if "bad"', 'if os.environ.get("FAIL_BAD") and "bad"'))
+    return project, names
+
+
+def test_more_than_50_databases_print_counts_then_what_needs_attention(tmp_path: Path) -> None:
+    project, names = big_fleet(tmp_path / "p")
+    r = project.orch("upgrade", "--all", env={"FAIL_BAD": "1"})
+    assert r.exit_code == 1
+    lines = r.stdout.splitlines()
+    assert lines[0] == "60 databases: 59 done, 1 failed"  # in order of first appearance
+    assert lines[1].split() == ["DATABASE", "OUTCOME", "FROM", "TO", "STEPS", "TIME", "DETAIL"]
+    assert len(lines) == 3 and lines[2].startswith("tenant:t07-bad  failed")
+    assert "/60 done" not in r.stderr  # no progress line when stderr is not a terminal
+    status = project.orch("status")
+    assert status.stdout.splitlines()[:2] == [
+        "environment: dev",
+        "60 databases: 59 up_to_date, 1 behind",
+    ]
+    rows = status.stdout.splitlines()[3:]
+    assert len(rows) == 1 and rows[0].startswith("tenant:t07-bad  behind")
+    full = project.orch("status", "--json").json()["databases"]
+    assert len(full) == 60
+    again = project.orch("upgrade", "--all", "--json")
+    assert len(again.json()["databases"]) == 60
+    quiet = project.orch("upgrade", "--all")
+    assert quiet.stdout.splitlines() == ["60 databases: 60 unchanged"]
+
+
+def test_the_progress_line_is_on_a_terminal_s_stderr_only(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    project, _names = big_fleet(tmp_path / "p")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orch", "upgrade", "--all", "--jobs", "2"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
+    os.close(slave)
+    stdout, _ = proc.communicate(timeout=600)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode()
+    assert "/60 done, 0 failed" in text and "s elapsed" in text
+    assert "60/60 done" in text
+    assert stdout.splitlines() == ["60 databases: 60 done"]
+    assert "done, 0 failed" not in stdout

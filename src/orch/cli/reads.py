@@ -83,6 +83,9 @@ def status(
             doc["error"], doc["exit_code"] = problem, code
         emit_json(doc)
     else:
+        from orch.cli.fleet import counts, is_fleet
+
+        fleet = is_fleet(len(report))  # counts, then only the rows that need attention
         rows = [
             [
                 s.name,
@@ -93,14 +96,19 @@ def status(
                 s.error or s.url or "",
             ]
             for s in report
+            if not fleet or s.state != State.UP_TO_DATE
         ]
         out(f"environment: {report.environment}")
         headers = ["DATABASE", "STATE", "CURRENT", "HEAD", "PENDING", "URL / ERROR"]
+        shown = [s for s in report if not fleet or s.state != State.UP_TO_DATE]
         if report.tagged:  # releases.yaml has releases: which one each database is at
             headers.insert(5, "RELEASE")
-            for row, s in zip(rows, report, strict=True):
+            for row, s in zip(rows, shown, strict=True):
                 row.insert(5, s.release or "-")
-        out(table(headers, rows))
+        if fleet:
+            out(counts(s.state for s in report))
+        if rows or not fleet:
+            out(table(headers, rows))
         if report.absent and not databases:
             out(f"not part of {report.environment} (URL null): {', '.join(report.absent)}")
         if report.tagged:

@@ -313,16 +313,22 @@ def _plan_rows(plan: Plan) -> list[list[str]]:
 def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options: Any) -> NoReturn:
     """Run *plan* (:meth:`orch.service.Project.run`), print the summary, exit with its code.
 
-    Progress goes to stderr as each database finishes (not with ``--json``).
+    Progress goes to stderr as each database finishes (not with ``--json``);
+    for a fleet on a terminal, one live line instead (see :mod:`orch.cli.fleet`).
     """
+    from orch.cli.fleet import Progress
+
+    progress = Progress(len(plan.names))
 
     def on_result(r: DbResult) -> None:
-        if st.json:
-            return
-        for line in r.lines:
-            err(line)
-        if not r.outcome.ok and r.error:
-            err(f"{r.name}: {r.outcome}: {r.error}")
+        progress.clear()
+        if not st.json:
+            if not progress.on:  # a fleet on a terminal: only what needs attention
+                for line in r.lines:
+                    err(line)
+            if not r.outcome.ok and r.error:
+                err(f"{r.name}: {r.outcome}: {r.error}")
+        progress.update(r.outcome.ok)
 
     def on_rollback(why: str, names: Sequence[str]) -> None:
         if not st.json:
@@ -339,6 +345,7 @@ def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options:
         on_rollback=on_rollback,
         **run_options,
     )
+    progress.clear()
     _report_run(st, result)
     raise Exit(result.exit_code)
 
@@ -353,8 +360,15 @@ def _report_run(st: Options, result: RunResult) -> None:
     headers = ["DATABASE", "OUTCOME", "FROM", "TO", "STEPS", "TIME", "DETAIL"]
     if result.rolled_back:
         headers.insert(4, "ROLLBACK")
+    from orch.cli.fleet import counts, is_fleet
+
+    fleet = is_fleet(len(result.databases))
+    if fleet:  # counts, then only the rows that need attention (--json has every row)
+        out(counts(r.outcome for r in result))
     rows = []
     for r in result:
+        if fleet and r.outcome.ok and r.rollback is None:
+            continue
         detail = ""
         if not r.outcome.ok:
             detail = (f"{r.revision}: " if r.revision else "") + (r.error or "")
@@ -375,7 +389,8 @@ def _report_run(st: Options, result: RunResult) -> None:
             if undo:
                 err(f"{r.name}: {undo}")
         rows.append(row)
-    out(table(headers, rows))
+    if rows or not fleet:
+        out(table(headers, rows))
     if result.interrupted:
         err(
             f"orch: {result.stop_reason}: stopped after the revisions in flight "
