@@ -657,3 +657,42 @@ def test_the_progress_line_is_on_a_terminal_s_stderr_only(tmp_path: Path) -> Non
     assert "60/60 done" in text
     assert stdout.splitlines() == ["60 databases: 60 done"]
     assert "done, 0 failed" not in stdout
+
+
+# ------------------------------------------------------------ status --all-envs
+
+
+def test_status_all_envs_shows_each_fleet_as_one_row_of_counts(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    command = "if [ {env} = dev ]; then printf 'a\\nb\\n'; else printf 'a\\nb\\nc\\n'; fi"
+    project = fleet_project(root, f"sqlite:///{root}/dev/{{tenant}}.db", {"command": command})
+    (root / "dev").mkdir()
+    (root / "staging").mkdir()
+    data = project.registry()
+    data["environments"]["staging"] = {
+        "urls": {
+            "core": f"sqlite:///{root}/staging/core.db",
+            "tenant": f"sqlite:///{root}/staging/{{tenant}}.db",
+        }
+    }
+    data["environments"]["broken"] = {
+        "urls": {"core": f"sqlite:///{root}/core.db", "tenant": "${NO_SUCH_URL}"}
+    }
+    data["databases"]["tenant"]["tenants"] = {"command": command}
+    project.write_registry(data)
+    assert project.orch("upgrade", "tenant:a", "--with-deps").exit_code == 0
+    r = project.orch("status", "--all-envs")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["DATABASE", "dev", "staging", "broken"]
+    assert lines[2].split("  ")[0] == "tenant"
+    row = [c.strip() for c in lines[2].split("  ") if c.strip()]
+    assert row == [
+        "tenant",
+        "2 tenants: 1 up_to_date, 1 behind",
+        "3 tenants: 3 behind",
+        "3 tenants: 3 unconfigured",
+    ]
+    doc = project.orch("status", "--all-envs", "--json").json()
+    dev = doc["environments"][0]["databases"]
+    assert [d["name"] for d in dev] == ["core", "tenant:a", "tenant:b"]
+    assert len(doc["environments"][1]["databases"]) == 4

@@ -151,9 +151,21 @@ class StatusMatrix:
 
     databases: tuple[str, ...]  # the rows, in registry order
     environments: tuple[StatusReport, ...]
+    # the rows that are fleets: each environment's report has one entry per tenant
+    # (FLEET:TENANT), or one entry named FLEET when its tenants could not be listed
+    fleets: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[StatusReport]:
         return iter(self.environments)
+
+    def fleet_counts(self, fleet: str, report: StatusReport) -> dict[str, int]:
+        """How many of *fleet*'s tenants are in each state in *report*'s environment."""
+        out: dict[str, int] = {}
+        prefix = fleet + ":"
+        for s in report:
+            if s.name.startswith(prefix) or s.name == fleet:
+                out[s.state] = out.get(s.state, 0) + 1
+        return out
 
     def problem(self, check: bool = False) -> str:
         cells = [(f"{r.environment}/{s.name}", s) for r in self.environments for s in r]
@@ -545,8 +557,12 @@ class Project:
         from orch.queries import status as st
 
         registry = self.registry
-        self._check_names(registry, databases or ())
+        for name in databases or ():
+            registry.database(name)  # UsageError naming it (a fleet by its own name)
         names = list(databases) if databases else None
+        fleets = [n for n in names or registry.databases if registry.databases[n].is_fleet]
+        if fleets:  # each environment's tenants, read for that environment
+            return self._status_all_fleets(names, fleets)
         graphs = graphs_for(registry, names)
         reports = []
         for env, rows in st.collect_all(registry, names, graphs=graphs):
@@ -571,6 +587,42 @@ class Project:
             s.release = releases.matching({s.name: s.current})
         release = releases.matching(currents) if currents else None
         return dataclasses.replace(report, release=release, tagged=True)
+
+    def _status_all_fleets(self, names: list[str] | None, fleets: list[str]) -> StatusMatrix:
+        """``status_all`` of a registry with fleets: the other databases as always, each
+        fleet's tenants listed and read per environment (a source that fails there makes
+        that environment's fleet cell ``unconfigured``, saying why)."""
+        from orch.errors import OrchError
+        from orch.planning.live import graphs_for
+        from orch.queries import status as st
+        from orch.queries.status import DbStatus
+
+        registry = self.registry
+        rows = list(names or registry.databases)
+        plain = [n for n in rows if n not in fleets]
+        reports = []
+        by_env: dict[str, list[DbStatus]] = {env: [] for env in registry.environments}
+        if plain:
+            graphs = graphs_for(registry, plain)
+            for env, found in st.collect_all(registry, plain, graphs=graphs):
+                by_env[env] += found
+        for env, spec in registry.environments.items():
+            present = [f for f in fleets if f not in spec.absent]
+            if present:
+                try:
+                    view = _with_tenants(registry.in_environment(env), env)
+                    members = [m for f in present for m in view.fleets.get(f, ())]
+                    if members:
+                        graphs = graphs_for(view, members)
+                        by_env[env] += st.collect(view, env, members, graphs=graphs)
+                except OrchError as exc:
+                    for f in present:
+                        by_env[env].append(
+                            DbStatus(f, None, None, [], None, State.UNCONFIGURED, str(exc))
+                        )
+            absent = [n for n in rows if n in spec.absent]
+            reports.append(StatusReport(env, tuple(by_env[env]), tuple(absent)))
+        return StatusMatrix(tuple(rows), tuple(reports), tuple(fleets))
 
     def history(self, database: str) -> History:
         """The revisions of *database*, newest first, the ones applied here marked."""

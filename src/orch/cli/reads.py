@@ -53,6 +53,18 @@ def status(
             for name in matrix.databases:
                 row = [name]
                 for report in matrix:
+                    if name in matrix.fleets:  # one row of counts for the whole fleet
+                        found = matrix.fleet_counts(name, report)
+                        whole = next((s for s in report if s.name == name), None)
+                        if name in report.absent:
+                            row.append("absent")
+                        elif whole is not None:  # its tenants could not be listed
+                            row.append(whole.state)
+                        else:
+                            total = sum(found.values())
+                            parts = ", ".join(f"{n} {w}" for w, n in found.items())
+                            row.append(f"{total} tenants: {parts}" if found else "0 tenants")
+                        continue
                     cell = next((s for s in report if s.name == name), None)
                     if cell is None:  # not part of that environment (its URL is null)
                         row.append("absent")

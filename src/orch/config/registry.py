@@ -47,6 +47,10 @@ IDENT_RULE = "letters, digits and '_', not starting with a digit"
 #: resolving a path of 100,000 components takes minutes
 MAX_URL = 4096
 VAR_RE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+FLEET_URL_RULE = (
+    "a database with tenants needs {tenant} in its URL (a database or file per tenant) "
+    "or a schema with {tenant} (a schema per tenant)"
+)
 HOOK_NAMES = ("before_upgrade", "after_upgrade", "before_downgrade", "after_downgrade")
 
 TOP_KEYS = {"version", "default_env", "prepend_sys_path", "settings", "databases", "environments"}
@@ -363,6 +367,10 @@ class Registry:
                 out.append(Target(db, env.name, None, str(exc)))
                 continue
             if db.tenant is not None:
+                if PLACEHOLDER not in url and not db.schema:
+                    reason = f"{key}: {FLEET_URL_RULE} (once its variables are substituted)"
+                    out.append(Target(db, env.name, None, reason))
+                    continue
                 url = url.replace(PLACEHOLDER, db.tenant)
                 written = written.replace(PLACEHOLDER, db.tenant)
                 if db.schema and not driver_problem(url):
@@ -965,12 +973,9 @@ def parse_registry(path: Path) -> Registry:
                 )
                 continue
             fleet = databases[dbname].tenants is not None
-            if fleet and PLACEHOLDER not in url and not databases[dbname].schema:
-                c.add(
-                    ukey,
-                    "a database with tenants needs {tenant} in its URL (a database or file "
-                    "per tenant) or a schema with {tenant} (a schema per tenant)",
-                )
+            spelled = not VAR_RE.search(url)  # a variable's value is checked when used
+            if fleet and spelled and PLACEHOLDER not in url and not databases[dbname].schema:
+                c.add(ukey, FLEET_URL_RULE)
                 continue
             if not fleet and PLACEHOLDER in url:
                 c.add(ukey, "{tenant} belongs in the URL of a database with tenants")
