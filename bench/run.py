@@ -419,6 +419,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--fleet-revs", type=int, help="revisions of the fleet's shared directory (default 20)"
     )
+    ap.add_argument(
+        "--fleet-schemas",
+        type=int,
+        help="tenants as schemas of one PostgreSQL database (default 1000; 0 skips)",
+    )
+    ap.add_argument(
+        "--fleet-tenant-dbs",
+        type=int,
+        help="tenants as PostgreSQL databases (default 200; 0 skips)",
+    )
     ap.add_argument("--repeat", type=int, help="runs per figure; the median is shown (default 3)")
     ap.add_argument(
         "--pg-url", default=DEFAULT_PG, help="PostgreSQL server (a role that may CREATE DATABASE)"
@@ -436,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet = a.fleet if a.fleet is not None else (4 if q else 200)
     fleet_revs = a.fleet_revs or (3 if q else 20)
     repeat = a.repeat or (1 if q else 3)
+    fleet_schemas = a.fleet_schemas if a.fleet_schemas is not None else (6 if q else 1000)
+    fleet_dbs = a.fleet_tenant_dbs if a.fleet_tenant_dbs is not None else (3 if q else 200)
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
@@ -653,6 +665,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"< {max_conn // 2} (max_connections {max_conn})",
                         most < max_conn // 2,
                     )
+                )
+            if fleet_schemas or fleet_dbs:
+                import fleets
+
+                fleets.scenarios(
+                    pg,
+                    out,
+                    env,
+                    repeat,
+                    fleet_schemas,
+                    fleet_dbs,
+                    compare=compare,
+                    variant=Variant,
+                    run_once=run_once,
+                    row=Row,
+                    rows=rows,
+                    goals=goals,
+                    progress=progress,
                 )
     finally:
         if pg is not None:
