@@ -137,8 +137,10 @@ def scenarios(
             url = pg.url_of(db)
             script = "".join(_setup_sql(f"tenant_{t}") for t in tenants)
 
-            def reset(db: str = db, script: str = script) -> None:
+            def reset_schemas(db: str = db, script: str = script) -> None:
                 pg.run_in(db, script)
+
+            reset: Callable[[], None] = reset_schemas
 
             job: dict[str, Any] = {"url": url, "schemas": [f"tenant_{t}" for t in tenants]}
         else:
@@ -148,11 +150,13 @@ def scenarios(
             url = pg.url_of(pg.prefix + "fdb_TENANT").replace("TENANT", "{tenant}")
             script = _setup_sql(None)
 
-            def reset(names: list[str] = names, script: str = script) -> None:
+            def reset_databases(names: list[str] = names, script: str = script) -> None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 with ThreadPoolExecutor(8) as ex:
                     list(ex.map(lambda each: pg.run_in(each, script), names))
+
+            reset = reset_databases
 
             job = {"urls": [pg.url_of(name) for name in names]}
         root = make_fleet(out / f"fleet-{kind}", url, tenants, schema=kind == "schemas")

@@ -696,3 +696,13 @@ def test_status_all_envs_shows_each_fleet_as_one_row_of_counts(tmp_path: Path) -
     dev = doc["environments"][0]["databases"]
     assert [d["name"] for d in dev] == ["core", "tenant:a", "tenant:b"]
     assert len(doc["environments"][1]["databases"]) == 4
+
+
+def test_history_of_a_tenant_and_of_a_fleet(sqlite_fleet: Project) -> None:
+    (sqlite_fleet.root / "tenants").mkdir()
+    assert sqlite_fleet.orch("upgrade", "tenant:acme", "--with-deps").exit_code == 0
+    one = sqlite_fleet.orch("history", "tenant:acme", "--json").json()
+    assert one["current"] == [rev_id("tenant", 2)]
+    fleet = sqlite_fleet.orch("history", "tenant", "--json").json()
+    assert fleet["current"] is None
+    assert "name one (tenant:TENANT)" in fleet["error"]

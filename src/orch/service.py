@@ -625,9 +625,30 @@ class Project:
         return StatusMatrix(tuple(rows), tuple(reports), tuple(fleets))
 
     def history(self, database: str) -> History:
-        """The revisions of *database*, newest first, the ones applied here marked."""
-        from orch.queries.history import history
+        """The revisions of *database*, newest first, the ones applied here marked.
 
+        A tenant (``tenant:acme``) is marked from its own database or schema; a
+        fleet's own name lists its revisions unmarked (which tenant's would it be?).
+        """
+        from orch.queries.history import History, entries, history
+
+        fleet, sep, _tenant = database.partition(":")
+        spec = self.registry.databases.get(fleet)
+        if spec is not None and spec.is_fleet and fleet not in self.environment.absent:
+            if sep:
+                return history(self.scoped, self.env, database)
+            from orch.planning.live import graphs_for
+
+            graph = graphs_for(self.registry, [fleet])[fleet]
+            return History(
+                database=fleet,
+                environment=self.environment_name,
+                current=None,
+                heads=graph.heads,
+                state=State.UNCONFIGURED,
+                error=f"{fleet} has tenants: name one ({fleet}:TENANT) to see what is applied",
+                entries=tuple(entries(graph, None)),
+            )
         return history(self.registry, self.env, database)
 
     def log(self, databases: Sequence[str] | None = None, limit: int | None = 50) -> LogReport:
