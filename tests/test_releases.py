@@ -586,3 +586,15 @@ def test_cascade_goes_just_far_enough_from_literals() -> None:
     )
     order = [rev for s in plan.steps for rev in s.revisions]
     assert order == ["a3", "a2", "c3", "c2", "a1", "c1"]
+
+
+def test_progress_lines_come_in_run_order(tmp_path: Path) -> None:
+    project = sqlite_aba(tmp_path)
+    r = project.orch("upgrade", "--all")
+    assert r.exit_code == 0, r.stderr
+    heads = [line.split(" (")[0] for line in r.stderr.splitlines() if ": upgrade " in line]
+    assert heads == [
+        "core: upgrade base -> r1",
+        "analytics: upgrade base -> head",
+        "core: upgrade r1 -> head",
+    ]

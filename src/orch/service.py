@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         fail_fast: bool
         on_failure: str
         on_result: Callable[[DbResult], None] | None
+        on_step: Callable[[DbResult], None] | None
         on_note: Callable[[str], None] | None
         on_rollback: Callable[[str, list[str]], None] | None
         handle_signals: bool
@@ -1035,6 +1036,7 @@ class Project:
         fail_fast: bool = False,
         on_failure: str = OnFailure.STOP,
         on_result: Callable[[DbResult], None] | None = None,
+        on_step: Callable[[DbResult], None] | None = None,
         on_note: Callable[[str], None] | None = None,
         on_rollback: Callable[[str, list[str]], None] | None = None,
         handle_signals: bool = True,
@@ -1043,7 +1045,8 @@ class Project:
 
         Failures are outcomes, not exceptions: each database's
         :class:`~orch.outcomes.Outcome` is in the result, with the run's exit
-        code.  *on_result* is called as each database finishes; *on_note* with
+        code.  *on_result* is called as each database finishes (*on_step* as each
+        step does: a database whose run interleaves with another's has several); *on_note* with
         a line worth telling (``jobs`` capped); *on_rollback* with why and which
         databases when a rollback starts.
         *handle_signals*: SIGINT/SIGTERM (main thread only) finish the
@@ -1084,6 +1087,7 @@ class Project:
                 lock_timeout=lock_timeout,
                 fail_fast=fail_fast,
                 on_result=on_result,
+                on_step=on_step,
                 run_id=run_id,
                 check_deps=plan.check_deps,
                 # a release plan has no database-level rule but keeps the requirements
@@ -1091,7 +1095,15 @@ class Project:
             )
             if policy == OnFailure.ROLLBACK and rollback.wanted(results, stop.requested()):
                 rolled_back = self._roll_back(
-                    plan, results, stop, jobs, lock_timeout, run_id, on_result, on_rollback
+                    plan,
+                    results,
+                    stop,
+                    jobs,
+                    lock_timeout,
+                    run_id,
+                    on_result,
+                    on_rollback,
+                    on_step,
                 )
         code = exit_code(results)
         if stop.exit_code is not None:
@@ -1116,6 +1128,7 @@ class Project:
         run_id: str,
         on_result: Callable[[DbResult], None] | None,
         on_rollback: Callable[[str, list[str]], None] | None,
+        on_step: Callable[[DbResult], None] | None = None,
     ) -> bool:
         """Undo a failed run (see :mod:`orch.run.rollback`); each outcome is attached to its
         database's result."""
@@ -1140,6 +1153,7 @@ class Project:
             jobs=jobs,
             lock_timeout=lock_timeout,
             on_result=on_result,
+            on_step=on_step,
             run_id=run_id,
             purpose="rollback",
         ):

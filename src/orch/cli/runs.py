@@ -320,14 +320,17 @@ def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options:
 
     progress = Progress(len(plan.names))
 
+    def on_step(r: DbResult) -> None:
+        # as each step ends: an interleaved database's lines in run order; a fleet on a
+        # terminal shows only what needs attention (on_result)
+        if not st.json and not progress.on:
+            for line in r.lines:
+                err(line)
+
     def on_result(r: DbResult) -> None:
         progress.clear()
-        if not st.json:
-            if not progress.on:  # a fleet on a terminal: only what needs attention
-                for line in r.lines:
-                    err(line)
-            if not r.outcome.ok and r.error:
-                err(f"{r.name}: {r.outcome}: {r.error}")
+        if not st.json and not r.outcome.ok and r.error:
+            err(f"{r.name}: {r.outcome}: {r.error}")
         progress.update(r.outcome.ok)
 
     def on_rollback(why: str, names: Sequence[str]) -> None:
@@ -341,6 +344,7 @@ def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options:
         plan,
         yes=yes,
         on_result=on_result,
+        on_step=on_step,
         on_note=lambda note: err(f"orch: {note}"),
         on_rollback=on_rollback,
         **run_options,

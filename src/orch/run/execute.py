@@ -862,6 +862,7 @@ def execute(
     lock_timeout: float | None = None,
     fail_fast: bool = False,
     on_result: Callable[[DbResult], None] | None = None,
+    on_step: Callable[[DbResult], None] | None = None,
     run_id: str | None = None,
     purpose: str = "",
     check_deps: bool = False,
@@ -874,7 +875,9 @@ def execute(
     starts nothing new.  *run_id* groups the audit rows of a run and its
     rollback.  *check_deps* checks the dependency rule again under each
     database's lock (see :func:`_dependency_rule`); the CLI passes it unless
-    ``--ignore-deps``/``--force``.
+    ``--ignore-deps``/``--force``.  *on_result* gets each database's result
+    once its last step has ended (all its steps merged); *on_step* each step's
+    as it ends, for progress in the order things happen.
     """
     from orch.run.hooks import timestamp
     from orch.store.audit import git_commit
@@ -936,6 +939,8 @@ def execute(
             over = rollout.finished(r.name, r.outcome)
             if over and not stop:
                 stop, why_stop = True, over
+        if on_step is not None:  # each step as it ends (a database may have several)
+            on_step(r)
         if on_result is not None and (len(steps) == len(plan.names) or _last_of(key, r)):
             on_result(_merged(r.name, [results[k] for k in order if k in results]))
         if r.outcome.blocking:
