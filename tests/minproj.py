@@ -115,8 +115,8 @@ def version_of(url: str) -> list[str]:
         eng.dispose()
 
 
-def log_rows(url: str, table: str = "orch_log") -> list[dict[str, Any]]:
-    """orch's log rows in insertion order."""
+def log_rows(url: str, table: str = "orch_log", *, every: bool = False) -> list[dict[str, Any]]:
+    """orch's log rows of steps in insertion order (*every*: the table's version row too)."""
     from sqlalchemy import create_engine, inspect, text
     from sqlalchemy.pool import NullPool
 
@@ -125,6 +125,7 @@ def log_rows(url: str, table: str = "orch_log") -> list[dict[str, Any]]:
         with eng.connect() as c:
             if not inspect(c).has_table(table):
                 return []
-            return [dict(r._mapping) for r in c.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+            found = c.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+            return [dict(r._mapping) for r in found if every or r.db]
     finally:
         eng.dispose()

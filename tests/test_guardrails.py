@@ -63,7 +63,8 @@ def log_rows(url: str) -> list[dict[str, Any]]:
         return []
     eng = create_engine(url, poolclass=NullPool)
     with eng.connect() as c:
-        return [dict(r._mapping) for r in c.execute(text("SELECT * FROM orch_log ORDER BY id"))]
+        found = c.execute(text("SELECT * FROM orch_log ORDER BY id"))
+        return [dict(r._mapping) for r in found if r.db]  # not the table's version row
 
 
 def urls_for(backend: str, make_db: Callable[..., str], tmp_path: Path) -> dict[str, str]:

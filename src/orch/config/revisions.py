@@ -252,6 +252,24 @@ def read_source(path: str | os.PathLike[str]) -> str:
             raise GraphError(f"{path}: cannot read revision file: {exc}") from exc
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 (hex) of a revision file's bytes: what orch records when it applies it.
+
+    Bytes, not decoded text: one changed character, a changed line ending or
+    encoding is an edit too (orch cannot tell which edits matter).
+    """
+    import hashlib
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 16):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
 def scan_directory(directory: Path) -> dict[str, Rev]:
     """Every revision in *directory* (not recursive, like Alembic's default)."""
     revs: dict[str, Rev] = {}
@@ -309,6 +327,27 @@ class Graph:
             for label in r.branch_labels:
                 self._labels[label] = r.revision
         self._script_factory: Callable[[], Any] | None = None
+        self._sha256: dict[str, str] = {}
+
+    def sha256(self, rev: str) -> str | None:
+        """The sha256 of *rev*'s file now (None: no such revision, or no readable file).
+
+        Cached for the graph's life (one command): databases sharing the
+        directory (a fleet) hash each file once.  A missing file is None, not
+        an error: ``status`` must still show the database.
+        """
+        found = self._sha256.get(rev)
+        if found is not None:
+            return found
+        r = self.revs.get(rev)
+        if r is None or not r.path:
+            return None
+        try:
+            digest = file_sha256(r.path)
+        except OSError:
+            return None
+        self._sha256[rev] = digest
+        return digest
 
     def bind_script(self, factory: Callable[[], Any]) -> None:
         """Resolve targets with the ScriptDirectory *factory* returns: the one that runs.

@@ -9,6 +9,22 @@ back, the row is the evidence of a crash or failure half-way: the database is
 ``dirty`` until an operator repairs it and stamps.  On PostgreSQL and SQLite a
 killed run's ``running`` row is closed as interrupted (rolled back) by the
 next run; the database is not dirty.
+
+The table has a shape version of its own (:data:`TABLE_VERSION`), kept in a
+row of its own (direction ``table_version``, database ``""``, which every
+reader, older orchs' included, filters out; no such row means version 1, the
+shape before orch recorded file hashes).  A row rather than a table beside
+it: nothing new for autogenerate, ``orch test`` or a DBA to exclude.  A
+newer orch upgrades an older table in place under the migration lock
+(:meth:`AuditLog.ensure`), keeping every row; an older orch that meets a
+newer table refuses to write (:class:`TableTooNew`) and still reads it
+(``status``, ``log``).
+
+Each applied revision's row carries the sha256 of its file's bytes
+(``sha256``); ``adopt`` rows record a baseline for revisions applied before
+orch recorded hashes (by plain Alembic, or by an older orch), ``accept``
+rows an operator's acceptance of an edited file.  :func:`recorded_hashes`
+reads, per revision, the last of these.
 """
 
 from __future__ import annotations
@@ -21,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch import __version__
-from orch.backends import for_url
+from orch.backends import describe_error, for_url
+from orch.errors import EXIT_USAGE, OrchError
 from orch.redact import redact
 from orch.store.db import os_user
 
@@ -32,6 +49,17 @@ if TYPE_CHECKING:
     from orch.config.registry import Registry
 
 MIGRATION_DIRECTIONS = ("upgrade", "downgrade", "stamp")
+#: the directions of rows whose ``sha256`` says what a revision's file was when it ran here
+#: (``upgrade``), when orch first saw it applied (``adopt``), or when an operator accepted
+#: its edit (``accept``)
+HASH_DIRECTIONS = ("upgrade", "adopt", "accept")
+#: the shape of the audit table this orch writes (1: before the ``sha256`` column)
+TABLE_VERSION = 2
+#: the ``direction`` of the row that says the table's version (in ``detail``); its ``db`` is
+#: ``""``, which no database is called, so no reader of a database's rows ever sees it
+VERSION_ROW = "table_version"
+#: why an ``adopt`` row was written (its ``detail``)
+ADOPTED = "baseline: applied before orch recorded file hashes"
 #: ``detail`` of a failed revision row when none of its statements had run: not dirty
 NOTHING_APPLIED = "nothing applied"
 
@@ -59,8 +87,80 @@ def log_table(name: str, schema: str | None) -> Table:
         Column("error", Text, nullable=True),
         Column("detail", Text, nullable=True),
         Column("git_commit", String(40), nullable=True),
+        Column("sha256", String(64), nullable=True),  # version 2
         schema=schema,
     )
+
+
+class TableTooNew(OrchError):
+    """The audit table was upgraded by a newer orch: this one must not write to it.
+
+    Reading stays possible (its rows keep every column this orch knows);
+    writing could drop what the newer shape relies on.
+    """
+
+    exit_code = EXIT_USAGE
+
+
+def table_version(conn: Connection, table_name: str, schema: str | None) -> int:
+    """The shape version of the audit table (0: no table yet; 1: one without a version row)."""
+    from sqlalchemy import inspect, select
+
+    if not inspect(conn).has_table(table_name, schema=schema):
+        return 0
+    t = log_table(table_name, schema)
+    found = conn.execute(
+        select(t.c.detail).where(t.c.db == "", t.c.direction == VERSION_ROW)
+    ).scalars()
+    versions = [int(v) for v in found if v and str(v).isdigit()]
+    return max(versions, default=1)
+
+
+def too_new_message(found: int, table_name: str) -> str:
+    return (
+        f"orch's audit table {table_name} is at version {found}, written by a newer orch; "
+        f"this orch ({__version__}) knows table version {TABLE_VERSION} at most and does not "
+        "write to it: upgrade orch (status and log still read it); nothing was changed"
+    )
+
+
+def upgrade_table(conn: Connection, table_name: str, schema: str | None, found: int) -> None:
+    """Bring an audit table of version *found* to :data:`TABLE_VERSION`, keeping every row.
+
+    Call under the migration lock with no transaction open; commits.  On
+    PostgreSQL and SQLite the steps run in one transaction (all or nothing).
+    MySQL/MariaDB commit each DDL statement implicitly, so there every step
+    is idempotent (a column is added only if missing, the version row is
+    written last): a run that dies half-way leaves the table at its old
+    version with some steps done, and the next run finishes them.
+    """
+    from sqlalchemy import inspect, text
+
+    t = log_table(table_name, schema)
+    name = conn.dialect.identifier_preparer.format_table(t)
+    if found < 2:
+        columns = {c["name"] for c in inspect(conn).get_columns(table_name, schema=schema)}
+        if "sha256" not in columns:
+            conn.execute(text(f"ALTER TABLE {name} ADD COLUMN sha256 VARCHAR(64) NULL"))
+    conn.execute(t.delete().where(t.c.db == "", t.c.direction == VERSION_ROW))
+    at = now()
+    conn.execute(
+        t.insert().values(
+            run_id="",
+            db="",
+            env="",
+            revision=None,
+            direction=VERSION_ROW,
+            started_at=at,
+            finished_at=at,
+            outcome="ok",
+            os_user=os_user(),
+            host=socket.gethostname(),
+            orch_version=__version__,
+            detail=str(TABLE_VERSION),
+        )
+    )
+    conn.commit()
 
 
 def now() -> dt.datetime:
@@ -86,6 +186,7 @@ class LogRow:
     error: str | None
     detail: str | None
     git_commit: str | None = None
+    sha256: str | None = None  # the revision file's hash (upgrade, adopt, accept rows)
     interrupted: bool = False  # a ``running`` row whose run no longer holds the lock
 
     def as_json(self) -> dict[str, Any]:
@@ -105,6 +206,7 @@ class LogRow:
             "host": self.host,
             "orch_version": self.orch_version,
             "git_commit": self.git_commit,
+            "sha256": self.sha256,
             "error": self.error,
             "detail": self.detail,
         }
@@ -163,27 +265,48 @@ class AuditLog:
         )
 
     def ensure(self) -> None:
-        """Create the table if needed; call under the migration lock, then commit.
+        """Create the table, or upgrade an older one; call under the migration lock.
+
+        Commits.  Raises :class:`TableTooNew` (nothing written) when a newer
+        orch has upgraded the table beyond :data:`TABLE_VERSION`.
 
         Two orch databases may share one server database (different version
-        tables, so different locks) and race to create the shared table: the
-        loser sees an error, rolls back and finds the table there.
+        tables, so different locks) and race to create or upgrade the shared
+        table: the loser sees an error, rolls back and finds the work done.
         """
-        from sqlalchemy import inspect
-
+        name, schema = self.table.name, self.table.schema
+        found = table_version(self.conn, name, schema)
+        self.conn.commit()
+        if found == TABLE_VERSION:
+            return
+        if found > TABLE_VERSION:
+            raise TableTooNew(too_new_message(found, name))
         try:
-            self.table.create(self.conn, checkfirst=True)
-            self.conn.commit()
+            if found == 0:
+                self.table.create(self.conn, checkfirst=True)
+            upgrade_table(self.conn, name, schema, found)
         except Exception:
             self.conn.rollback()
-            if not inspect(self.conn).has_table(self.table.name, schema=self.table.schema):
-                raise
+            again = table_version(self.conn, name, schema)
             self.conn.rollback()
+            if again == TABLE_VERSION:
+                return  # the other database sharing the table did it
+            if again == 0:
+                raise
+            # MySQL/MariaDB: the other half-way through (its DDL committed); the steps are
+            # idempotent, so finish them
+            upgrade_table(self.conn, name, schema, again)
 
-    def start(self, revision: str | None, direction: str, detail: str | None = None) -> int:
+    def start(
+        self,
+        revision: str | None,
+        direction: str,
+        detail: str | None = None,
+        sha256: str | None = None,
+    ) -> int:
         """Insert a ``running`` row; returns its id for :meth:`finish`."""
         started = now()
-        values = self._row_values(revision, direction, started, detail)
+        values = self._row_values(revision, direction, started, detail, sha256)
         result = self.conn.execute(self._insert, values)
         pk = result.inserted_primary_key
         row_id = int(pk[0]) if pk is not None else 0
@@ -191,7 +314,12 @@ class AuditLog:
         return row_id
 
     def _row_values(
-        self, revision: str | None, direction: str, started: dt.datetime, detail: str | None
+        self,
+        revision: str | None,
+        direction: str,
+        started: dt.datetime,
+        detail: str | None,
+        sha256: str | None = None,
     ) -> dict[str, Any]:
         """The columns of a new ``running`` row."""
         return {
@@ -207,6 +335,7 @@ class AuditLog:
             "orch_version": __version__,
             "detail": redact(detail)[:8000] if detail else None,
             "git_commit": self.git_commit,
+            "sha256": sha256,
         }
 
     def finish(
@@ -232,7 +361,12 @@ class AuditLog:
         self.conn.execute(self.table.update().where(self.table.c.id == row_id).values(**values))
 
     def finish_and_start(
-        self, row_id: int, revision: str, direction: str, detail: str | None = None
+        self,
+        row_id: int,
+        revision: str,
+        direction: str,
+        detail: str | None = None,
+        sha256: str | None = None,
     ) -> int:
         """``finish(row_id, "ok")`` then ``start(revision, ...)``; one statement on PostgreSQL.
 
@@ -244,11 +378,11 @@ class AuditLog:
         started = self._started.get(row_id)
         if started is None or not self._chains:
             self.finish(row_id, "ok")
-            return self.start(revision, direction, detail)
+            return self.start(revision, direction, detail, sha256)
         if self._chain is None:
             self._chain = self._chain_statement()
         at = now()
-        values = self._row_values(revision, direction, at, detail)
+        values = self._row_values(revision, direction, at, detail, sha256)
         values.update(
             row_id_=row_id,
             outcome_="ok",
@@ -283,10 +417,27 @@ class AuditLog:
         outcome: str,
         error: str | None = None,
         detail: str | None = None,
+        sha256: str | None = None,
     ) -> None:
-        """A finished row in one go (failures outside a revision, hooks, stamps)."""
-        row = self.start(revision, direction, detail)
+        """A finished row in one go (failures outside a revision, hooks, stamps, accepts)."""
+        row = self.start(revision, direction, detail, sha256)
         self.finish(row, outcome, error)
+
+    def adopt(self, hashes: dict[str, str]) -> None:
+        """``adopt`` rows: *hashes* (revision -> its file's sha256 now) as the baseline.
+
+        For revisions applied here with no hash recorded (plain Alembic, an
+        older orch, a stamp): from now on an edit of their file shows.
+        """
+        if not hashes:
+            return
+        at = now()
+        rows = []
+        for rev, digest in hashes.items():
+            values = self._row_values(rev, "adopt", at, ADOPTED, digest)
+            values.update(outcome="ok", finished_at=at, duration_ms=0)
+            rows.append(values)
+        self.conn.execute(self._insert, rows)
 
     def close_interrupted(self, transactional: bool) -> list[str]:
         """Turn this database's leftover ``running`` rows into ``failed``; call under the lock.
@@ -326,12 +477,81 @@ def read_log(
     if not inspect(conn).has_table(table_name, schema=schema):
         return []
     t = log_table(table_name, schema)
-    q = select(t).order_by(t.c.id.desc())
+    present = {c["name"] for c in inspect(conn).get_columns(table_name, schema=schema)}
+    # an older table has fewer columns, a newer one may have more: read what both know
+    q = select(*[c for c in t.c if c.name in present]).order_by(t.c.id.desc())
     if db is not None:
         q = q.where(t.c.db == db)
     if limit:
         q = q.limit(limit)
     return [LogRow(**dict(r._mapping)) for r in conn.execute(q)]
+
+
+def recorded_hashes(
+    conn: Connection, table_name: str, schema: str | None, db: str
+) -> dict[str, str]:
+    """Per revision, the sha256 its file had when it last ran here, was adopted or accepted.
+
+    Read-only; ``{}`` when there is no table or it has no ``sha256`` column
+    yet (a version 1 table: nothing known, so nothing is edited).  Only
+    meaningful for revisions applied now; the caller intersects.
+    """
+    from sqlalchemy import inspect, select
+
+    insp = inspect(conn)
+    if not insp.has_table(table_name, schema=schema):
+        return {}
+    if "sha256" not in {c["name"] for c in insp.get_columns(table_name, schema=schema)}:
+        return {}
+    t = log_table(table_name, schema)
+    rows = conn.execute(
+        select(t.c.revision, t.c.sha256)
+        .where(
+            t.c.db == db,
+            t.c.sha256.is_not(None),
+            t.c.outcome == "ok",
+            t.c.direction.in_(HASH_DIRECTIONS),
+        )
+        .order_by(t.c.id)
+    )
+    return {str(r.revision): str(r.sha256) for r in rows if r.revision}
+
+
+def recorded_hashes_sqlite(
+    path: Path, table_name: str, db: str, timeout: float = 5.0
+) -> dict[str, str]:
+    """:func:`recorded_hashes` of a SQLite file with the stdlib driver alone (``status``).
+
+    Never creates the file; ``{}`` when it, the table or the column is missing.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    from orch.errors import DatabaseError
+
+    if not path.exists():
+        return {}
+    uri = f"file:{quote(str(path), safe='/')}?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=timeout or 5.0, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DatabaseError(describe_error(exc)) from exc
+    try:
+        quoted = '"' + table_name.replace('"', '""') + '"'
+        marks = ", ".join("?" for _ in HASH_DIRECTIONS)
+        try:
+            rows = con.execute(
+                f"SELECT revision, sha256 FROM {quoted} WHERE db = ? AND sha256 IS NOT NULL "
+                f"AND outcome = 'ok' AND direction IN ({marks}) ORDER BY id",
+                (db, *HASH_DIRECTIONS),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith(("no such table", "no such column")):
+                return {}
+            raise
+        return {str(r[0]): str(r[1]) for r in rows if r[0]}
+    finally:
+        con.close()
 
 
 @dataclass
