@@ -20,6 +20,7 @@ class State(StrEnum):
     UP_TO_DATE = "up_to_date"
     BEHIND = "behind"  # revisions pending (or never migrated: no version table yet)
     UNKNOWN_REVISION = "unknown_revision"  # its version row names a revision not in its directory
+    EDITED = "edited"  # an applied revision's file no longer matches the hash recorded here
     DIRTY = "dirty"  # a revision failed half-way (MySQL/MariaDB): repair, then stamp
     RUNNING = "running"  # a migration holds its lock now
     UNREACHABLE = "unreachable"  # the revision could not be read
@@ -77,6 +78,7 @@ class Direction(StrEnum):
     UPGRADE = "upgrade"
     DOWNGRADE = "downgrade"
     STAMP = "stamp"
+    ACCEPT = "accept"  # ``orch accept``: an edited revision's file recorded as accepted
 
 
 class OnFailure(StrEnum):

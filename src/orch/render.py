@@ -29,6 +29,7 @@ _COLOURS = {
     "failed": "red",
     "dirty": "red",
     "unknown_revision": "red",
+    "edited": "red",
     "unreachable": "red",
     "unconfigured": "yellow",
     "error": "red",  # lint levels

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from orch.queries.history import History
     from orch.queries.lint.walk import LintFinding, LintReport
     from orch.queries.offline import Preview
-    from orch.queries.status import DbStatus
+    from orch.queries.status import DbStatus, Differing
     from orch.run.execute import DbResult
     from orch.run.testing import DatabaseChecks
     from orch.store.audit import LogRow
@@ -155,6 +155,8 @@ class StatusMatrix:
     # the rows that are fleets: each environment's report has one entry per tenant
     # (FLEET:TENANT), or one entry named FLEET when its tenants could not be listed
     fleets: tuple[str, ...] = ()
+    #: revisions that ran with different file contents in different environments
+    differing: tuple[Differing, ...] = ()
 
     def __iter__(self) -> Iterator[StatusReport]:
         return iter(self.environments)
@@ -566,11 +568,16 @@ class Project:
             return self._status_all_fleets(names, fleets)
         graphs = graphs_for(registry, names)
         reports = []
-        for env, rows in st.collect_all(registry, names, graphs=graphs):
+        found = st.collect_all(registry, names, graphs=graphs)
+        for env, rows in found:
             spec = registry.environments[env]
             absent = [n for n in names or registry.databases if n in spec.absent]
             reports.append(self._with_releases(StatusReport(env, tuple(rows), tuple(absent))))
-        return StatusMatrix(tuple(names or registry.databases), tuple(reports))
+        return StatusMatrix(
+            tuple(names or registry.databases),
+            tuple(reports),
+            differing=tuple(st.differing(found)),
+        )
 
     def _with_releases(self, report: StatusReport) -> StatusReport:
         """*report* with the release each database and the environment is at.
@@ -623,7 +630,8 @@ class Project:
                         )
             absent = [n for n in rows if n in spec.absent]
             reports.append(StatusReport(env, tuple(by_env[env]), tuple(absent)))
-        return StatusMatrix(tuple(rows), tuple(reports), tuple(fleets))
+        differing = st.differing(list(by_env.items()))
+        return StatusMatrix(tuple(rows), tuple(reports), tuple(fleets), tuple(differing))
 
     def history(self, database: str) -> History:
         """The revisions of *database*, newest first, the ones applied here marked.
@@ -1025,6 +1033,71 @@ class Project:
     ) -> RunResult:
         """Set databases' versions without running migrations (baseline, repair)."""
         return self.run(self.plan_stamp(selectors), yes=yes, jobs=1, lock_timeout=lock_timeout)
+
+    def plan_accept(self, selector: str) -> Plan:
+        """The plan of :meth:`accept` (``DB@REV``; a unique prefix or label names REV too),
+        for showing before it runs."""
+        from orch.planning import plan as planning
+        from orch.planning.live import graphs_for
+        from orch.planning.plan import parse_selectors
+
+        registry = self.scoped
+        (sel,) = parse_selectors(registry, [selector], require_target=True, command="accept")
+        assert sel.target is not None
+        rev = graphs_for(registry, [sel.db])[sel.db].resolve(sel.target)
+        targets = {t.name: t for t in registry.targets(self.env)}
+        _require_urls(targets, [sel.db])
+        step = planning.PlanStep(sel.db, Direction.ACCEPT, rev, 0)
+        env = registry.environment(self.env).name
+        return Plan(env, planning.Plan(Direction.ACCEPT, (step,)), (), targets, check_deps=False)
+
+    def accept(
+        self,
+        selector: str | Plan,
+        why: str,
+        *,
+        yes: bool = False,
+        lock_timeout: float | None = None,
+    ) -> RunResult:
+        """Record an applied revision's file, as it is now, as accepted (``DB@REV``).
+
+        For a revision edited after it ran here: ``status`` stops calling the
+        database ``edited`` and a protected environment runs it again.  The
+        audit row says who (OS user, host) and *why* (required).  Under the
+        database's migration lock; protected like :meth:`stamp` (an approved
+        plan from :meth:`plan_accept`, or *yes*).
+        """
+        import uuid
+
+        from orch.run.execute import Task, exit_code, run_one
+        from orch.store.audit import git_commit
+
+        if not why.strip():
+            raise UsageError("accept needs a reason: -m WHY (it goes into the audit trail)")
+        plan = selector if isinstance(selector, Plan) else self.plan_accept(selector)
+        if self.protected and not (plan.approved or yes):
+            raise RefusedError(
+                f"environment {self.environment_name!r} is protected: accept needs an approved "
+                "plan or yes; nothing was changed",
+                databases=plan.names,
+            )
+        registry = self.scoped
+        (step,) = plan.steps
+        target = plan.targets[step.db]
+        settings = registry.settings
+        task = Task(
+            registry,
+            target,
+            step,
+            str(uuid.uuid4()),
+            settings.lock_timeout if lock_timeout is None else lock_timeout,
+            git_commit=git_commit(registry.root),
+            accept=(step.target, why.strip()),
+        )
+        result = run_one(task)
+        return RunResult(
+            plan.environment, Direction.ACCEPT, OnFailure.STOP, [result], exit_code([result])
+        )
 
     def run(
         self,

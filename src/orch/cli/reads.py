@@ -43,7 +43,10 @@ def status(
         matrix = project.status_all(databases)
         code, problem = matrix.exit_code(check), matrix.problem(check)
         if st.json:
-            doc: dict[str, Any] = {"environments": [r.as_json() for r in matrix]}
+            doc: dict[str, Any] = {
+                "environments": [r.as_json() for r in matrix],
+                "differing": [d.as_json() for d in matrix.differing],
+            }
             if code:
                 doc["error"], doc["exit_code"] = problem, code
             emit_json(doc)
@@ -84,6 +87,10 @@ def status(
             if notes:
                 out()
                 out(table(["WHERE", "WHY"], notes))
+            if matrix.differing:
+                out()
+                differ = [[d.database, d.revision, d.environments] for d in matrix.differing]
+                out(table(["DATABASE", "REVISION", "RAN WITH DIFFERENT CONTENTS IN"], differ))
             if code:
                 err(f"orch: {problem}")
         raise Exit(code)
@@ -165,7 +172,7 @@ def log_(databases: tuple[str, ...], limit: int) -> None:
             "" if r.duration_ms is None else f"{r.duration_ms / 1000:.2f}s",
             f"{r.os_user}@{r.host}",
             r.run_id[:8],
-            (r.error or "").replace("\n", " "),
+            (r.error or (r.detail if r.direction == "accept" else "") or "").replace("\n", " "),
         ]
         for r in view
     ]
@@ -181,7 +188,7 @@ def log_(databases: tuple[str, ...], limit: int) -> None:
                     "TIME",
                     "BY",
                     "RUN",
-                    "ERROR",
+                    "ERROR / WHY",
                 ],
                 rows,
             )

@@ -246,6 +246,10 @@ def _confirm_rows(plan: Plan) -> list[list[str]]:
     (its steps do not carry one)."""
     from orch.render import short
 
+    if plan.direction == Direction.ACCEPT:
+        return [
+            [str(s.level), s.db, s.direction, s.target, "its file as it is now"] for s in plan.steps
+        ]
     if plan.direction != Direction.STAMP:
         return _plan_rows(plan)
     currents = plan.currents
@@ -329,6 +333,8 @@ def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options:
 
     def on_result(r: DbResult) -> None:
         progress.clear()
+        for w in r.warnings:  # even with --json: an operator must hear these
+            err(w)
         if not st.json and not r.outcome.ok and r.error:
             err(f"{r.name}: {r.outcome}: {r.error}")
         progress.update(r.outcome.ok)
@@ -627,6 +633,34 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
     plan = project.plan_stamp(selectors, read_live=project.protected and not yes)
     plan = _confirm(st, project, plan, yes)
     _run(st, project, plan, yes=yes, jobs=1, lock_timeout=lock_timeout)
+
+
+@cli.command()
+@click.argument("selector", metavar="DB@REVISION")
+@click.option(
+    "--message",
+    "-m",
+    required=True,
+    help="Why the edit is accepted (recorded in the audit trail with who and where).",
+)
+@_lock_opt
+@_yes_opt
+@global_options
+def accept(selector: str, message: str, lock_timeout: float | None, yes: bool) -> None:
+    """Accept an applied revision's edited file as it is now (clears 'edited'; audited)."""
+    st = state()
+    project = st.project()
+    plan = _confirm(st, project, project.plan_accept(selector), yes)
+    result = project.accept(plan, message, yes=yes, lock_timeout=lock_timeout)
+    for r in result:
+        if st.json:
+            break
+        for line in r.lines:
+            err(line)
+        if not r.outcome.ok and r.error:
+            err(f"{r.name}: {r.outcome}: {r.error}")
+    _report_run(st, result)
+    raise Exit(result.exit_code)
 
 
 @cli.command()

@@ -14,6 +14,7 @@ from typing import Any
 
 from orch import errors
 from orch.backends import for_url
+from orch.backends.sqlite import sqlite_path
 from orch.config.registry import DatabaseSpec, Registry, Target
 from orch.config.revisions import Graph, load_graph, requirements
 from orch.store.db import (
@@ -145,15 +146,33 @@ def _shown(registry: Registry, path: str) -> str:
         return path
 
 
+@dataclass(frozen=True)
+class Live:
+    """What one read-only look at a database found (see :func:`read_live_full`)."""
+
+    current: tuple[str, ...]
+    running: bool  # a migration holds its lock now
+    dirty: tuple[str, str | None] | None  # (revision, error) of a half-applied revision
+    #: revision -> the sha256 its file had when it ran here (or was adopted, accepted)
+    recorded: Mapping[str, str]
+
+
 def read_live(
     target: Target, registry: Registry
 ) -> tuple[tuple[str, ...], bool, tuple[str, str | None] | None]:
     """(current revisions, lock held, dirty) of one database, read-only."""
-    from orch.store.audit import dirty_revision
+    live = read_live_full(target, registry, hashes=False)
+    return live.current, live.running, live.dirty
+
+
+def read_live_full(target: Target, registry: Registry, *, hashes: bool = True) -> Live:
+    """The live revisions, lock, dirty mark and (*hashes*) recorded file hashes, read-only."""
+    from orch.store.audit import dirty_revision, recorded_hashes, recorded_hashes_sqlite
     from orch.store.locks import is_locked
 
     assert target.url is not None
     b = for_url(target.url)
+    log_table = registry.settings.log_table
     try:
         direct = b.read_versions_directly(
             target.db.version_table_schema,
@@ -162,26 +181,74 @@ def read_live(
         )
     except NoDatabase:  # no file yet; a first run may be creating it right now
         direct = ()
+    path = sqlite_path(target.url)
     if direct is not None:
         # read without SQLAlchemy (SQLite: see orch.backends.sqlite.read_sqlite_versions);
         # such a backend has transactional DDL, so it is never dirty, and a lock that
         # needs no connection
-        return direct, is_locked(None, target.db, target.url), None
+        recorded: Mapping[str, str] = {}
+        if hashes and direct and path is not None:
+            timeout = registry.settings.connect_timeout
+            recorded = recorded_hashes_sqlite(path, log_table, target.name, timeout)
+        return Live(direct, is_locked(None, target.db, target.url), None, recorded)
     try:
         conn = connect(target.url, registry.settings.connect_timeout, readonly=True, shared=True)
     except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
-        return (), is_locked(None, target.db, target.url), None
+        return Live((), is_locked(None, target.db, target.url), None, {})
     try:
+        schema = target.db.version_table_schema
         current = read_current_readonly(conn, target.db)
         if not current:
             check_version_schema(conn, target.db)
         running = is_locked(conn, target.db, target.url)
         dirty = None
         if not b.transactional_ddl:  # a failed revision may have left DDL behind
-            dirty = dirty_revision(
-                conn, registry.settings.log_table, target.db.version_table_schema, target.name
-            )
+            dirty = dirty_revision(conn, log_table, schema, target.name)
+        recorded = {}
+        if hashes and current:
+            recorded = recorded_hashes(conn, log_table, schema, target.name)
         conn.rollback()
-        return current, running, dirty
+        return Live(current, running, dirty, recorded)
     finally:
         conn.close()
+
+
+def edited_revisions(
+    graph: Graph, current: Sequence[str], recorded: Mapping[str, str]
+) -> list[str]:
+    """The revisions applied at *current* whose file no longer has the hash recorded for it.
+
+    A revision with no recorded hash (applied before orch recorded them; orch
+    adopts it at its next write) is not edited; nor is one whose file cannot
+    be read now.  In apply order.
+    """
+    if not recorded:
+        return []
+    applied = graph.ancestors(c for c in current if c in graph)
+    edited = set()
+    for rev in applied:
+        was = recorded.get(rev)
+        if was is None:
+            continue
+        now = graph.sha256(rev)
+        if now is not None and now != was:
+            edited.add(rev)
+    return graph.ordered(edited)
+
+
+def unrecorded_revisions(
+    graph: Graph, current: Sequence[str], recorded: Mapping[str, str]
+) -> dict[str, str]:
+    """Revisions applied at *current* with no recorded hash -> their file's hash now.
+
+    What the next write under the lock adopts as the baseline.
+    """
+    applied = graph.ancestors(c for c in current if c in graph)
+    out: dict[str, str] = {}
+    for rev in graph.ordered(applied):
+        if rev in recorded:
+            continue
+        digest = graph.sha256(rev)
+        if digest is not None:
+            out[rev] = digest
+    return out

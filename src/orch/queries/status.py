@@ -19,7 +19,7 @@ from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import DatabaseError, OrchError
 from orch.outcomes import State
-from orch.planning.live import graphs_for, read_live
+from orch.planning.live import edited_revisions, graphs_for, read_live_full
 from orch.store.db import (
     MissingSchema,
     describe_error,
@@ -42,6 +42,10 @@ class DbStatus:
     # the newest release tag whose heads for this database are its current revisions
     # (None: between releases, unread, or no release yet); set by orch.service
     release: str | None = None
+    #: applied revisions whose file no longer matches the hash recorded here, in apply order
+    edited: list[str] = field(default_factory=list)
+    #: applied revision -> the sha256 recorded for it here (``status --all-envs`` compares)
+    recorded: dict[str, str] = field(default_factory=dict, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,16 +57,20 @@ class DbStatus:
             "state": self.state,
             "error": self.error,
             "release": self.release,
+            "edited": list(self.edited),
         }
 
 
 def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
+    """One database's state; the first that applies of: unconfigured, unreachable, running,
+    dirty, unknown_revision, edited, behind, up_to_date."""
     heads = list(graph.heads)
     if target.url is None:
         return DbStatus(target.name, None, None, heads, None, State.UNCONFIGURED, target.missing)
     url = target.display_url
     try:
-        current, running, dirty = read_live(target, registry)
+        live = read_live_full(target, registry)
+        current, running, dirty = live.current, live.running, live.dirty
     except MissingSchema as exc:  # reachable, never migrated: every revision is pending
         return DbStatus(target.name, url, [], heads, len(graph.pending(())), State.BEHIND, str(exc))
     except DatabaseError as exc:
@@ -74,6 +82,7 @@ def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
     cur = list(current)
     unknown = graph.unknown(current)
     pending = None if unknown else len(graph.pending(current))
+    edited = edited_revisions(graph, current, live.recorded)
     if running:
         state, error = State.RUNNING, "a migration holds the lock now"
     elif dirty is not None:
@@ -89,13 +98,78 @@ def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
     elif unknown:
         state = State.UNKNOWN_REVISION
         error = f"revision {', '.join(unknown)} is not in {graph.name}'s directory"
+    elif edited:
+        state = State.EDITED
+        error = edited_error(target.name, edited)
     elif pending:
         state, error = State.BEHIND, None
     else:
         state, error = State.UP_TO_DATE, None
-    st = DbStatus(target.name, url, cur, heads, pending, state, error)
+    st = DbStatus(target.name, url, cur, heads, pending, state, error, edited=edited)
+    applied = graph.ancestors(c for c in current if c in graph)
+    st.recorded = {r: h for r, h in live.recorded.items() if r in applied}
     st.extra["backend"] = for_url(target.url).name
     return st
+
+
+def edited_error(name: str, edited: Sequence[str]) -> str:
+    """What ``status`` says about edited revisions (and how to clear it)."""
+    revs = ", ".join(edited)
+    return (
+        f"revision {revs} applied here no longer matches its file (edited since it ran); "
+        f"restore the file, or 'orch accept {name}@{edited[0]} -m WHY'"
+    )
+
+
+@dataclass(frozen=True)
+class Differing:
+    """A revision that ran with different file contents in different environments."""
+
+    database: str
+    revision: str
+    hashes: dict[str, str]  # environment -> the sha256 recorded there
+
+    @property
+    def environments(self) -> str:
+        """The environments grouped by the contents they ran: ``dev, ci (1a2b3c4d5e6f) vs ...``."""
+        groups: dict[str, list[str]] = {}
+        for env, digest in self.hashes.items():
+            groups.setdefault(digest, []).append(env)
+        return " vs ".join(f"{', '.join(envs)} ({digest[:12]})" for digest, envs in groups.items())
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.database}: revision {self.revision} ran with different contents: "
+            f"{self.environments}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "revision": self.revision,
+            "sha256": dict(self.hashes),
+            "message": self.message,
+        }
+
+
+def differing(matrix: Sequence[tuple[str, Sequence[DbStatus]]]) -> list[Differing]:
+    """Revisions whose recorded hashes differ between environments (``status --all-envs``).
+
+    Compares what each environment recorded when the revision ran there (or
+    was adopted or accepted), not the files now: the point is that two
+    environments did not run the same thing.
+    """
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for env, rows in matrix:
+        for s in rows:
+            for rev, digest in s.recorded.items():
+                seen.setdefault((s.name, rev), {})[env] = digest
+    return [
+        Differing(db, rev, hashes)
+        for (db, rev), hashes in seen.items()
+        if len(set(hashes.values())) > 1
+    ]
 
 
 def collect(

@@ -70,6 +70,8 @@ class DbResult:
     lines: list[str] = field(default_factory=list)
     dirty: bool = False  # the database is dirty now (MySQL/MariaDB): repair, then stamp
     rollback: dict[str, Any] | None = None  # --on-failure rollback: what undoing it did
+    #: what an operator must hear even with --json (stderr): edited revisions run over
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,8 @@ class Task:
     # the other databases they name: checked under the lock (see _requirements_rule)
     requires: tuple[Requirement, ...] = ()
     peers: tuple[Target, ...] = ()
+    #: ``orch accept``: (revision, why) whose file's hash now is recorded as accepted
+    accept: tuple[str, str] | None = None
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -121,9 +125,11 @@ def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
     from orch.backends import for_url
+    from orch.config.revisions import load_graph
     from orch.errors import DatabaseError
+    from orch.planning.live import edited_revisions, unrecorded_revisions
     from orch.store.aio import run_on_connection
-    from orch.store.audit import AuditLog, dirty_revision
+    from orch.store.audit import AuditLog, TableTooNew, dirty_revision, recorded_hashes
     from orch.store.db import check_version_schema, describe_error, read_current
     from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
@@ -176,7 +182,11 @@ def run_one(task: Task) -> DbResult:
                     task.target.env,
                     git_commit=task.git_commit,
                 )
-                audit.ensure()
+                try:
+                    audit.ensure()
+                except TableTooNew as exc:  # a newer orch's table: read it, never write
+                    res.outcome, res.error = Outcome.REFUSED, str(exc)
+                    return
                 interrupted = audit.close_interrupted(transactional)
                 conn.commit()
                 if interrupted:
@@ -203,15 +213,29 @@ def run_one(task: Task) -> DbResult:
                         + f" and this backend cannot roll DDL back; {repair_hint(db.name, rev)}"
                     )
                     return
+                graph = load_graph(db.versions, db.name)
+                log_table = task.registry.settings.log_table
+                recorded = recorded_hashes(conn, log_table, db.version_table_schema, db.name)
+                conn.commit()
+                adopted = unrecorded_revisions(graph, current, recorded)
+                if adopted:  # applied before orch recorded hashes: their files now, as baseline
+                    audit.adopt(adopted)
+                    conn.commit()
+                    recorded = {**recorded, **adopted}
+                edited = edited_revisions(graph, current, recorded)
+                if task.accept:
+                    _accept(task, conn, audit, graph, current, recorded, res, say)
+                    return
                 try:
-                    resolved = _resolve(task, current)
+                    resolved = _resolve(task, current, graph)
                 except OrchError as exc:
                     res.outcome, res.error = Outcome.REFUSED, str(exc)
                     return
+                if edited and direction != "stamp":
+                    refused = _edited(task, edited, bool(resolved.path), res)
+                    if refused:
+                        return
                 if direction == "stamp":
-                    from orch.config.revisions import load_graph
-
-                    files = load_graph(db.versions, db.name)
                     _stamp(
                         task,
                         conn,
@@ -221,7 +245,7 @@ def run_one(task: Task) -> DbResult:
                         res,
                         say,
                         dirty,
-                        purge=bool(files.unknown(current)),
+                        purge=bool(graph.unknown(current)),
                     )
                 elif not resolved.path:
                     res.outcome = Outcome.UNCHANGED
@@ -233,7 +257,7 @@ def run_one(task: Task) -> DbResult:
                 elif not _requirements_rule(task, resolved.path, res):
                     pass  # refused before anything changed
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
-                    _migrate(task, conn, audit, resolved, res, say, transactional)
+                    _migrate(task, conn, audit, resolved, res, say, transactional, graph)
                 conn.rollback()
                 res.end = list(read_current(conn, db))
                 conn.commit()
@@ -262,7 +286,7 @@ def run_one(task: Task) -> DbResult:
     return res
 
 
-def _resolve(task: Task, current: tuple[str, ...]) -> Resolved:
+def _resolve(task: Task, current: tuple[str, ...], graph: Any = None) -> Resolved:
     """The target resolved under the lock by Alembic's ScriptDirectory that will run it.
 
     A plan that was announced (the protected prompt showed its revisions)
@@ -278,7 +302,8 @@ def _resolve(task: Task, current: tuple[str, ...]) -> Resolved:
 
     db = task.target.db
     step = task.step
-    graph = load_graph(db.versions, db.name)
+    if graph is None:
+        graph = load_graph(db.versions, db.name)
     graph.bind_script(lambda: alembic_run.script_directory(task.registry, db))
     resolved = resolve_target(graph, current, step.target, step.direction)
     announced = step.resolved
@@ -505,6 +530,71 @@ def _hook(
     return False
 
 
+def _edited(task: Task, edited: Sequence[str], runs: bool, res: DbResult) -> bool:
+    """Edited revisions applied here: refuse in a protected environment, else warn.
+
+    Returns True when refused.  *runs*: the run has revisions to apply (a
+    run that changes nothing is never refused, only warned about).  Undoing
+    a failed run (``--on-failure rollback``) is never refused: it puts back
+    what this run, allowed, changed.
+    """
+    name = task.target.db.name
+    revs = ", ".join(edited)
+    what = (
+        f"revision {revs} applied here no longer matches its file (edited since it ran, "
+        "or since its edit was accepted)"
+    )
+    how = f"restore the file, or record the edit as known: 'orch accept {name}@{edited[0]} -m WHY'"
+    protected = task.registry.environment(task.target.env).protected
+    if protected and runs and task.purpose != "rollback":
+        res.outcome, res.revision = Outcome.REFUSED, edited[0]
+        res.error = f"{what}; environment {task.target.env!r} is protected: {how}; nothing was run"
+        return True
+    res.warnings.append(f"warning: {name}: {what}; {task.step.direction} goes on; {how}")
+    return False
+
+
+def _accept(
+    task: Task,
+    conn: Any,
+    audit: Any,
+    graph: Any,
+    current: tuple[str, ...],
+    recorded: dict[str, str],
+    res: DbResult,
+    say: Callable[[str], None],
+) -> None:
+    """``orch accept``: record the file's hash now as the accepted one, with who and why.
+
+    Only for a revision applied here (an edit of one that is not has nothing
+    to accept: it runs as it is).  When the file already matches, nothing is
+    written (``unchanged``).
+    """
+    assert task.accept is not None
+    rev, why = task.accept
+    name = task.target.db.name
+    if rev not in graph.ancestors(c for c in current if c in graph):
+        res.outcome = Outcome.REFUSED
+        res.error = (
+            f"revision {rev} is not applied in {task.target.env} (at "
+            f"{', '.join(current) or 'base'}): there is no edit to accept; nothing was changed"
+        )
+        return
+    digest = graph.sha256(rev)
+    if digest is None:
+        res.outcome, res.error = Outcome.REFUSED, f"cannot read the file of revision {rev}"
+        return
+    if recorded.get(rev) == digest:
+        res.outcome = Outcome.UNCHANGED
+        say(f"{name}: {rev} matches the hash recorded here; nothing to accept")
+        return
+    audit.record(rev, "accept", "ok", detail=why, sha256=digest)
+    conn.commit()
+    res.outcome = Outcome.DONE
+    res.applied = []
+    say(f"{name}: accepted {rev} as it is now (sha256 {digest[:12]})")
+
+
 def _session_setup(conn: Any, url: str, registry: Registry) -> None:
     """Per-session settings: end orphaned work promptly, fail fast behind DDL locks."""
     from orch.backends import for_url
@@ -520,6 +610,7 @@ def _migrate(
     res: DbResult,
     say: Callable[[str], None],
     transactional: bool,
+    graph: Any = None,
 ) -> None:
     """Apply *resolved*'s path, one transaction per revision, recording each step.
 
@@ -557,6 +648,13 @@ def _migrate(
         "ahead": None,  # the row id of the next revision, written ahead
     }
     detail = task.purpose or None
+
+    def sha256(rev: str) -> str | None:
+        """An upgrade's row records the file it ran (see orch.store.audit)."""
+        if graph is None or direction != Direction.UPGRADE:
+            return None
+        digest: str | None = graph.sha256(rev)
+        return digest
 
     def count_writes(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
         """Statements of the revision that succeeded and may have changed something."""
@@ -597,7 +695,7 @@ def _migrate(
                 # e.g. PostgreSQL: the marker need not wait for its WAL flush
                 # (see orch.backends.postgresql.PostgreSQL.marker_commit_sql)
                 conn.exec_driver_sql(marker_sql)
-            state["row"] = audit.start(rev, direction, detail=detail)
+            state["row"] = audit.start(rev, direction, detail=detail, sha256=sha256(rev))
         conn.commit()  # none open: Alembic begins (and commits) the revision's own
         state["writes"] = 0
 
@@ -606,7 +704,9 @@ def _migrate(
         following = state["i"] + 1
         if following < len(state["revs"]) and not stopping.requested():
             rev = state["revs"][following]
-            state["ahead"] = audit.finish_and_start(state["row"], rev, direction, detail)
+            state["ahead"] = audit.finish_and_start(
+                state["row"], rev, direction, detail, sha256(rev)
+            )
         else:
             audit.finish(state["row"], "ok")
         state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
