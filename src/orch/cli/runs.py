@@ -648,7 +648,7 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
 @global_options
 def accept(selector: str, message: str, lock_timeout: float | None, yes: bool) -> None:
     """Accept an applied revision's edited file as it is now (clears 'edited'; audited)."""
-    st = state()
+    st = options()
     project = st.project()
     plan = _confirm(st, project, project.plan_accept(selector), yes)
     result = project.accept(plan, message, yes=yes, lock_timeout=lock_timeout)

@@ -1183,6 +1183,7 @@ def _merged(name: str, parts: Sequence[DbResult]) -> DbResult:
     for p in parts:
         out.applied.extend(p.applied)
         out.lines.extend(p.lines)
+        out.warnings.extend(w for w in p.warnings if w not in out.warnings)
         out.duration += p.duration
         out.dirty = out.dirty or p.dirty
     return out
