@@ -109,6 +109,9 @@ def test_protected_upgrade_is_refused_until_the_edit_is_accepted(
     assert version_of(url) == [R1]
     assert p.orch("downgrade", "app@base", "--yes").exit_code == 2
     assert version_of(url) == [R1]
+    # the plan shown before a protected run says so before anyone types the name
+    shown = p.orch("upgrade", "app")
+    assert shown.exit_code == 2 and f"edited: app: revision {R1}" in shown.stderr
     # accept is protected like stamp: no terminal and no --yes, nothing recorded
     r = p.orch("accept", f"app@{R1}", "-m", "comment typo fixed after the fact")
     assert r.exit_code == 2 and "protected" in r.stderr and "--yes" in r.stderr

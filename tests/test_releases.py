@@ -200,7 +200,9 @@ def log_of(project: Project, db: str) -> list[tuple[str, str, str]]:
     from sqlalchemy import text
 
     with project.connect(db) as conn:
-        rows = conn.execute(text("SELECT direction, revision, outcome FROM orch_log ORDER BY id"))
+        rows = conn.execute(  # the steps' rows (not the table's version row, db '')
+            text("SELECT direction, revision, outcome FROM orch_log WHERE db != '' ORDER BY id")
+        )
         return [(str(a), str(b), str(c)) for a, b, c in rows]
 
 

@@ -201,6 +201,8 @@ def _confirm(
     name = environment.name
     direction = plan.direction
     rows = _confirm_rows(plan)
+    if direction in (Direction.UPGRADE, Direction.DOWNGRADE):
+        notes = [*notes, *_edited_notes(plan)]
     hooks = [f"{h}: {cmd}" for h, cmd in environment.hooks.items() if h.endswith(f"_{direction}")]
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     if not interactive:
@@ -239,6 +241,16 @@ def _confirm(
     if answer.strip() != name:
         raise RefusedError(f"not confirmed; nothing was changed in {name!r}", databases=plan.names)
     return plan.approve()
+
+
+def _edited_notes(plan: Plan) -> list[str]:
+    """Databases of the plan with edited revisions: the run will refuse them (protected)."""
+    return [
+        f"edited: {s.name}: revision {', '.join(s.edited)} no longer matches its file; this run "
+        f"will refuse {s.name} unless 'orch accept {s.name}@{s.edited[0]} -m WHY' comes first"
+        for s in plan.statuses
+        if s.edited and s.name in plan.names
+    ]
 
 
 def _confirm_rows(plan: Plan) -> list[list[str]]:
