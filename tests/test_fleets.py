@@ -518,11 +518,11 @@ def test_retry_runs_only_what_the_last_run_left_behind(tmp_path: Path) -> None:
         "canary-bad": "failed",
         "canary-ok": "skipped",
         "a": "skipped",
-        "zed": "skipped",
+        "zed": "unchanged",  # read at head before the run: settled without its lock
     }
     r = project.orch("upgrade", "--retry", "--json")
     assert r.exit_code == 0, r.stderr
-    # zed was skipped but is at head: not run again
+    # zed is at head: not run again
     assert outcomes(r) == {"canary-bad": "done", "canary-ok": "done", "a": "done"}
     assert "retrying 3 database(s)" in r.stderr
     again = project.orch("upgrade", "--retry", "--json")
@@ -708,3 +708,18 @@ def test_history_of_a_tenant_and_of_a_fleet(sqlite_fleet: Project) -> None:
     fleet = sqlite_fleet.orch("history", "tenant", "--json").json()
     assert fleet["current"] is None
     assert "name one (tenant:TENANT)" in fleet["error"]
+
+
+def test_tenants_at_head_are_settled_without_a_migration_run(sqlite_fleet: Project) -> None:
+    import sqlite3
+
+    (sqlite_fleet.root / "tenants").mkdir()
+    with sqlite3.connect(sqlite_fleet.root / "tenants" / "acme.db") as con:  # plain Alembic's
+        con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        con.execute("INSERT INTO alembic_version VALUES (?)", (rev_id("tenant", 2),))
+    r = sqlite_fleet.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert outcomes(r) == {"": "done", "acme": "unchanged", "globex": "done", "eu-one": "done"}
+    # read, not run: no lock taken there, no audit table created
+    assert log_rows(tenant_url(sqlite_fleet, "acme")) == []
+    assert log_rows(tenant_url(sqlite_fleet, "globex")) != []

@@ -825,7 +825,12 @@ class Project:
         )
         if not all:  # and the databases requirements relate them to
             involved = related(registry, graphs_for(registry), involved)
-        targets, graphs, currents, statuses = self._read(involved, read=read_live or not all)
+        # a fleet's tenants are read first (concurrently, read-only, on shared connections):
+        # those already at head are settled without a lock (see _settled)
+        fleet_run = all and bool(registry.fleets)
+        targets, graphs, currents, statuses = self._read(
+            involved, read=read_live or not all or fleet_run
+        )
         planned = planning.plan_upgrade(
             registry,
             sels,
@@ -1151,10 +1156,14 @@ class Project:
         run_id = str(uuid.uuid4())
         stop = Stop()
         rolled_back = False
+        planned, settled = _settled(registry, plan)
+        for r in settled.values():
+            if on_result is not None:
+                on_result(r)
         with stop.installed() if handle_signals else contextlib.nullcontext(stop):
             results = execute(
                 registry,
-                plan.planned,
+                planned,
                 dict(plan.targets),
                 jobs=jobs,
                 lock_timeout=lock_timeout,
@@ -1166,6 +1175,9 @@ class Project:
                 # a release plan has no database-level rule but keeps the requirements
                 check_requirements=plan.check_deps or plan.release is not None,
             )
+            if settled:  # back in plan order
+                ran = {r.name: r for r in results}
+                results = [settled.get(n) or ran[n] for n in plan.names]
             if policy == OnFailure.ROLLBACK and rollback.wanted(results, stop.requested()):
                 rolled_back = self._roll_back(
                     plan,
@@ -1358,15 +1370,55 @@ def init(
     return init_project(Path(directory), database, metadata)
 
 
+def _settled(registry: Registry, plan: Plan) -> tuple[planning.Plan, dict[str, DbResult]]:
+    """The steps left to run, and the tenants of a fleet already settled as ``unchanged``.
+
+    A fleet's ``upgrade --all`` reads every tenant first (:meth:`Project.plan`);
+    a tenant read ``up_to_date`` whose step resolved to nothing has nothing to
+    run, so it is reported ``unchanged`` without a migration connection, a lock
+    or its audit table: 1,000 tenants with nothing pending cost about one
+    ``status``.  Everything else (and every database that is not a tenant)
+    runs as planned and is read again under its lock.
+    """
+    from orch.run.execute import DbResult
+
+    if plan.direction != Direction.UPGRADE or not plan.statuses or not registry.fleets:
+        return plan.planned, {}
+    states = {s.name: s.state for s in plan.statuses}
+    steps_of: dict[str, list[Any]] = {}
+    for step in plan.steps:
+        steps_of.setdefault(step.db, []).append(step)
+    settled: dict[str, DbResult] = {}
+    for name, steps in steps_of.items():
+        db = registry.databases.get(name)
+        if db is None or db.fleet is None or states.get(name) != State.UP_TO_DATE:
+            continue
+        step = steps[0]
+        if len(steps) > 1 or step.resolved is None or step.resolved.path:
+            continue
+        at = list(step.current or ())
+        settled[name] = DbResult(
+            name,
+            Direction.UPGRADE,
+            Outcome.UNCHANGED,
+            start=at,
+            end=at,
+            lines=[f"{name}: already at {', '.join(at) or 'base'}"],
+        )
+    if not settled:
+        return plan.planned, {}
+    rest = tuple(s for s in plan.steps if s.db not in settled)
+    return dataclasses.replace(plan.planned, steps=rest), settled
+
+
 def _sharded(planned: planning.Plan, shard: tuple[int, int] | None) -> planning.Plan:
     """*planned* with only the steps of *shard* (``--shard I/N``); the same plan for None."""
     if shard is None:
         return planned
-    from orch.planning.plan import Plan as Planned
     from orch.planning.shards import in_shard
 
     keep = set(in_shard(planned.names, shard))
-    return Planned(planned.direction, tuple(s for s in planned.steps if s.db in keep))
+    return dataclasses.replace(planned, steps=tuple(s for s in planned.steps if s.db in keep))
 
 
 def _with_tenants(view: Registry, env: str | None) -> Registry:

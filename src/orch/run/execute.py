@@ -599,7 +599,11 @@ def _session_setup(conn: Any, url: str, registry: Registry) -> None:
     """Per-session settings: end orphaned work promptly, fail fast behind DDL locks."""
     from orch.backends import for_url
 
+    done = ("orch_session", registry.settings.ddl_lock_timeout)
+    if conn.info.get("orch_session") == done:  # a kept connection (tenants): set up once
+        return
     for_url(url).session_setup(conn, registry.settings.ddl_lock_timeout)
+    conn.info["orch_session"] = done
 
 
 def _migrate(
