@@ -782,7 +782,8 @@ class Project:
         registry = self.scoped
         targets = {t.name: t for t in registry.targets(self.env)}
         graphs = graphs_for(registry)
-        if not read and any(r.requires for g in graphs.values() for r in g.revs.values()):
+        histories = {id(g.revs): g for g in graphs.values()}.values()  # a fleet shares one
+        if not read and any(r.requires for g in histories for r in g.revs.values()):
             read = True  # requirements across databases: the order depends on the revisions
         if not read:
             from orch.store.db import preload_drivers
