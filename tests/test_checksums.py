@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Project
 from minproj import Rev, log_rows, make_project, rev_id, version_of
 
@@ -331,3 +333,45 @@ def test_a_new_audit_table_carries_its_version(make_db: MakeDb, tmp_path: Path) 
     assert p.orch("upgrade", "app").exit_code == 0
     assert _versions(url) == [2]
     assert all(len(r["sha256"]) == 64 for r in log_rows(url))
+
+
+def test_an_upgrade_of_the_table_that_died_half_way_is_finished(
+    backend: str, make_db: MakeDb, tmp_path: Path
+) -> None:
+    """MySQL/MariaDB commit each DDL statement: a run killed after adding the column, before
+    the version row, leaves a version 1 table with the column; the next run finishes it."""
+    url = make_db(backend)
+    p = _project(tmp_path, url)
+    assert p.orch("upgrade", f"app@{R1}").exit_code == 0
+    _execute(url, "DROP TABLE orch_log")
+    _old_table(url, backend, rows=1)
+    _execute(url, "ALTER TABLE orch_log ADD COLUMN sha256 VARCHAR(64)")
+    assert _versions(url) == []  # version 1: no version row
+    r = p.orch("upgrade", "app")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert _versions(url) == [2]
+    assert [(x["direction"], x["revision"]) for x in log_rows(url)] == [
+        ("upgrade", R1),
+        ("adopt", R1),
+        ("upgrade", R2),
+    ]
+
+
+def test_the_python_api_reads_edited_and_accepts(make_db: MakeDb, tmp_path: Path) -> None:
+    import orch
+
+    p = _project(tmp_path, make_db("sqlite"))
+    _protect(p)
+    project = orch.Project.load(p.registry_path)
+    assert project.upgrade(["app"], yes=True).ok
+    _edit(p, R2)
+    app = project.status()["app"]
+    assert app.state is orch.State.EDITED and app.edited == [R2]
+    with pytest.raises(orch.RefusedError):  # protected: an approved plan or yes
+        project.accept(f"app@{R2}", "reviewed")
+    with pytest.raises(orch.UsageError):
+        project.accept(f"app@{R2}", "  ", yes=True)
+    plan = project.plan_accept(f"app@{R2}")
+    result = project.accept(plan.approve(), "reviewed")
+    assert result.ok and result["app"].outcome is orch.Outcome.DONE
+    assert project.status()["app"].state is orch.State.UP_TO_DATE
