@@ -130,7 +130,7 @@ def run_one(task: Task) -> DbResult:
     from orch.planning.live import edited_revisions, unrecorded_revisions
     from orch.store.aio import run_on_connection
     from orch.store.audit import AuditLog, TableTooNew, dirty_revision, recorded_hashes
-    from orch.store.db import check_version_schema, describe_error, read_current
+    from orch.store.db import check_version_schema, describe_error, read_current_readonly
     from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     for s in task.secrets:
@@ -195,7 +195,7 @@ def run_one(task: Task) -> DbResult:
                         f"{', '.join(interrupted)} "
                         + ("(rolled back)" if transactional else "(may be half-applied)")
                     )
-                current = read_current(conn, db)
+                current = read_current_readonly(conn, db)  # nothing in flight (committed)
                 res.start = res.end = list(current)
                 _progress("start", res.start)
                 dirty = None
@@ -259,7 +259,7 @@ def run_one(task: Task) -> DbResult:
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
                     _migrate(task, conn, audit, resolved, res, say, transactional, graph)
                 conn.rollback()
-                res.end = list(read_current(conn, db))
+                res.end = list(read_current_readonly(conn, db))  # rolled back: none in flight
                 conn.commit()
                 if res.outcome == Outcome.DONE:
                     _hook(task, conn, audit, f"after_{direction}", res.end, res, say)

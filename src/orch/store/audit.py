@@ -30,6 +30,7 @@ reads, per revision, the last of these.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,14 @@ ADOPTED = "baseline: applied before orch recorded file hashes"
 NOTHING_APPLIED = "nothing applied"
 
 
+@functools.lru_cache(maxsize=8)
 def log_table(name: str, schema: str | None) -> Table:
+    """The audit table's SQLAlchemy shape in *schema*.
+
+    Cached (a few entries): a tenant's run builds it for the audit log, the
+    table version and the recorded hashes, and building 17 columns each
+    time cost more than the queries.  Nothing mutates the returned Table.
+    """
     from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
 
     md = MetaData()
@@ -103,15 +111,33 @@ class TableTooNew(OrchError):
 
 
 def table_version(conn: Connection, table_name: str, schema: str | None) -> int:
-    """The shape version of the audit table (0: no table yet; 1: one without a version row)."""
+    """The shape version of the audit table (0: no table yet; 1: one without a version row).
+
+    The version rows are read first; the catalog is asked whether the table
+    exists only when that fails (a first run), so a run over a fleet pays
+    one query per tenant here, not two.  The failure path rolls the
+    connection back (a failed statement aborts a PostgreSQL transaction):
+    call it with no work of the caller's in flight.
+    """
     from sqlalchemy import inspect, select
 
-    if not inspect(conn).has_table(table_name, schema=schema):
-        return 0
     t = log_table(table_name, schema)
-    found = conn.execute(
-        select(t.c.detail).where(t.c.db == "", t.c.direction == VERSION_ROW)
-    ).scalars()
+    try:
+        found = (
+            conn.execute(select(t.c.detail).where(t.c.db == "", t.c.direction == VERSION_ROW))
+            .scalars()
+            .all()
+        )
+    except Exception as exc:
+        try:
+            conn.rollback()
+            exists = inspect(conn).has_table(table_name, schema=schema)
+        except Exception:
+            raise exc from None  # the connection is gone: report the first failure
+        if exists:
+            raise
+        conn.rollback()
+        return 0
     versions = [int(v) for v in found if v and str(v).isdigit()]
     return max(versions, default=1)
 
@@ -495,16 +521,18 @@ def recorded_hashes(
     Read-only; ``{}`` when there is no table or it has no ``sha256`` column
     yet (a version 1 table: nothing known, so nothing is edited).  Only
     meaningful for revisions applied now; the caller intersects.
+
+    The SELECT is tried first; only when it fails is the catalog asked
+    whether the table and its column exist, so the usual case costs one
+    query instead of a catalog walk (on PostgreSQL ``get_columns`` alone is
+    several queries: a tenant fleet paid them for every tenant).  A failed
+    statement aborts a PostgreSQL transaction, so that path rolls the
+    connection back: call this with no work of the caller's in flight.
     """
     from sqlalchemy import inspect, select
 
-    insp = inspect(conn)
-    if not insp.has_table(table_name, schema=schema):
-        return {}
-    if "sha256" not in {c["name"] for c in insp.get_columns(table_name, schema=schema)}:
-        return {}
     t = log_table(table_name, schema)
-    rows = conn.execute(
+    query = (
         select(t.c.revision, t.c.sha256)
         .where(
             t.c.db == db,
@@ -514,6 +542,21 @@ def recorded_hashes(
         )
         .order_by(t.c.id)
     )
+    try:
+        rows = conn.execute(query).all()
+    except Exception as exc:
+        try:
+            conn.rollback()
+            insp = inspect(conn)
+            known = insp.has_table(table_name, schema=schema) and "sha256" in {
+                c["name"] for c in insp.get_columns(table_name, schema=schema)
+            }
+        except Exception:
+            raise exc from None  # the connection is gone: report the first failure
+        if known:
+            raise
+        conn.rollback()
+        return {}
     return {str(r.revision): str(r.sha256) for r in rows if r.revision}
 
 
