@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 
+_INI_CHECKED: set[tuple[str, int, int]] = set()
+
+
 def check_project(registry: Registry) -> None:
     """Refuse (exit 2, one line) what Alembic would stop on with an internal error.
 
@@ -41,14 +44,20 @@ def check_project(registry: Registry) -> None:
 
     ini = registry.root / "alembic.ini"
     if ini.is_file():
-        parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
-        try:
-            parser.read(ini, encoding="utf-8")
-            if parser.has_section("alembic"):
-                for key in parser.options("alembic"):
-                    parser.get("alembic", key)
-        except (configparser.Error, UnicodeDecodeError) as exc:
-            raise UsageError(_ini_problem(ini, exc)) from exc
+        # a fleet's run checks once per tenant: an ini found good is not parsed again
+        # while its (mtime, size) stays the same
+        st = ini.stat()
+        seen = (str(ini), st.st_mtime_ns, st.st_size)
+        if seen not in _INI_CHECKED:
+            parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
+            try:
+                parser.read(ini, encoding="utf-8")
+                if parser.has_section("alembic"):
+                    for key in parser.options("alembic"):
+                        parser.get("alembic", key)
+            except (configparser.Error, UnicodeDecodeError) as exc:
+                raise UsageError(_ini_problem(ini, exc)) from exc
+            _INI_CHECKED.add(seen)
     location = registry.script_location
     if not location.is_dir():
         raise UsageError(
