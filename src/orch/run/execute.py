@@ -235,6 +235,7 @@ def run_one(task: Task) -> DbResult:
                     refused = _edited(task, edited, bool(resolved.path), res)
                     if refused:
                         return
+                ended: tuple[str, ...] | None = None
                 if direction == "stamp":
                     _stamp(
                         task,
@@ -257,9 +258,12 @@ def run_one(task: Task) -> DbResult:
                 elif not _requirements_rule(task, resolved.path, res):
                     pass  # refused before anything changed
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
-                    _migrate(task, conn, audit, resolved, res, say, transactional, graph)
+                    ended = _migrate(task, conn, audit, resolved, res, say, transactional, graph)
                 conn.rollback()
-                res.end = list(read_current_readonly(conn, db))  # rolled back: none in flight
+                if ended is not None and res.outcome == Outcome.DONE:
+                    res.end = list(ended)  # what Alembic wrote and committed, under the lock
+                else:
+                    res.end = list(read_current_readonly(conn, db))  # rolled back: none in flight
                 conn.commit()
                 if res.outcome == Outcome.DONE:
                     _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
@@ -615,8 +619,13 @@ def _migrate(
     say: Callable[[str], None],
     transactional: bool,
     graph: Any = None,
-) -> None:
+) -> tuple[str, ...] | None:
     """Apply *resolved*'s path, one transaction per revision, recording each step.
+
+    Returns the version rows Alembic left after the last revision it
+    committed (sorted, as :func:`orch.store.db.read_current` reads them), or
+    None when it committed none: a run that is done need not read them
+    again (the lock is held, nobody else wrote them).
 
     Every revision's ``running`` row is committed before its first statement
     runs (visible to ``orch log``; on MySQL it is the dirty marker that must
@@ -650,6 +659,7 @@ def _migrate(
         "revs": [],  # the revisions Alembic will run, in order
         "i": -1,  # the index in "revs" of the revision in flight
         "ahead": None,  # the row id of the next revision, written ahead
+        "heads": None,  # the version rows after the revision in flight (Alembic's)
     }
     detail = task.purpose or None
 
@@ -714,6 +724,7 @@ def _migrate(
         else:
             audit.finish(state["row"], "ok")
         state["unconfirmed"] = (state["rev"], time.monotonic() - state["t"])
+        state["heads"] = tuple(sorted(str(h) for h in heads))
 
     event.listen(conn, "after_cursor_execute", count_writes)
     try:
@@ -788,6 +799,8 @@ def _migrate(
     finally:
         with contextlib.suppress(Exception):
             event.remove(conn, "after_cursor_execute", count_writes)
+    heads: tuple[str, ...] | None = state["heads"]
+    return heads if res.outcome == Outcome.DONE else None
 
 
 # statements that change nothing (a revision that only read before failing is not dirty)
