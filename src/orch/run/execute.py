@@ -155,10 +155,11 @@ def run_one(task: Task) -> DbResult:
         """Everything done on the migration connection (the same for sync and async drivers)."""
         try:
             _session_setup(conn, url, task.registry)
-            if db.schema:  # a tenant's schema (a fleet): the connection may be reused
-                for_url(url).enter_schema(conn, db.schema)
             check_version_schema(conn, db)
-            conn.rollback()
+            if db.schema:  # a tenant's schema (a fleet): the connection may be reused
+                # (PostgreSQL's commits the SET, ending the check's read with it)
+                for_url(url).enter_schema(conn, db.schema)
+            conn.rollback()  # nothing to do when nothing is open
             lock = MigrationLock(
                 conn, db, url, task.lock_timeout, on_wait=say, cancelled=stopping.requested
             )
@@ -188,14 +189,14 @@ def run_one(task: Task) -> DbResult:
                     res.outcome, res.error = Outcome.REFUSED, str(exc)
                     return
                 interrupted = audit.close_interrupted(transactional)
-                conn.commit()
-                if interrupted:
+                if interrupted:  # its UPDATE; else the reads below share its transaction
+                    conn.commit()
                     say(
                         f"{db.name}: an earlier run was interrupted during "
                         f"{', '.join(interrupted)} "
                         + ("(rolled back)" if transactional else "(may be half-applied)")
                     )
-                current = read_current_readonly(conn, db)  # nothing in flight (committed)
+                current = read_current_readonly(conn, db)  # only reads in flight
                 res.start = res.end = list(current)
                 _progress("start", res.start)
                 dirty = None
@@ -203,8 +204,9 @@ def run_one(task: Task) -> DbResult:
                     dirty = dirty_revision(
                         conn, task.registry.settings.log_table, db.version_table_schema, db.name
                     )
-                conn.commit()
+                # read-only so far: one transaction up to the recorded hashes (round trips)
                 if dirty is not None and direction != "stamp":
+                    conn.commit()
                     rev, why = dirty
                     res.outcome, res.revision, res.dirty = Outcome.REFUSED, rev, True
                     res.error = (
