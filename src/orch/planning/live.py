@@ -213,6 +213,106 @@ def read_live_full(target: Target, registry: Registry, *, hashes: bool = True) -
         conn.close()
 
 
+def read_live_schemas(targets: Sequence[Target], registry: Registry) -> dict[str, Live]:
+    """:func:`read_live_full` of tenants that are schemas of one PostgreSQL database, batched.
+
+    A fleet of 1,000 schemas read one tenant at a time cost a connection
+    checkout and five round trips per tenant (18 s of a 91 s ``upgrade
+    --all``).  Here one connection asks the catalog once which schemas have
+    the version table and the audit table's ``sha256`` column, then reads
+    every version table, the advisory locks held and the recorded hashes in
+    a few UNION ALL queries.  Only tenants whose schema and version table
+    exist are answered; the others (and everything, if any query fails) are
+    left to :func:`read_live_full`, so every message stays its own.
+    *targets* share one URL, version table and audit table.
+    """
+    from sqlalchemy import bindparam, text
+
+    from orch.backends.postgresql import advisory_key
+    from orch.store.audit import HASH_DIRECTIONS
+
+    if len(targets) < 2:
+        return {}
+    url = targets[0].url
+    assert url is not None
+    vt = targets[0].db.version_table
+    log_table = registry.settings.log_table
+    try:
+        conn = connect(url, registry.settings.connect_timeout, readonly=True, shared=True)
+    except Exception:
+        return {}
+    try:
+        quote = conn.dialect.identifier_preparer.quote_identifier
+        schemas = sorted({str(t.db.version_table_schema) for t in targets})
+        found = conn.execute(
+            text(
+                "SELECT n.nspname, "
+                "EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+                "WHERE c.relnamespace = n.oid AND c.relname = :vt), "
+                "EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a "
+                "ON a.attrelid = c.oid WHERE c.relnamespace = n.oid AND c.relname = :log "
+                "AND a.attname = 'sha256' AND NOT a.attisdropped) "
+                "FROM pg_catalog.pg_namespace n WHERE n.nspname IN :schemas"
+            ).bindparams(bindparam("schemas", expanding=True)),
+            {"vt": vt, "log": log_table, "schemas": schemas},
+        ).all()
+        has_vt = {str(r[0]) for r in found if r[1]}
+        has_hash = {str(r[0]) for r in found if r[2]}
+        read = [t for t in targets if t.db.version_table_schema in has_vt]
+        current: dict[int, list[str]] = {i: [] for i in range(len(read))}
+        for start in range(0, len(read), 500):
+            part = range(start, min(start + 500, len(read)))
+            sql = " UNION ALL ".join(
+                f"SELECT {i} AS i, version_num FROM "
+                f"{quote(str(read[i].db.version_table_schema))}.{quote(vt)}"
+                for i in part
+            )
+            for i, rev in conn.execute(text(sql)):
+                current[int(i)].append(str(rev))
+        locks = {
+            (int(hi), int(lo))
+            for hi, lo in conn.execute(
+                text(
+                    "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = "
+                    "current_database()) AND objsubid = 1"
+                )
+            )
+        }
+        recorded: dict[int, dict[str, str]] = {i: {} for i in range(len(read))}
+        hashed = [
+            i for i, t in enumerate(read) if current[i] and t.db.version_table_schema in has_hash
+        ]
+        directions = ", ".join(f"'{d}'" for d in HASH_DIRECTIONS)
+        for start in range(0, len(hashed), 500):
+            chunk = hashed[start : start + 500]
+            sql = " UNION ALL ".join(
+                f"SELECT {i} AS i, id, revision, sha256 FROM "
+                f"{quote(str(read[i].db.version_table_schema))}.{quote(log_table)} "
+                f"WHERE db = :db{i} AND sha256 IS NOT NULL AND outcome = 'ok' "
+                f"AND direction IN ({directions})"
+                for i in chunk
+            )
+            rows = conn.execute(
+                text(f"SELECT i, revision, sha256 FROM ({sql}) AS h ORDER BY i, id"),
+                {f"db{i}": read[i].name for i in chunk},
+            )
+            for i, rev, digest in rows:
+                if rev:
+                    recorded[int(i)][str(rev)] = str(digest)
+        conn.rollback()
+    except Exception:
+        return {}
+    finally:
+        conn.close()
+    out: dict[str, Live] = {}
+    for i, t in enumerate(read):
+        unsigned = advisory_key(t.db.version_table_schema, vt) & 0xFFFFFFFFFFFFFFFF
+        running = (unsigned >> 32, unsigned & 0xFFFFFFFF) in locks
+        out[t.name] = Live(tuple(sorted(current[i])), running, None, recorded[i])
+    return out
+
+
 def edited_revisions(
     graph: Graph, current: Sequence[str], recorded: Mapping[str, str]
 ) -> list[str]:

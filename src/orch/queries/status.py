@@ -19,7 +19,7 @@ from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import DatabaseError, OrchError
 from orch.outcomes import State
-from orch.planning.live import edited_revisions, graphs_for, read_live_full
+from orch.planning.live import Live, edited_revisions, graphs_for, read_live_full, read_live_schemas
 from orch.store.db import (
     MissingSchema,
     describe_error,
@@ -61,15 +61,17 @@ class DbStatus:
         }
 
 
-def status_of(target: Target, graph: Graph, registry: Registry) -> DbStatus:
+def status_of(
+    target: Target, graph: Graph, registry: Registry, live: Live | None = None
+) -> DbStatus:
     """One database's state; the first that applies of: unconfigured, unreachable, running,
-    dirty, unknown_revision, edited, behind, up_to_date."""
+    dirty, unknown_revision, edited, behind, up_to_date.  *live*: already read (a batch)."""
     heads = list(graph.heads)
     if target.url is None:
         return DbStatus(target.name, None, None, heads, None, State.UNCONFIGURED, target.missing)
     url = target.display_url
     try:
-        live = read_live_full(target, registry)
+        live = live if live is not None else read_live_full(target, registry)
         current, running, dirty = live.current, live.running, live.dirty
     except MissingSchema as exc:  # reachable, never migrated: every revision is pending
         return DbStatus(target.name, url, [], heads, len(graph.pending(())), State.BEHIND, str(exc))
@@ -186,9 +188,29 @@ def collect(
     if len(targets) <= 1:
         return [status_of(t, graphs[t.name], registry) for t in targets]
     preload_drivers(t.url for t in targets)
+    lives = _read_schema_tenants(targets, registry)
     workers = max(1, min(max_workers, len(targets)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda t: status_of(t, graphs[t.name], registry), targets))
+        return list(
+            pool.map(lambda t: status_of(t, graphs[t.name], registry, lives.get(t.name)), targets)
+        )
+
+
+def _read_schema_tenants(targets: Sequence[Target], registry: Registry) -> dict[str, Live]:
+    """The live state of tenants that are schemas of one PostgreSQL database, a database
+    at a time (see :func:`orch.planning.live.read_live_schemas`); others are read alone."""
+    groups: dict[tuple[str, str], list[Target]] = {}
+    for t in targets:
+        if t.url is None or not t.db.schema or not t.db.version_table_schema:
+            continue
+        b = for_url(t.url)
+        if b.name != "postgresql" or not b.transactional_ddl:
+            continue
+        groups.setdefault((t.url, t.db.version_table), []).append(t)
+    lives: dict[str, Live] = {}
+    for group in groups.values():
+        lives.update(read_live_schemas(group, registry))
+    return lives
 
 
 def collect_all(
