@@ -353,6 +353,50 @@ def test_schema_per_tenant_on_postgresql_from_a_query(
     assert _sql(app, "SELECT count(*) FROM tenant_acme.items") == [(2,)]
 
 
+def test_schema_tenants_read_together_keep_each_state(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """status reads a database's schemas in a few queries; every tenant's own state stays."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from conftest import require_server
+    from orch.backends.postgresql import advisory_key
+
+    require_server("postgresql")
+    names = ["acme", "eu-west", "globex", "initech", "umbrella"]
+    project = pg_schema_fleet(tmp_path / "proj", make_db, names)
+    app = project.url("tenant")
+    assert project.orch("upgrade", "--all", "--jobs", "1").exit_code == 0
+    head = rev_id("tenant", 2)
+    _sql(
+        app,
+        f"UPDATE tenant_globex.orch_log SET sha256 = '{'0' * 64}' WHERE revision = '{head}'",
+        "DROP TABLE tenant_umbrella.alembic_version",
+        'DROP SCHEMA "tenant_eu-west" CASCADE',
+    )
+    eng = create_engine(app, poolclass=NullPool)
+    try:
+        with eng.connect() as held:  # another session holds initech's migration lock
+            key = advisory_key("tenant_initech", "alembic_version")
+            held.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            r = project.orch("status", "tenant", "--json")
+    finally:
+        eng.dispose()
+    got = {d["name"]: d for d in r.json()["databases"]}
+    assert {n: d["state"] for n, d in got.items()} == {
+        "tenant:acme": "up_to_date",
+        "tenant:eu-west": "behind",
+        "tenant:globex": "edited",
+        "tenant:initech": "running",
+        "tenant:umbrella": "behind",
+    }
+    assert "'tenant_eu-west' does not exist" in got["tenant:eu-west"]["error"]
+    assert got["tenant:umbrella"]["current"] == []
+    assert got["tenant:initech"]["current"] == [head]
+    assert head in got["tenant:globex"]["error"]
+
+
 def test_a_failing_query_source_is_exit_2_naming_it(
     tmp_path: Path, make_db: Callable[..., str]
 ) -> None:
