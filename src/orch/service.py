@@ -16,7 +16,12 @@ A plan is an object (:class:`Plan`): what is shown to an operator, approved
 the executor runs an approved plan's steps exactly or refuses the database.
 
 Importing this module imports neither Click nor SQLAlchemy nor Alembic: each
-method imports what it needs.
+method imports what it needs.  That is the one place in orch where imports of
+orch's own modules stay inside functions, for a measured reason: the service
+reaches every layer below, and each command needs only a few of them.
+Importing all of them at the top made ``orch status`` on the reference
+project take 0.24 s instead of 0.17 s (minimum of 9 runs): the lint rules,
+the executor, the migration tests and authoring would load for every command.
 """
 
 from __future__ import annotations

@@ -20,8 +20,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orch.alembic_bridge import internals
+from orch.alembic_bridge import job as job_mod
+from orch.alembic_bridge import runner as alembic_run
+from orch.backends import for_url
 from orch.config.registry import DatabaseSpec, Registry, Target
+from orch.config.revisions import load_graph
 from orch.errors import MissingVariable, UsageError
+from orch.store.db import NoDatabase, connect, read_current
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -39,9 +45,6 @@ def inspection_connection(registry: Registry, target: Target) -> Iterator[Connec
     """
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
-
-    from orch.backends import for_url
-    from orch.store.db import NoDatabase, connect
 
     if target.url is None:
         raise MissingVariable(f"{target.name}: {target.missing}")
@@ -72,8 +75,6 @@ def require_metadata(db: DatabaseSpec, what: str) -> None:
 
 def require_up_to_date(conn: Connection, db: DatabaseSpec, env: str) -> None:
     """Autogenerate against a database that is behind would re-create pending work."""
-    from orch.config.revisions import load_graph
-    from orch.store.db import read_current
 
     graph = load_graph(db.versions, db.name)
     current = read_current(conn, db)
@@ -107,9 +108,6 @@ def autogenerate_revision(
     head, branch_label, version_path, rev_id).  Returns the new file and the
     operations found (``UpgradeOps.as_diffs()``), for the report.
     """
-    from orch.alembic_bridge import internals
-    from orch.alembic_bridge import job as job_mod
-    from orch.alembic_bridge import runner as alembic_run
 
     require_metadata(db, "autogenerate")
     target = registry.target(env, db.name)
@@ -158,8 +156,6 @@ def model_differences(
     """
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
-
-    from orch.alembic_bridge import job as job_mod
 
     metadata = job_mod.load_metadata(registry, db)
     assert metadata is not None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.alembic_bridge.job import Job
+from orch.config.registry import load_registry
 from orch.errors import OrchError
 
 
@@ -26,8 +27,6 @@ def job_from_context(context: Any) -> Job:
 
 def _plain_alembic_job(context: Any) -> Job:
     from alembic.util import CommandError
-
-    from orch.config.registry import load_registry
 
     x = context.get_x_argument(as_dictionary=True)
     db_name = x.get("db")

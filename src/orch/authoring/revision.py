@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.alembic_bridge import job as job_mod
+from orch.alembic_bridge import runner as alembic_run
+from orch.config import alembic_ini
 from orch.config.registry import Registry
+from orch.config.revisions import RESERVED_REV_IDS, GraphError, load_graph, scan_directory
 from orch.errors import MissingVariable, UsageError
+from orch.queries.drift import describe
 
 _REV_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
@@ -60,7 +65,6 @@ def _check_rev_id(rev_id: str | None, registry: Registry, name: str) -> None:
     alembic.ini's ``version_locations`` would not, so it is refused before the
     file exists rather than warned about ever after.
     """
-    from orch.config.revisions import RESERVED_REV_IDS, GraphError, scan_directory
 
     if rev_id is None:
         return
@@ -107,11 +111,6 @@ def new_revision(
 ) -> Written:
     """Create a revision file for database *name* (``path`` None: autogenerate found nothing)."""
     from alembic import command
-
-    from orch.alembic_bridge import job as job_mod
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.config import alembic_ini
-    from orch.config.revisions import load_graph
 
     db = registry.database(name)
     _check_rev_id(rev_id, registry, name)
@@ -197,10 +196,6 @@ def merge_heads(
     """Merge the heads of database *name* into one revision (nothing to do: path None)."""
     from alembic import command
 
-    from orch.alembic_bridge import job as job_mod
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.config.revisions import load_graph
-
     db = registry.database(name)
     _check_rev_id(rev_id, registry, name)
     graph = load_graph(db.versions, db.name)
@@ -230,6 +225,5 @@ def merge_heads(
 
 def describe_op(diff: Any) -> str:
     """One line for an autogenerate/compare diff tuple (see :mod:`orch.queries.drift`)."""
-    from orch.queries.drift import describe
 
     return str(describe(diff)["text"])

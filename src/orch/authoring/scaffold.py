@@ -17,8 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from orch.config.registry import CONFIG_NAME, NAME_RE
-from orch.errors import UsageError
+from orch.config.alembic_ini import disagreements
+from orch.config.registry import CONFIG_NAME, NAME_RE, _script_location, parse_registry
+from orch.errors import OrchError, UsageError
 
 _METADATA_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -66,7 +67,6 @@ def init_project(
     directory: Path, database: str = "main", metadata: str | None = None
 ) -> InitResult:
     """Scaffold an orch project in *directory* (created if needed); never overwrite."""
-    from orch.config.registry import _script_location
 
     if not NAME_RE.match(database):
         raise UsageError(f"--database {database!r}: database names must match [a-z][a-z0-9_]*")
@@ -146,9 +146,6 @@ def init_project(
 
 
 def _ini_notes(root: Path) -> list[str]:
-    from orch.config.alembic_ini import disagreements
-    from orch.config.registry import parse_registry
-    from orch.errors import OrchError
 
     try:
         registry = parse_registry(root / CONFIG_NAME)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orch.backends.base import Backend, LockPrimitive
+from orch.backends.base import URL_RE, Backend, LockPrimitive
 from orch.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class MySQL(Backend):
 
     def identity(self, schema: str | None, table: str) -> tuple[str, ...]:
         """A schema is a database: ``version_table_schema`` replaces the URL's."""
-        from orch.backends.base import URL_RE
 
         m = URL_RE.match(self.url)
         if not m:

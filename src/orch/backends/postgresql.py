@@ -17,7 +17,7 @@ import hashlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from orch.backends.base import Backend, LockPrimitive, describe_error
+from orch.backends.base import URL_RE, Backend, LockPrimitive, describe_error
 from orch.errors import DatabaseError
 from orch.redact import redact
 
@@ -111,7 +111,6 @@ class PostgreSQL(Backend):
 
     def identity(self, schema: str | None, table: str) -> tuple[str, ...]:
         """The default schema is ``public``; a URL without a database means the user's."""
-        from orch.backends.base import URL_RE
 
         m = URL_RE.match(self.url)
         if not m:

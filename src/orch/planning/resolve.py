@@ -14,6 +14,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from orch.alembic_bridge import internals
+from orch.alembic_bridge.runner import alembic_steps
 from orch.config.revisions import Graph
 from orch.errors import UsageError
 
@@ -126,8 +128,6 @@ def _alembic(
     graph: Graph, current: tuple[str, ...], spec: str, direction: str, destination: str
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(revisions in run order, heads after) from Alembic, its refusals as UsageError."""
-    from orch.alembic_bridge import internals
-    from orch.alembic_bridge.runner import alembic_steps
 
     where = f"{graph.name}@{spec}"
     at = ", ".join(current) or "base"

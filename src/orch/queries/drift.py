@@ -17,10 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orch.alembic_bridge.autogen import describe, flatten
+from orch.alembic_bridge import job as job_mod
+from orch.alembic_bridge.autogen import describe, flatten, inspection_connection, model_differences
 from orch.config.registry import Registry, Target
-from orch.errors import OrchError
+from orch.config.revisions import load_graph
+from orch.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DatabaseError, OrchError
 from orch.outcomes import CheckState
+from orch.store.db import describe_error, read_current
 
 __all__ = ["DriftResult", "check", "compare", "describe", "exit_code", "flatten"]
 
@@ -53,11 +56,6 @@ class DriftResult:
 
 def compare(registry: Registry, target: Target) -> DriftResult:
     """Compare one database; never writes.  Database errors become the result's state."""
-    from orch.alembic_bridge import job as job_mod
-    from orch.alembic_bridge.autogen import inspection_connection, model_differences
-    from orch.config.revisions import load_graph
-    from orch.errors import DatabaseError
-    from orch.store.db import describe_error, read_current
 
     db = target.db
     heads = list(load_graph(db.versions, db.name).heads)
@@ -123,7 +121,6 @@ def exit_code(results: Sequence[DriftResult], named: Sequence[str] = ()) -> int:
     Databases without ``metadata`` that were not named are listed, not failed: a
     registry may well hold databases nobody writes models for.
     """
-    from orch.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
     if any(r.state in ("drift", "unreachable", "failed") for r in results):
         return EXIT_FAILED

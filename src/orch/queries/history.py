@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from orch.config.registry import Registry
-from orch.config.revisions import Graph
+from orch.config.revisions import Graph, requirements
 from orch.outcomes import State
+from orch.planning.live import graphs_for
+from orch.planning.live import graphs_for as live_graphs_for
+from orch.planning.plan import levels
+from orch.queries import status as st
 
 _DATE = re.compile(r"^Create Date:\s*(?P<date>.+?)\s*$", re.M)
 
@@ -125,8 +129,6 @@ def history(registry: Registry, env: str | None, name: str) -> History:
     revision files, and reading them is what ``history`` is for: they are
     listed unmarked, with state ``absent`` saying why.
     """
-    from orch.planning.live import graphs_for as live_graphs_for
-    from orch.queries import status as st
 
     registry.database(name)
     graphs = live_graphs_for(registry, [name])
@@ -175,7 +177,6 @@ def render_graph(registry: Registry, fmt: str) -> str:
     The graph is the registry's, every database in it; the text form adds a
     NOT IN column when some environment leaves databases out.
     """
-    from orch.planning.plan import levels
 
     edges = dependency_edges(registry)
     names = list(registry.databases)
@@ -211,7 +212,6 @@ def render_graph(registry: Registry, fmt: str) -> str:
 
 
 def graph_json(registry: Registry) -> dict[str, Any]:
-    from orch.planning.plan import levels
 
     names = list(registry.databases)
     level_of = {n: i for i, group in enumerate(levels(registry, names)) for n in group}
@@ -242,8 +242,6 @@ def _node(db: str, rev: str) -> str:
 def revision_rows(registry: Registry) -> list[dict[str, Any]]:
     """Every revision of every database, in apply order per database, with its parents
     (down revisions) and its requirements across databases (``orch_requires``, resolved)."""
-    from orch.config.revisions import requirements
-    from orch.planning.live import graphs_for
 
     graphs = graphs_for(registry)
     reqs: dict[tuple[str, str], list[str]] = {}

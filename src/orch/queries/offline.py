@@ -24,11 +24,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.alembic_bridge import runner as alembic_run
+from orch.alembic_bridge.internals import step_revision
+from orch.alembic_bridge.runner import StepsDiffer, check_project
+from orch.backends import for_url
 from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import DatabaseError, MissingVariable, UsageError
 from orch.outcomes import Direction
-from orch.planning.plan import Plan, PlanStep
+from orch.planning.live import graphs_for
+from orch.planning.plan import (
+    Plan,
+    PlanStep,
+    parse_selectors,
+    plan_downgrade,
+    plan_release,
+    plan_upgrade,
+    related,
+)
+from orch.queries import status as st
+from orch.store.db import describe_error
 
 RULE = "-- " + "=" * 72
 
@@ -142,7 +157,6 @@ def read_starts(
     graphs: Mapping[str, Graph],
 ) -> dict[str, tuple[str, ...]]:
     """The start of each database: ``--from`` if given, else its live revision (read-only)."""
-    from orch.queries import status as st
 
     starts: dict[str, tuple[str, ...]] = dict(given)
     to_read = [n for n in names if n not in given]
@@ -190,8 +204,6 @@ def not_renderable_reason(exc: BaseException, rev_path: str | None, what: str = 
 
     *what* is the command rendering without a connection (``--sql``, ``orch lint``).
     """
-    from orch.alembic_bridge.runner import StepsDiffer
-    from orch.store.db import describe_error
 
     text = f"{type(exc).__name__}: {describe_error(exc)}"
     # Alembic explains itself (batch, --sql limits); so does a steps mismatch
@@ -216,9 +228,6 @@ def render(
     source: str,
 ) -> Section:
     """The offline SQL of one plan step (``step.resolved`` from its start)."""
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.alembic_bridge.internals import step_revision
-    from orch.backends import for_url
 
     assert step.resolved is not None and step.current is not None
     url = target.url
@@ -387,15 +396,6 @@ def build(
     *release*: ``(tag, heads)`` for ``--to TAG``: every database to that release
     (see :func:`orch.planning.plan.plan_release`).
     """
-    from orch.alembic_bridge.runner import check_project
-    from orch.planning.live import graphs_for
-    from orch.planning.plan import (
-        parse_selectors,
-        plan_downgrade,
-        plan_release,
-        plan_upgrade,
-        related,
-    )
 
     environment = registry.environment(env).name
     check_project(registry)

@@ -45,9 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orch.backends import for_url
 from orch.config.hookspec import WORD, quoting_problems
 from orch.redact import redact
 from orch.render import printable
+from orch.store.db import os_user
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection as SAConnection
@@ -86,8 +88,6 @@ def parse(url: str) -> Connection:
     never becomes ``-h '' -p ''``.  For SQLite, ``database`` is the file path
     and the other values are empty.
     """
-    from orch.backends import for_url
-    from orch.store.db import os_user
 
     b = for_url(url)
     p = b.client_params(os_user())

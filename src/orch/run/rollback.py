@@ -37,8 +37,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from orch.config.revisions import requirements
+from orch.errors import OrchError
 from orch.outcomes import Direction, Outcome
-from orch.planning.plan import Plan, PlanStep, levels
+from orch.planning.live import graphs_for
+from orch.planning.plan import Plan, PlanStep, interleave, levels, refined_pairs
+from orch.planning.resolve import resolve_target
 
 if TYPE_CHECKING:
     from orch.config.registry import Registry
@@ -114,15 +118,9 @@ def _interleaved(registry: Registry, undo: Plan) -> Plan:
     """
     import dataclasses
 
-    from orch.errors import OrchError
-    from orch.planning.live import graphs_for
-    from orch.planning.plan import interleave, refined_pairs
-    from orch.planning.resolve import resolve_target
-
     if any(s.current is None for s in undo.steps) or len(undo.steps) < 2:
         return undo
     every = graphs_for(registry)
-    from orch.config.revisions import requirements
 
     reqs = requirements(every, [*registry.databases, *registry.left_out])
     names = set(undo.names)
@@ -177,9 +175,6 @@ def _not_back_to_start(
     (the same resolver the run uses), so this is known before anything is
     undone: such a database is reported, not half rolled back.
     """
-    from orch.errors import OrchError
-    from orch.planning.live import graphs_for
-    from orch.planning.resolve import resolve_target
 
     by_name = {r.name: r for r in results}
     graphs = graphs_for(registry, list(targets))

@@ -36,9 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orch.alembic_bridge import runner
+from orch.alembic_bridge.autogen import model_differences
+from orch.alembic_bridge.internals import step_revision
+from orch.backends import for_url
 from orch.config.registry import DatabaseSpec, Registry, Target
-from orch.errors import DatabaseError, UsageError
+from orch.config.revisions import load_graph
+from orch.errors import EXIT_FAILED, EXIT_OK, DatabaseError, OrchError, UsageError
 from orch.outcomes import Verdict
+from orch.planning.plan import levels
+from orch.redact import redact_url
+from orch.store.db import connect, describe_error
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -119,7 +127,6 @@ def selected_targets(
     The environment's URL is needed even though its database is never used:
     it says which server (and login) the throwaway databases go to.
     """
-    from orch.planning.plan import levels
 
     registry = registry.in_environment(env)
     for name in names or ():
@@ -193,8 +200,6 @@ class Scratch:
         self.problems: list[str] = []
 
     def create(self, target: Target) -> str:
-        from orch.backends import for_url
-        from orch.redact import redact_url
 
         assert target.url is not None
         name = scratch_name(target.name)
@@ -212,8 +217,6 @@ class Scratch:
 
     def drop(self, url: str) -> None:
         """Drop one now (a failed downgrade leaves a database not worth reusing)."""
-        from orch.backends import for_url
-        from orch.redact import redact_url
 
         if url not in self.urls:  # only what this run created, never another database
             return
@@ -292,7 +295,6 @@ def check_migrations(
     say: Say = _quiet,
 ) -> list[DatabaseChecks]:
     """Run every check of every (or each named) database; see the module docstring."""
-    from orch.backends import for_url
 
     targets = selected_targets(registry, env, names)
     registry = registry.in_environment(env)
@@ -306,7 +308,6 @@ def check_migrations(
 
 
 def _check_one(registry: Registry, target: Target, s: Scratch, say: Say) -> list[CheckResult]:
-    from orch.config.revisions import load_graph
 
     db = target.db
     graph = load_graph(db.versions, db.name)
@@ -362,7 +363,6 @@ def _check_one(registry: Registry, target: Target, s: Scratch, say: Say) -> list
 def _check_upgrade(
     registry: Registry, db: DatabaseSpec, url: str, conn: Connection
 ) -> tuple[CheckResult, bool]:
-    from orch.store.db import describe_error
 
     seen: list[str] = []
     try:
@@ -376,9 +376,6 @@ def _check_upgrade(
 def _check_models(
     registry: Registry, db: DatabaseSpec, url: str, conn: Connection, upgraded: bool
 ) -> CheckResult:
-    from orch.alembic_bridge.autogen import model_differences
-    from orch.errors import OrchError
-    from orch.store.db import describe_error
 
     if not db.metadata:
         return CheckResult(
@@ -411,7 +408,6 @@ def _check_stairway(
     registry: Registry, db: DatabaseSpec, url: str, conn: Connection, order: Sequence[str]
 ) -> tuple[CheckResult, CheckResult]:
     """Each revision up, down (schema compared with before), up; stops at the first failure."""
-    from orch.store.db import describe_error
 
     trace: CheckResult | None = None
     for rev in order:
@@ -460,7 +456,6 @@ def _below(rev: str) -> str:
 
 @contextlib.contextmanager
 def _connection(registry: Registry, url: str) -> Iterator[Connection]:
-    from orch.store.db import connect
 
     conn = connect(url, registry.settings.connect_timeout)
     try:
@@ -481,8 +476,6 @@ def _migrate(
     seen: list[str] | None = None,
 ) -> None:
     """Alembic's own run, outside any transaction of ours (one per revision, as orch runs)."""
-    from orch.alembic_bridge import runner
-    from orch.alembic_bridge.internals import step_revision
 
     def before_step(step: Any) -> None:
         if seen is not None:
@@ -617,6 +610,5 @@ def _diff(
 
 def exit_code(results: Sequence[DatabaseChecks]) -> int:
     """1 when any check failed, else 0."""
-    from orch.errors import EXIT_FAILED, EXIT_OK
 
     return EXIT_FAILED if any(r.failed for r in results) else EXIT_OK

@@ -35,10 +35,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch.alembic_bridge import runner as alembic_run
+from orch.alembic_bridge.runner import check_project
+from orch.backends import for_url
 from orch.config.registry import Registry, Target
 from orch.config.revisions import Graph
 from orch.errors import EXIT_FAILED, MissingVariable, UsageError
+from orch.planning.live import graphs_for
+from orch.planning.resolve import resolve_target
+from orch.queries import status as st
 from orch.queries.lint.rules import DIALECTS, ERROR, RULES, WARNING, Finding, Schema, lint_sql
+from orch.queries.offline import get_bind_line, not_renderable_reason, tidy
 
 #: the rules an allow comment may not name (they report the allows themselves)
 NOT_ALLOWABLE = frozenset({"bad_allow", "unused_allow"})
@@ -240,8 +247,6 @@ def read_allows(path: str, database: str, revision: str) -> _Allows:
 
 def render_alone(registry: Registry, target: Target, graph: Graph, rev: str) -> str:
     """The offline SQL of *rev* alone: from the heads of what it needs, to itself."""
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.queries.offline import tidy
 
     assert target.url is not None
     # the heads of everything *rev* needs are its parents that no other parent needs
@@ -276,8 +281,6 @@ def learn_schema(
     from base; a revision that cannot be rendered ends it there (what was
     rendered before it still counts), and nothing found in them is reported.
     """
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.queries.offline import tidy
 
     assert target.url is not None
     buf = io.StringIO()
@@ -306,7 +309,6 @@ def lint_revision(
     schema: Schema,
 ) -> tuple[list[LintFinding], list[Allow]]:
     """The findings of one revision (its allows applied) and its allows."""
-    from orch.queries.offline import get_bind_line, not_renderable_reason
 
     db = target.name
     path = graph.revs[rev].path
@@ -376,9 +378,6 @@ def lint(
     URL variable, a dialect without rules) raise before any revision is
     rendered.
     """
-    from orch.alembic_bridge.runner import check_project
-    from orch.backends import for_url
-    from orch.planning.live import graphs_for
 
     environment = registry.environment(env).name
     check_project(registry)
@@ -451,8 +450,6 @@ def lint_planned(
     on what is pending at some other moment.  Databases of a backend without
     rules are left out.
     """
-    from orch.backends import for_url
-    from orch.planning.live import graphs_for
 
     environment = registry.environment(env).name
     names = [n for n, (_start, revs) in steps.items() if revs]
@@ -478,8 +475,6 @@ def _pending(
     dialects: dict[str, str],
 ) -> list[DbLint]:
     """Each database's pending revisions from its live revision, read as ``orch plan`` does."""
-    from orch.planning.resolve import resolve_target
-    from orch.queries import status as st
 
     out: list[DbLint] = []
     statuses = {s.name: s for s in st.collect(registry, environment, list(selected), graphs=graphs)}
