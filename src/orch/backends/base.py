@@ -145,6 +145,10 @@ class Backend:
     #: connection's), ``"database"`` (a schema is a database of the URL's server), or
     #: None (the server has no schemas: ``{tenant}`` goes in the URL instead)
     tenant_schema: ClassVar[str | None] = None
+    #: whether the tenants that are schemas of one database can be read together, in a
+    #: few queries for the whole database (catalog, version rows, advisory locks, hashes:
+    #: see :func:`orch.planning.live.read_live_schemas`); else each is read alone
+    reads_schema_tenants_together: ClassVar[bool] = False
 
     def __init__(self, url: str, driver: Driver, *, shown: str | None = None) -> None:
         self.url = url

@@ -76,6 +76,7 @@ class PostgreSQL(Backend):
     transactional_ddl = True
     password_env = "PGPASSWORD"
     chained_audit_rows = True  # a data-modifying WITH
+    reads_schema_tenants_together = True  # pg_namespace, pg_locks, UNION ALL per schema
     # The first ``running`` row need not wait for its WAL flush: PostgreSQL rolls a
     # failed revision back anyway, and the revision's own (synchronous) commit
     # flushes everything before it.  Saves one fsync.

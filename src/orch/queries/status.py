@@ -204,7 +204,7 @@ def _read_schema_tenants(targets: Sequence[Target], registry: Registry) -> dict[
         if t.url is None or not t.db.schema or not t.db.version_table_schema:
             continue
         b = for_url(t.url)
-        if b.name != "postgresql" or not b.transactional_ddl:
+        if not b.reads_schema_tenants_together:
             continue
         groups.setdefault((t.url, t.db.version_table), []).append(t)
     lives: dict[str, Live] = {}
