@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from orch.alembic_bridge import internals
 from orch.alembic_bridge.job import Job, add_sys_path
 from orch.config.registry import DatabaseSpec, Registry
+from orch.config.revisions import scan_directory
 from orch.errors import UsageError
 
 if TYPE_CHECKING:
@@ -187,7 +188,6 @@ def _lazy_revisions(directory: Path) -> Iterator[Any]:
     Alembic builds the same graph from the same four values, so the order of
     the steps is the one it would compute.
     """
-    from orch.config.revisions import scan_directory
 
     return internals.lazy_scripts(scan_directory(directory).values())
 

@@ -17,6 +17,7 @@ from orch.config.fleets import TenantSource
 from orch.config.registry import Registry
 from orch.errors import OrchError, UsageError
 from orch.redact import redact
+from orch.store.db import connect
 
 #: How long a tenant command may run, in seconds
 COMMAND_TIMEOUT = 300.0
@@ -38,8 +39,6 @@ def read_sources(registry: Registry, env: str | None) -> dict[str, list[str]]:
 
 def _query(registry: Registry, env: str | None, fleet: str, source: TenantSource) -> list[str]:
     from sqlalchemy import text
-
-    from orch.store.db import connect
 
     key = source.key(fleet)
     assert source.database is not None and source.sql is not None

@@ -14,15 +14,23 @@ from typing import Any
 
 from orch import errors
 from orch.backends import for_url
+from orch.backends.postgresql import advisory_key
 from orch.backends.sqlite import sqlite_path
 from orch.config.registry import DatabaseSpec, Registry, Target
 from orch.config.revisions import Graph, load_graph, requirements
+from orch.store.audit import (
+    HASH_DIRECTIONS,
+    dirty_revision,
+    recorded_hashes,
+    recorded_hashes_sqlite,
+)
 from orch.store.db import (
     NoDatabase,
     check_version_schema,
     connect,
     read_current_readonly,
 )
+from orch.store.locks import is_locked
 
 
 def graphs_for(
@@ -167,8 +175,6 @@ def read_live(
 
 def read_live_full(target: Target, registry: Registry, *, hashes: bool = True) -> Live:
     """The live revisions, lock, dirty mark and (*hashes*) recorded file hashes, read-only."""
-    from orch.store.audit import dirty_revision, recorded_hashes, recorded_hashes_sqlite
-    from orch.store.locks import is_locked
 
     assert target.url is not None
     b = for_url(target.url)
@@ -227,9 +233,6 @@ def read_live_schemas(targets: Sequence[Target], registry: Registry) -> dict[str
     *targets* share one URL, version table and audit table.
     """
     from sqlalchemy import bindparam, text
-
-    from orch.backends.postgresql import advisory_key
-    from orch.store.audit import HASH_DIRECTIONS
 
     if len(targets) < 2:
         return {}

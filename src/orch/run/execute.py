@@ -44,14 +44,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orch import stopping
+from orch.alembic_bridge import runner as alembic_run
+from orch.alembic_bridge.internals import step_revision
+from orch.backends import for_url
 from orch.config.registry import Registry, Target
-from orch.config.revisions import Requirement
-from orch.errors import EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, OrchError
+from orch.config.revisions import Requirement, load_graph, requirements
+from orch.errors import (
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DatabaseError,
+    OrchError,
+    RefusedError,
+)
 from orch.outcomes import Direction, Outcome
+from orch.planning.live import edited_revisions, graphs_for, read_live, unrecorded_revisions
 from orch.planning.plan import Plan, PlanStep, edges
-from orch.planning.resolve import Resolved
+from orch.planning.resolve import Resolved, resolve_target
 from orch.redact import REDACTOR, redact
-from orch.store.audit import repair_hint
+from orch.run.hooks import run_logged, timestamp
+from orch.run.rollout import Rollout
+from orch.store.aio import close_kept, run_on_connection
+from orch.store.audit import (
+    NOTHING_APPLIED,
+    AuditLog,
+    TableTooNew,
+    dirty_revision,
+    recorded_hashes,
+    repair_hint,
+)
+from orch.store.db import check_version_schema, describe_error, read_current_readonly
+from orch.store.locks import LockCancelled, LockTimeout, MigrationLock, lock_order
 
 
 @dataclass
@@ -124,14 +148,6 @@ def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -
 
 def run_one(task: Task) -> DbResult:
     """Migrate one database.  Never raises for database problems: returns a result."""
-    from orch.backends import for_url
-    from orch.config.revisions import load_graph
-    from orch.errors import DatabaseError
-    from orch.planning.live import edited_revisions, unrecorded_revisions
-    from orch.store.aio import run_on_connection
-    from orch.store.audit import AuditLog, TableTooNew, dirty_revision, recorded_hashes
-    from orch.store.db import check_version_schema, describe_error, read_current_readonly
-    from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     for s in task.secrets:
         REDACTOR.add(s)
@@ -301,10 +317,6 @@ def _resolve(task: Task, current: tuple[str, ...], graph: Any = None) -> Resolve
     both).  A plan made without reading the database (``upgrade --all``) is
     resolved here.
     """
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.config.revisions import load_graph
-    from orch.errors import RefusedError
-    from orch.planning.resolve import resolve_target
 
     db = task.target.db
     step = task.step
@@ -352,7 +364,6 @@ def _dependency_rule(
         return True
     if task.step.direction == "downgrade":
         return _dependents_at_base(task, res, say, held)
-    from orch.planning.live import read_live
 
     behind: list[str] = []
     for dep in task.guard:
@@ -393,8 +404,6 @@ def _requirements_rule(task: Task, path: Sequence[str], res: DbResult) -> bool:
     """
     if not task.requires:
         return True
-    from orch.config.revisions import load_graph
-    from orch.planning.live import read_live
     from orch.store.db import describe_error
 
     db = task.target.name
@@ -436,10 +445,7 @@ def _dependents_at_base(
     task: Task, res: DbResult, say: Callable[[str], None], held: contextlib.ExitStack
 ) -> bool:
     """A downgrade's half of :func:`_dependency_rule`: lock the dependents, check them."""
-    from orch.backends import for_url
-    from orch.planning.live import read_live
     from orch.store.db import connect, describe_error, read_current
-    from orch.store.locks import LockCancelled, LockTimeout, MigrationLock
 
     settings = task.registry.settings
     above: list[str] = []
@@ -491,7 +497,6 @@ def _dependents_at_base(
 
 
 def _at_head(target: Target, current: Sequence[str]) -> bool:
-    from orch.config.revisions import load_graph
 
     graph = load_graph(target.db.versions, target.name)
     return not graph.unknown(tuple(current)) and not graph.pending(tuple(current))
@@ -513,7 +518,6 @@ def _hook(
     hook leaves the migration in place but fails the database too: whatever
     it was for (a grant, a cache flush, a notice) did not happen.
     """
-    from orch.run.hooks import run_logged
 
     conn.rollback()  # no transaction open while the hook runs
     result = run_logged(
@@ -603,7 +607,6 @@ def _accept(
 
 def _session_setup(conn: Any, url: str, registry: Registry) -> None:
     """Per-session settings: end orphaned work promptly, fail fast behind DDL locks."""
-    from orch.backends import for_url
 
     done = ("orch_session", registry.settings.ddl_lock_timeout)
     if conn.info.get("orch_session") == done:  # a kept connection (tenants): set up once
@@ -642,10 +645,6 @@ def _migrate(
     """
     from sqlalchemy import event
 
-    from orch.alembic_bridge import runner as alembic_run
-    from orch.alembic_bridge.internals import step_revision
-    from orch.backends import for_url
-    from orch.store.audit import NOTHING_APPLIED
     from orch.store.db import describe_error
 
     db = task.target.db
@@ -861,7 +860,6 @@ def _stamp(
     a revision it does not know, so the rows are deleted and the target
     written, in the one transaction of the stamp (Alembic's ``stamp --purge``).
     """
-    from orch.alembic_bridge import runner as alembic_run
     from orch.store.db import describe_error
 
     db = task.target.db
@@ -998,7 +996,6 @@ def execute(
     once its last step has ended (all its steps merged); *on_step* each step's
     as it ends, for progress in the order things happen.
     """
-    from orch.run.hooks import timestamp
     from orch.store.audit import git_commit
 
     run_id = run_id or str(uuid.uuid4())
@@ -1037,7 +1034,6 @@ def execute(
     stop = False
     why_stop = "--fail-fast: an earlier database failed"
     running: set[str] = set()  # the steps in the workers' hands
-    from orch.run.rollout import Rollout
 
     # a fleet's staged rollout (databases.<fleet>.rollout): groups in order, each with
     # its parallelism and failure budget; None when no tenant of the run has one
@@ -1160,8 +1156,6 @@ def _requirements(registry: Registry, plan: Plan, check: bool) -> list[Requireme
     was cut at revision level: only then do they replace the database-level rule)."""
     if not check or not any(s.refined for s in plan.steps):
         return []
-    from orch.config.revisions import requirements
-    from orch.planning.live import graphs_for
 
     return requirements(graphs_for(registry), [*registry.databases, *registry.left_out])
 
@@ -1215,7 +1209,6 @@ def _guard(registry: Registry, targets: dict[str, Target], step: PlanStep) -> tu
     the plan does).  A database the environment has no URL for is not part
     of it and counts as satisfied.
     """
-    from orch.store.locks import lock_order
 
     if step.direction == "upgrade":
         names = registry.dependencies(step.db)
@@ -1249,8 +1242,6 @@ def _read_untouched(
     if not unread:
         return
     import concurrent.futures
-
-    from orch.planning.live import read_live
 
     def current(name: str) -> tuple[str, ...] | None:
         if targets[name].url is None:
@@ -1296,7 +1287,6 @@ def _worker_main(conn: Any, parent: int) -> None:
     global _TO_PARENT
     _worker_init(parent)
     _TO_PARENT = conn
-    from orch.store.aio import close_kept
 
     try:
         _serve(conn)
@@ -1456,7 +1446,6 @@ def _died(task: Task, notes: dict[str, Any], exitcode: int | None) -> DbResult:
     """
     import signal
 
-    from orch.planning.live import read_live
     from orch.store.db import describe_error
 
     db = task.target.db

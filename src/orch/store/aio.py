@@ -30,6 +30,11 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
+from orch import stopping
+from orch.backends import for_url, is_async
+from orch.errors import DatabaseError
+from orch.store.db import connect, describe_error
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -48,7 +53,6 @@ def make_engine(url: str, connect_timeout: float = 5.0) -> AsyncEngine:
     like the PyMySQL handshake bound of the sync path.  SQLite gets the same
     transactional-DDL recipe as pysqlite (explicit ``BEGIN``).
     """
-    from orch.backends import for_url
 
     return for_url(url).make_async_engine(connect_timeout)
 
@@ -70,9 +74,6 @@ def run(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
 
 async def _run(url: str, connect_timeout: float, work: Callable[[Connection], T]) -> T:
     import asyncio
-
-    from orch.errors import DatabaseError
-    from orch.store.db import describe_error
 
     engine = make_engine(url, connect_timeout)
     try:
@@ -116,8 +117,6 @@ def _abort_by_cancelling() -> Iterator[None]:
     import asyncio
 
     from greenlet import getcurrent
-
-    from orch import stopping
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -173,8 +172,6 @@ def run_on_connection(
     schemas of one database over one connection and one dialect set-up.
     The caller ends them with :func:`close_kept`.
     """
-    from orch.backends import is_async
-    from orch.store.db import connect
 
     if is_async(url):
         return run(url, connect_timeout, work)

@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 from orch import __version__
 from orch.backends import describe_error, for_url
-from orch.errors import EXIT_USAGE, OrchError
+from orch.errors import EXIT_USAGE, DatabaseError, OrchError
 from orch.redact import redact
 from orch.store.db import os_user
+from orch.store.locks import is_locked
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -570,8 +571,6 @@ def recorded_hashes_sqlite(
     import sqlite3
     from urllib.parse import quote
 
-    from orch.errors import DatabaseError
-
     if not path.exists():
         return {}
     uri = f"file:{quote(str(path), safe='/')}?mode=ro"
@@ -617,7 +616,6 @@ def collect_log(
     import concurrent.futures
 
     from orch.store.db import NoDatabase, connect, describe_error
-    from orch.store.locks import is_locked
 
     targets = {t.name: t for t in registry.targets(env)}
 

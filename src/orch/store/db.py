@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from orch.backends import Backend, for_url
+from orch.backends import Backend, for_url, is_async, sync_url
 from orch.backends import describe_error as describe_error
 from orch.backends.base import NoDatabase as NoDatabase
 from orch.backends.sqlite import lock_path as lock_path
@@ -56,7 +56,6 @@ def preload_drivers(urls: Iterable[str | None]) -> None:
     Callers that fan out over threads call this first.  Unusable URLs are
     left for the threads to report.
     """
-    from orch.backends import is_async, sync_url
 
     seen: set[str] = set()
     for url in urls:
