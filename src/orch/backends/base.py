@@ -16,6 +16,7 @@ SQLAlchemy and the drivers are imported inside the methods that need them:
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -89,7 +90,7 @@ class ClientParams:
     password: str | None
 
 
-class LockPrimitive:
+class LockPrimitive(ABC):
     """One attempt at, and the release of, a database's migration lock.
 
     :mod:`orch.store.locks` owns the waiting (polling, timeout, giving up on
@@ -98,18 +99,18 @@ class LockPrimitive:
     stale lock.
     """
 
+    @abstractmethod
     def attempt(self) -> bool:
         """Try once without waiting; True when the lock is now held."""
-        raise NotImplementedError
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027  a hook: by default nothing
         """Let go (errors are the caller's to ignore: the connection closes next)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  a hook: by default nothing
         """Free what :meth:`attempt` needs, lock or not (after a failed wait, too)."""
 
 
-class Backend:
+class Backend(ABC):
     """A database URL and everything its server does differently.
 
     Class attributes describe the family; the instance knows its URL and
@@ -251,7 +252,7 @@ class Backend:
         """The synchronous driver's connect arguments for this connect timeout."""
         return {}
 
-    def configure_engine(self, engine: Engine, connect_timeout: float) -> None:
+    def configure_engine(self, engine: Engine, connect_timeout: float) -> None:  # noqa: B027  a hook: by default nothing
         """Event listeners a synchronous engine of this server needs."""
 
     def make_engine(self, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
@@ -273,7 +274,7 @@ class Backend:
         """The async driver's connect arguments for this connect timeout."""
         return {}
 
-    def configure_async_engine(self, engine: AsyncEngine) -> None:
+    def configure_async_engine(self, engine: AsyncEngine) -> None:  # noqa: B027  a hook: by default nothing
         """Event listeners an async engine of this server needs (on its ``sync_engine``)."""
 
     def make_async_engine(self, connect_timeout: float = 5.0) -> AsyncEngine:
@@ -298,14 +299,14 @@ class Backend:
 
     # -- sessions and version tables
 
-    def session_setup(self, conn: Connection, ddl_lock_timeout: float | None) -> None:
+    def session_setup(self, conn: Connection, ddl_lock_timeout: float | None) -> None:  # noqa: B027  a hook: by default nothing
         """Per-session settings of a migration connection."""
 
     def tenant_url(self, schema: str) -> str:
         """The URL a tenant whose data lives in *schema* connects to."""
         return self.with_database(schema) if self.tenant_schema == "database" else self.url
 
-    def enter_schema(self, conn: Connection, schema: str) -> None:
+    def enter_schema(self, conn: Connection, schema: str) -> None:  # noqa: B027  a hook: by default nothing
         """Make *schema* the one a tenant's migrations create their objects in.
 
         Called on the migration connection before each tenant's run: one
@@ -338,6 +339,7 @@ class Backend:
         ident = f"{(schema or '').lower()}.{table.lower()}"
         return "orch:" + hashlib.sha1(ident.encode()).hexdigest()[:40]
 
+    @abstractmethod
     def lock(
         self, conn: Connection | None, schema: str | None, table: str, *, who: str = ""
     ) -> LockPrimitive:
@@ -348,7 +350,6 @@ class Backend:
         errors.  Creating the primitive may already touch the system (the
         SQLite lock file); :meth:`LockPrimitive.close` undoes that.
         """
-        raise NotImplementedError(f"{self.label} has no migration lock")
 
     def lock_held(self, conn: Connection | None, schema: str | None, table: str) -> bool:
         """Whether another session holds the lock now (a read-only probe)."""

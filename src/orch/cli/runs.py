@@ -520,10 +520,9 @@ def upgrade(
             with_deps=with_deps,
             ignore_deps=ignore_deps,
         )
+    _no_shard_with_release(shard, to)
     project = st.project()
     if to is not None:
-        if shard is not None:
-            raise click.UsageError("--shard splits selected databases; a release takes them all")
         plan = project.plan_to(to, "upgrade")
     else:
         plan = project.plan(
@@ -534,20 +533,43 @@ def upgrade(
             read_live=project.protected and not yes,  # the plan is shown
             shard=shard,
         )
-    notes = [f"release: every database to {to}"] if to is not None else []
-    if on_failure == "rollback":
-        notes.append("on failure: every database this run changed goes back to where it started")
-    plan = _confirm(st, project, plan, yes, notes=notes)
-    _run(
+    rollback_note = "on failure: every database this run changed goes back to where it started"
+    _confirm_and_run(
         st,
         project,
         plan,
+        to=to,
+        rollback_note=rollback_note,
         yes=yes,
         jobs=jobs,
         lock_timeout=lock_timeout,
         fail_fast=fail_fast,
         on_failure=on_failure,
     )
+
+
+def _no_shard_with_release(shard: object, to: str | None) -> None:
+    if to is not None and shard is not None:
+        raise click.UsageError("--shard splits selected databases; a release takes them all")
+
+
+def _confirm_and_run(
+    st: Options,
+    project: Project,
+    plan: Plan,
+    *,
+    to: str | None,
+    rollback_note: str,
+    yes: bool,
+    on_failure: str,
+    **run_options: Any,
+) -> NoReturn:
+    """The common end of upgrade and downgrade: what the prompt says, approval, the run."""
+    notes = [f"release: every database to {to}"] if to is not None else []
+    if on_failure == "rollback":
+        notes.append(rollback_note)
+    plan = _confirm(st, project, plan, yes, notes=notes)
+    _run(st, project, plan, yes=yes, on_failure=on_failure, **run_options)
 
 
 @cli.command()
@@ -609,21 +631,20 @@ def downgrade(
         raise UsageError("--keep-new goes with --to TAG")
     if sql:
         _sql_preview(st, "downgrade", selectors, from_, out_dir, force=force, cascade=cascade)
+    _no_shard_with_release(shard, to)
     project = st.project()
     if to is not None:
-        if shard is not None:
-            raise click.UsageError("--shard splits selected databases; a release takes them all")
         plan = project.plan_to(to, "downgrade", keep_new=keep_new)
     else:
         plan = project.plan_downgrade(selectors, force=force, cascade=cascade, shard=shard)
-    notes = [f"release: every database to {to}"] if to is not None else []
-    if on_failure == "rollback":
-        notes.append("on failure: every database this run changed goes back up to where it started")
-    plan = _confirm(st, project, plan, yes, notes=notes)
-    _run(
+    _confirm_and_run(
         st,
         project,
         plan,
+        to=to,
+        rollback_note=(
+            "on failure: every database this run changed goes back up to where it started"
+        ),
         yes=yes,
         jobs=jobs,
         lock_timeout=lock_timeout,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -493,20 +493,27 @@ def _pg_scan_split(sql: str) -> list[tuple[int, int]]:
     """
     from pglast.parser import scan
 
+    return _spans(
+        (tok.name == "ASCII_59", tok.start, tok.end)
+        for tok in scan(sql)
+        if tok.name not in ("SQL_COMMENT", "C_COMMENT")
+    )
+
+
+def _spans(tokens: Iterable[tuple[bool, int, int]]) -> list[tuple[int, int]]:
+    """(start, end) of each statement from (is a semicolon, start, last index) tokens."""
     spans: list[tuple[int, int]] = []
     start: int | None = None
     end = 0
-    for tok in scan(sql):
-        if tok.name in ("SQL_COMMENT", "C_COMMENT"):
-            continue
-        if tok.name == "ASCII_59":
+    for semicolon, tok_start, tok_end in tokens:
+        if semicolon:
             if start is not None:
-                spans.append((start, tok.start))
+                spans.append((start, tok_start))
             start = None
             continue
         if start is None:
-            start = tok.start
-        end = tok.end + 1
+            start = tok_start
+        end = tok_end + 1
     if start is not None:
         spans.append((start, end))
     return spans
@@ -867,21 +874,10 @@ def _sqlglot_split(sql: str, dialect: str) -> list[tuple[int, int]]:
     """(start, end) of each statement, from sqlglot's tokenizer (comments are not tokens)."""
     from sqlglot.dialects.dialect import Dialect
 
-    spans: list[tuple[int, int]] = []
-    start: int | None = None
-    end = 0
-    for tok in Dialect.get_or_raise(dialect).tokenize(sql):
-        if tok.token_type.name == "SEMICOLON":
-            if start is not None:
-                spans.append((start, tok.start))
-            start = None
-            continue
-        if start is None:
-            start = tok.start
-        end = tok.end + 1
-    if start is not None:
-        spans.append((start, end))
-    return spans
+    return _spans(
+        (tok.token_type.name == "SEMICOLON", tok.start, tok.end)
+        for tok in Dialect.get_or_raise(dialect).tokenize(sql)
+    )
 
 
 def _lint_sqlglot(sql: str, ctx: _Context) -> None:
