@@ -1031,6 +1031,11 @@ def execute(
     n_jobs, _note = effective_jobs(registry, jobs, len(plan.names))
     results: dict[str, DbResult] = {}
     order = [s.key for s in plan.steps]
+    pending = dict.fromkeys(order)  # not finished yet, in plan order
+    keys_of: dict[str, list[str]] = {}  # each database's steps, in plan order
+    for k in order:
+        keys_of.setdefault(steps[k].db, []).append(k)
+    one_step_each = len(steps) == len(plan.names)
     stop = False
     why_stop = "--fail-fast: an earlier database failed"
     running: set[str] = set()  # the steps in the workers' hands
@@ -1056,28 +1061,38 @@ def execute(
                 stop, why_stop = True, over
         if on_step is not None:  # each step as it ends (a database may have several)
             on_step(r)
-        if on_result is not None and (len(steps) == len(plan.names) or _last_of(key, r)):
-            on_result(_merged(r.name, [results[k] for k in order if k in results]))
+        pending.pop(key, None)
+        if on_result is not None:
+            if one_step_each:
+                on_result(r)
+            elif all(k in results for k in keys_of[r.name]):  # its last step: reported once
+                on_result(_merged(r.name, [results[k] for k in keys_of[r.name]]))
         if r.outcome.blocking:
-            for other in order:
-                if other not in results and key in _closure(other, preds):
+            for other in list(pending):
+                if other in pending and key in _closure(other, preds):
                     finish(other, skipped(other, f"{r.name} {r.outcome}"))
 
-    def _last_of(key: str, r: DbResult) -> bool:
-        """The database's last step has a result (each database is reported once)."""
-        return all(k in results for k in order if steps[k].db == steps[key].db)
+    def ready(limit: int | None = None) -> list[str]:
+        """The steps that may start now, in plan order (the first *limit* of them).
 
-    def ready() -> list[str]:
+        Linear in what is left, and stops at *limit*, instead of a scan of
+        the whole run: a fleet of 1,000 tenants asks this after every result
+        (the scan was a tenth of a second of the parent's CPU per result).
+        """
         done = results.keys()  # a set view: no copy per database (fleets of hundreds)
-        return [
-            k
-            for k in order
-            if k not in results
-            and k not in running
-            and preds[k] <= done
-            and not any(steps[r].db == steps[k].db for r in running)  # one worker per database
-            and (rollout is None or rollout.may_start(steps[k].db))
-        ]
+        busy = {steps[r].db for r in running}  # one worker per database
+        found: list[str] = []
+        for k in pending:
+            if (
+                k not in running
+                and steps[k].db not in busy
+                and (not preds[k] or preds[k] <= done)
+                and (rollout is None or rollout.may_start(steps[k].db))
+            ):
+                found.append(k)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
 
     pool: _Pool | None = None
     if n_jobs > 1 and len(plan.names) > 1:
@@ -1093,7 +1108,9 @@ def execute(
             stopping.CURRENT.worker_pids = pool.pids
     try:
         while len(results) < len(tasks):
-            for key in ready():
+            # with a pool and nothing to skip, only as many as there are free workers
+            free = None if pool is None or stop or stopping.requested() else n_jobs - len(running)
+            for key in ready(free) if free is None or free > 0 else ():
                 name = steps[key].db
                 if stopping.requested():
                     error = f"{stopping.reason()}: not started"
@@ -1142,10 +1159,7 @@ def execute(
             if stopping.CURRENT is not None:
                 stopping.CURRENT.worker_pids = list
             _FORKED_TASKS.clear()
-    merged = {
-        name: _merged(name, [results[k] for k in order if steps[k].db == name])
-        for name in plan.names
-    }
+    merged = {name: _merged(name, [results[k] for k in keys_of[name]]) for name in plan.names}
     firsts = {s.db: s for s in reversed(plan.steps)}
     _read_untouched(registry, targets, firsts, merged)
     return [merged[n] for n in plan.names]
