@@ -364,6 +364,48 @@ def test_dont_mutate_keeps_a_run_from_creating_the_version_table(
     con.close()
 
 
+def test_known_heads_reach_the_migration_function_through_alembic_context_unread(
+    versions: Path, tmp_path: Path
+) -> None:
+    """env.py calls ``alembic.context.configure``: the heads orch read under the lock reach
+    Alembic's steps function without Alembic reading the version table again."""
+    from alembic import context
+    from alembic.config import Config
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
+    script = lazy_directory(versions)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    set_rows(url, ["a"])
+    statements: list[str] = []
+    seen: list[tuple[str, ...]] = []
+
+    def fn(rev: Any, ctx: Any) -> list[Any]:
+        seen.append(tuple(rev))
+        return []
+
+    engine = create_engine(url, poolclass=NullPool)
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        for heads in (("b",), ()):
+            statements.clear()
+            cfg = Config(stdout=io.StringIO())
+            with engine.connect() as conn:
+                with internals.environment_context(cfg, script, heads, fn=fn):
+                    context.configure(connection=conn, transaction_per_migration=True)
+                    with context.begin_transaction():
+                        context.run_migrations()
+                conn.commit()
+            if heads:  # the rows say "a": Alembic was handed "b" and read nothing
+                assert seen[-1] == ("b",)
+                assert not [s for s in statements if "alembic_version" in s], statements
+            else:  # none handed over: Alembic reads the table itself
+                assert seen[-1] == ("a",)
+                assert [s for s in statements if "alembic_version" in s]
+    finally:
+        engine.dispose()
+
+
 def test_purge_makes_a_stamp_start_from_no_rows_and_replace_unknown_ones(
     versions: Path, tmp_path: Path
 ) -> None:

@@ -293,6 +293,7 @@ def run(
     stdout: Any = None,
     expect: Sequence[str] | None = None,
     purge: bool = False,
+    heads: Sequence[str] | None = None,
 ) -> None:
     """Run Alembic for *db* in *direction* ('upgrade', 'downgrade', 'stamp') to *destination*.
 
@@ -306,10 +307,11 @@ def run(
     Alembic's list of steps once, before the first one runs.  With *expect*
     (the revisions announced, in order), Alembic's steps are compared with
     it before the first one runs; if they differ, :class:`StepsDiffer` is
-    raised and nothing runs.
+    raised and nothing runs.  *heads*: the version rows the caller read on
+    *conn* under the migration lock, with nothing run since; Alembic starts
+    from them instead of reading them again (see
+    :func:`~orch.alembic_bridge.internals.environment_context`).
     """
-    from alembic.runtime.environment import EnvironmentContext
-
     if conn is not None and conn.in_transaction():
         raise RuntimeError("the migration connection must not be in a transaction")
     script = script_directory(registry, db)
@@ -345,7 +347,7 @@ def run(
         env_kwargs["starting_rev"] = starting_rev
     if direction == "stamp":
         env_kwargs.update(internals.stamp_options(purge))
-    with EnvironmentContext(cfg, script, **env_kwargs):
+    with internals.environment_context(cfg, script, None if as_sql else heads, **env_kwargs):
         script.run_env()
 
 

@@ -276,7 +276,21 @@ def run_one(task: Task) -> DbResult:
                 elif not _requirements_rule(task, resolved.path, res):
                     pass  # refused before anything changed
                 elif _hook(task, conn, audit, f"before_{direction}", current, res, say):
-                    ended = _migrate(task, conn, audit, resolved, res, say, transactional, graph)
+                    # Alembic starts from the rows read above, unless a hook ran since
+                    hooked = (
+                        f"before_{direction}" in task.registry.environment(task.target.env).hooks
+                    )
+                    ended = _migrate(
+                        task,
+                        conn,
+                        audit,
+                        resolved,
+                        res,
+                        say,
+                        transactional,
+                        graph,
+                        heads=None if hooked else current,
+                    )
                 conn.rollback()
                 if ended is not None and res.outcome == Outcome.DONE:
                     res.end = list(ended)  # what Alembic wrote and committed, under the lock
@@ -624,8 +638,12 @@ def _migrate(
     say: Callable[[str], None],
     transactional: bool,
     graph: Any = None,
+    *,
+    heads: Sequence[str] | None = None,
 ) -> tuple[str, ...] | None:
     """Apply *resolved*'s path, one transaction per revision, recording each step.
+
+    *heads*: the version rows read under the lock (Alembic starts from them).
 
     Returns the version rows Alembic left after the last revision it
     committed (sorted, as :func:`orch.store.db.read_current` reads them), or
@@ -741,6 +759,7 @@ def _migrate(
                 on_apply=on_apply,
                 on_plan=on_plan,
                 expect=resolved.path,
+                heads=heads,
             )
         conn.commit()
         confirm()
