@@ -425,7 +425,7 @@ def environment_context(
 
     # on the instance: entering the context installs its attributes as alembic.context's
     # functions (a subclass would have no module proxies of its own)
-    env.configure = configure_from_heads
+    env.configure = configure_from_heads  # type: ignore[method-assign]
     return env
 
 

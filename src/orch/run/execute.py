@@ -819,8 +819,8 @@ def _migrate(
     finally:
         with contextlib.suppress(Exception):
             event.remove(conn, "after_cursor_execute", count_writes)
-    heads: tuple[str, ...] | None = state["heads"]
-    return heads if res.outcome == Outcome.DONE else None
+    after: tuple[str, ...] | None = state["heads"]
+    return after if res.outcome == Outcome.DONE else None
 
 
 # statements that change nothing (a revision that only read before failing is not dirty)
