@@ -774,12 +774,17 @@ class Project:
     # -- planning
 
     def _read(
-        self, names: Sequence[str], *, read: bool = True
+        self,
+        names: Sequence[str],
+        *,
+        read: bool = True,
+        skip: Callable[[str], bool] | None = None,
     ) -> tuple[dict[str, Target], Mapping[str, Any], dict[str, Any], list[DbStatus]]:
         """Targets, revision graphs, live revisions of *names* (None if unreadable), statuses.
 
         ``read=False`` connects to nothing (every revision None) but still
-        imports the drivers here, once, before any worker forks.
+        imports the drivers here, once, before any worker forks.  *skip*: the
+        databases not read here (their revision None) when reading.
         """
         from orch.planning.live import graphs_for
         from orch.queries import status as st
@@ -788,15 +793,26 @@ class Project:
         targets = {t.name: t for t in registry.targets(self.env)}
         graphs = graphs_for(registry)
         histories = {id(g.revs): g for g in graphs.values()}.values()  # a fleet shares one
-        if not read and any(r.requires for g in histories for r in g.revs.values()):
-            read = True  # requirements across databases: the order depends on the revisions
+        if (not read or skip is not None) and any(
+            r.requires for g in histories for r in g.revs.values()
+        ):
+            # requirements across databases: the order depends on every revision
+            read, skip = True, None
         if not read:
             from orch.store.db import preload_drivers
 
             preload_drivers(targets[n].url for n in names)
             return targets, graphs, dict.fromkeys(names), []
-        statuses = st.collect(registry, self.env, list(names), graphs=graphs)
-        currents = {s.name: tuple(s.current) if s.current is not None else None for s in statuses}
+        read_here = [n for n in names if skip is None or not skip(n)]
+        if len(read_here) < len(names):
+            from orch.store.db import preload_drivers
+
+            preload_drivers(targets[n].url for n in names if n not in set(read_here))
+        statuses = st.collect(registry, self.env, read_here, graphs=graphs) if read_here else []
+        currents: dict[str, Any] = dict.fromkeys(names)
+        currents.update(
+            {s.name: tuple(s.current) if s.current is not None else None for s in statuses}
+        )
         return targets, graphs, currents, statuses
 
     def plan(
@@ -832,10 +848,19 @@ class Project:
         if not all:  # and the databases requirements relate them to
             involved = related(registry, graphs_for(registry), involved)
         # a fleet's tenants are read first (concurrently, read-only, on shared connections):
-        # those already at head are settled without a lock (see _settled)
+        # those already at head are settled without a lock (see _settled); tenants that are
+        # databases of their own are not: a second connection to each costs more than the
+        # migration, so their worker settles them on its one connection (orch.run.execute)
         fleet_run = all and bool(registry.fleets)
+
+        def own_database(name: str) -> bool:
+            db = registry.databases[name]
+            return not read_live and db.fleet is not None and db.schema is None
+
         targets, graphs, currents, statuses = self._read(
-            involved, read=read_live or not all or fleet_run
+            involved,
+            read=read_live or not all or fleet_run,
+            skip=own_database if all and not read_live else None,
         )
         planned = planning.plan_upgrade(
             registry,

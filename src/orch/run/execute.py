@@ -135,6 +135,9 @@ class Task:
     peers: tuple[Target, ...] = ()
     #: ``orch accept``: (revision, why) whose file's hash now is recorded as accepted
     accept: tuple[str, str] | None = None
+    #: a tenant database the plan did not read: settled here when already at its target
+    #: (see :func:`_settle`)
+    settle: bool = False
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -171,6 +174,8 @@ def run_one(task: Task) -> DbResult:
         """Everything done on the migration connection (the same for sync and async drivers)."""
         try:
             _session_setup(conn, url, task.registry)
+            if task.settle and _settle(task, conn, res, say):
+                return
             check_version_schema(conn, db)
             if db.schema:  # a tenant's schema (a fleet): the connection may be reused
                 # (PostgreSQL's commits the SET, ending the check's read with it)
@@ -320,6 +325,44 @@ def run_one(task: Task) -> DbResult:
     finally:
         res.duration = time.monotonic() - t0
     return res
+
+
+def _settle(task: Task, conn: Any, res: DbResult, say: Callable[[str], None]) -> bool:
+    """True (outcome ``unchanged``) when the database is already where the step goes.
+
+    What the service's ``_settled`` does for tenants read before the run, on
+    the migration connection itself: a fleet of tenant databases read once
+    by the plan and again by each worker paid two connections per database,
+    and a new connection to a database costs more than the revision (the
+    server starts a process and loads that database's catalog).  The same
+    read as ``orch status`` (versions, the lock, the dirty mark, the recorded
+    hashes); a tenant that is anything but up to date, or that cannot be read
+    here, takes the locked path, which reads it again and says what is wrong.
+    """
+    from orch.planning.live import read_live_on
+
+    db = task.target.db
+    try:
+        graph = load_graph(db.versions, db.name)
+        live = read_live_on(conn, task.target, task.registry)
+        current = live.current
+        if (
+            live.running
+            or live.dirty is not None
+            or graph.unknown(current)
+            or graph.pending(current)
+            or edited_revisions(graph, current, live.recorded)
+            or _resolve(task, current, graph).path
+        ):
+            return False
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        return False
+    res.outcome = Outcome.UNCHANGED
+    res.start = res.end = list(current)
+    say(f"{db.name}: already at {', '.join(current) or 'base'}")
+    return True
 
 
 def _resolve(task: Task, current: tuple[str, ...], graph: Any = None) -> Resolved:
@@ -1044,6 +1087,7 @@ def execute(
             purpose,
             _guard(registry, targets, step) if check_deps else (),
             *_peers(reqs, targets, step.db),
+            settle=_settles_itself(plan, step, targets[step.db], purpose),
         )
         for key, step in steps.items()
     }
@@ -1182,6 +1226,21 @@ def execute(
     firsts = {s.db: s for s in reversed(plan.steps)}
     _read_untouched(registry, targets, firsts, merged)
     return [merged[n] for n in plan.names]
+
+
+def _settles_itself(plan: Plan, step: PlanStep, target: Target, purpose: str) -> bool:
+    """A tenant database's upgrade the plan did not read (see :func:`_settle`)."""
+    db = target.db
+    return (
+        plan.direction == Direction.UPGRADE
+        and not purpose
+        and db.fleet is not None
+        and db.schema is None
+        and step.current is None
+        and not step.announced
+        and step.after is None
+        and not step.refined
+    )
 
 
 def _requirements(registry: Registry, plan: Plan, check: bool) -> list[Requirement]:
