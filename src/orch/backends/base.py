@@ -15,6 +15,7 @@ SQLAlchemy and the drivers are imported inside the methods that need them:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -306,12 +307,29 @@ class Backend(ABC):
         """The URL a tenant whose data lives in *schema* connects to."""
         return self.with_database(schema) if self.tenant_schema == "database" else self.url
 
-    def enter_schema(self, conn: Connection, schema: str) -> None:  # noqa: B027  a hook: by default nothing
+    #: after :meth:`enter_schema`, an unqualified name means that schema's table
+    #: (PostgreSQL's search_path); a run then names its own tables without the schema
+    schema_scopes_names = False
+
+    def enter_schema(self, conn: Connection, schema: str) -> bool | None:
         """Make *schema* the one a tenant's migrations create their objects in.
 
         Called on the migration connection before each tenant's run: one
         connection may serve several tenants of one database in turn.
+        Returns whether the schema exists when that came with it (None: not
+        asked; the caller checks).  By default nothing is done.
         """
+        return None
+
+    def single_statements(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
+        """Statements that each commit by themselves inside (no BEGIN, no COMMIT sent).
+
+        For the one-statement steps of a run (the lock, a read under it): a
+        driver that opens a transaction for every statement costs two more
+        round trips each.  By default the statements run as usual; call it
+        with no transaction open.
+        """
+        return contextlib.nullcontext()
 
     def missing_schema_hint(self, schema: str) -> str:
         """How to create a ``version_table_schema`` the server does not have."""

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from orch.backends.base import URL_RE, Backend, LockPrimitive, describe_error
@@ -53,15 +55,49 @@ class _AdvisoryLock(LockPrimitive):
     def attempt(self) -> bool:
         from sqlalchemy import text
 
-        got = self.conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar()
+        with _single_statements(self.conn):  # one round trip, not three
+            got = self.conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}
+            ).scalar()
         self.conn.commit()  # session lock survives; no transaction left open (autobegin trap)
         return bool(got)
 
     def release(self) -> None:
         from sqlalchemy import text
 
-        self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+        with _single_statements(self.conn):
+            self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
         self.conn.commit()
+
+
+@contextlib.contextmanager
+def _single_statements(conn: Connection) -> Iterator[None]:
+    """psycopg in autocommit mode inside: its own BEGIN and COMMIT are round trips.
+
+    SQLAlchemy still begins and ends its transaction object around the
+    statements; psycopg sends nothing for either while in autocommit mode.
+    Other drivers (asyncpg through its facade), or a connection in a
+    transaction, run the statements as usual.
+    """
+    raw = _psycopg_connection(conn)
+    if raw is None or conn.in_transaction() or raw.autocommit:
+        yield
+        return
+    raw.autocommit = True
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            conn.rollback()  # SQLAlchemy's bookkeeping: nothing is open on the server
+        with contextlib.suppress(Exception):  # a broken connection: its own error says so
+            raw.autocommit = False
+
+
+def _psycopg_connection(conn: Connection) -> Any:
+    """The psycopg 3 connection under *conn*, or None (another driver)."""
+    raw = getattr(conn.connection, "driver_connection", None)
+    module = type(raw).__module__
+    return raw if module.startswith("psycopg") and hasattr(raw, "autocommit") else None
 
 
 class PostgreSQL(Backend):
@@ -77,6 +113,7 @@ class PostgreSQL(Backend):
     password_env = "PGPASSWORD"
     chained_audit_rows = True  # a data-modifying WITH
     reads_schema_tenants_together = True  # pg_namespace, pg_locks, UNION ALL per schema
+    schema_scopes_names = True  # enter_schema sets search_path to the tenant's schema alone
     # The first ``running`` row need not wait for its WAL flush: PostgreSQL rolls a
     # failed revision back anyway, and the revision's own (synchronous) commit
     # flushes everything before it.  Saves one fsync.
@@ -155,13 +192,25 @@ class PostgreSQL(Backend):
             conn.execute(text(f"SET lock_timeout = '{int(ddl_lock_timeout * 1000)}ms'"))
             conn.commit()
 
-    def enter_schema(self, conn: Connection, schema: str) -> None:
-        """``SET search_path`` to the tenant's schema alone (quoted: ``tenant_eu-west``)."""
+    def enter_schema(self, conn: Connection, schema: str) -> bool | None:
+        """The search_path set to the tenant's schema alone (quoted: ``tenant_eu-west``),
+        and whether that schema exists, in one statement that commits itself."""
         from sqlalchemy import text
 
         quoted = conn.dialect.identifier_preparer.quote_identifier(schema)
-        conn.execute(text(f"SET search_path TO {quoted}"))
+        with self.single_statements(conn):
+            exists = conn.execute(
+                text(
+                    "SELECT set_config('search_path', :path, false), EXISTS (SELECT 1 FROM "
+                    "pg_catalog.pg_namespace WHERE nspname = :schema)"
+                ),
+                {"path": quoted, "schema": schema},
+            ).one()[1]
         conn.commit()
+        return bool(exists)
+
+    def single_statements(self, conn: Connection) -> contextlib.AbstractContextManager[None]:
+        return _single_statements(conn)
 
     # -- the migration lock
 

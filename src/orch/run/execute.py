@@ -35,6 +35,7 @@ Faults:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -47,7 +48,7 @@ from orch import stopping
 from orch.alembic_bridge import runner as alembic_run
 from orch.alembic_bridge.internals import step_revision
 from orch.backends import for_url
-from orch.config.registry import Registry, Target
+from orch.config.registry import DatabaseSpec, Registry, Target
 from orch.config.revisions import Requirement, load_graph, requirements
 from orch.errors import (
     EXIT_FAILED,
@@ -71,6 +72,7 @@ from orch.store.audit import (
     AuditLog,
     TableTooNew,
     dirty_revision,
+    read_run_state,
     recorded_hashes,
     repair_hint,
 )
@@ -163,6 +165,13 @@ def run_one(task: Task) -> DbResult:
         res.outcome, res.error = Outcome.REFUSED, task.target.missing
         return res
     transactional = for_url(url).transactional_ddl
+    # a tenant's schema made the connection's own (PostgreSQL's search_path): orch's
+    # tables and Alembic's version table are named without it, so the SQL compiled for
+    # one tenant serves the next (schema-qualified, every tenant compiled its own: a
+    # third of a tenant's CPU).  The lock key keeps the schema (see orch.store.locks).
+    sql_db = db
+    if db.schema and db.version_table_schema == db.schema and for_url(url).schema_scopes_names:
+        sql_db = dataclasses.replace(db, version_table_schema=None)
     if stopping.requested():  # queued in the pool before the stop: do not start
         res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
         return res
@@ -176,10 +185,12 @@ def run_one(task: Task) -> DbResult:
             _session_setup(conn, url, task.registry)
             if task.settle and _settle(task, conn, res, say):
                 return
-            check_version_schema(conn, db)
+            backend = for_url(url)
+            exists = None
             if db.schema:  # a tenant's schema (a fleet): the connection may be reused
-                # (PostgreSQL's commits the SET, ending the check's read with it)
-                for_url(url).enter_schema(conn, db.schema)
+                exists = backend.enter_schema(conn, db.schema)  # PostgreSQL: and it exists
+            if not (exists and db.version_table_schema == db.schema):
+                check_version_schema(conn, db)
             conn.rollback()  # nothing to do when nothing is open
             lock = MigrationLock(
                 conn, db, url, task.lock_timeout, on_wait=say, cancelled=stopping.requested
@@ -198,18 +209,33 @@ def run_one(task: Task) -> DbResult:
                 audit = AuditLog(
                     conn,
                     task.registry.settings.log_table,
-                    db.version_table_schema,
+                    sql_db.version_table_schema,
                     task.run_id,
                     db.name,
                     task.target.env,
                     git_commit=task.git_commit,
                 )
-                try:
-                    audit.ensure()
-                except TableTooNew as exc:  # a newer orch's table: read it, never write
-                    res.outcome, res.error = Outcome.REFUSED, str(exc)
-                    return
-                interrupted = audit.close_interrupted(transactional)
+                log_table = task.registry.settings.log_table
+                # one statement for the reads below; None on a first run or another
+                # table shape: then they are made one by one, and say what is wrong
+                with backend.single_statements(conn):
+                    state = read_run_state(
+                        conn,
+                        log_table,
+                        sql_db.version_table_schema,
+                        db.version_table,
+                        sql_db.version_table_schema,
+                        db.name,
+                    )
+                if state is None:
+                    try:
+                        audit.ensure()
+                    except TableTooNew as exc:  # a newer orch's table: read it, never write
+                        res.outcome, res.error = Outcome.REFUSED, str(exc)
+                        return
+                interrupted = audit.close_interrupted(
+                    transactional, state.running if state is not None else None
+                )
                 if interrupted:  # its UPDATE; else the reads below share its transaction
                     conn.commit()
                     say(
@@ -217,13 +243,16 @@ def run_one(task: Task) -> DbResult:
                         f"{', '.join(interrupted)} "
                         + ("(rolled back)" if transactional else "(may be half-applied)")
                     )
-                current = read_current_readonly(conn, db)  # only reads in flight
+                if state is not None:
+                    current = state.current
+                else:
+                    current = read_current_readonly(conn, sql_db)  # only reads in flight
                 res.start = res.end = list(current)
                 _progress("start", res.start)
                 dirty = None
                 if not transactional:
                     dirty = dirty_revision(
-                        conn, task.registry.settings.log_table, db.version_table_schema, db.name
+                        conn, task.registry.settings.log_table, sql_db.version_table_schema, db.name
                     )
                 # read-only so far: one transaction up to the recorded hashes (round trips)
                 if dirty is not None and direction != "stamp":
@@ -237,8 +266,12 @@ def run_one(task: Task) -> DbResult:
                     )
                     return
                 graph = load_graph(db.versions, db.name)
-                log_table = task.registry.settings.log_table
-                recorded = recorded_hashes(conn, log_table, db.version_table_schema, db.name)
+                if state is not None:
+                    recorded = state.recorded
+                else:
+                    recorded = recorded_hashes(
+                        conn, log_table, sql_db.version_table_schema, db.name
+                    )
                 conn.commit()
                 adopted = unrecorded_revisions(graph, current, recorded)
                 if adopted:  # applied before orch recorded hashes: their files now, as baseline
@@ -270,6 +303,7 @@ def run_one(task: Task) -> DbResult:
                         say,
                         dirty,
                         purge=bool(graph.unknown(current)),
+                        alembic_db=sql_db,
                     )
                 elif not resolved.path:
                     res.outcome = Outcome.UNCHANGED
@@ -295,12 +329,15 @@ def run_one(task: Task) -> DbResult:
                         transactional,
                         graph,
                         heads=None if hooked else current,
+                        alembic_db=sql_db,
                     )
                 conn.rollback()
                 if ended is not None and res.outcome == Outcome.DONE:
                     res.end = list(ended)  # what Alembic wrote and committed, under the lock
                 else:
-                    res.end = list(read_current_readonly(conn, db))  # rolled back: none in flight
+                    res.end = list(
+                        read_current_readonly(conn, sql_db)
+                    )  # rolled back: none in flight
                 conn.commit()
                 if res.outcome == Outcome.DONE:
                     _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
@@ -683,6 +720,7 @@ def _migrate(
     graph: Any = None,
     *,
     heads: Sequence[str] | None = None,
+    alembic_db: DatabaseSpec | None = None,
 ) -> tuple[str, ...] | None:
     """Apply *resolved*'s path, one transaction per revision, recording each step.
 
@@ -793,7 +831,7 @@ def _migrate(
         with stopping.abortable():
             alembic_run.run(
                 task.registry,
-                db,
+                alembic_db or db,
                 task.target.url or "",
                 conn,
                 direction,
@@ -914,6 +952,7 @@ def _stamp(
     dirty: tuple[str, str | None] | None,
     *,
     purge: bool = False,
+    alembic_db: DatabaseSpec | None = None,
 ) -> None:
     """Set the version rows; an ``ok`` stamp row also clears a dirty marker.
 
@@ -933,7 +972,13 @@ def _stamp(
         detail += f"; clears dirty {dirty[0]}"
     try:
         alembic_run.run(
-            task.registry, db, task.target.url or "", conn, "stamp", destination, purge=purge
+            task.registry,
+            alembic_db or db,
+            task.target.url or "",
+            conn,
+            "stamp",
+            destination,
+            purge=purge,
         )
         conn.commit()
     except Exception as exc:

@@ -466,18 +466,26 @@ class AuditLog:
             rows.append(values)
         self.conn.execute(self._insert, rows)
 
-    def close_interrupted(self, transactional: bool) -> list[str]:
+    def close_interrupted(
+        self, transactional: bool, found: Sequence[tuple[int, str | None]] | None = None
+    ) -> list[str]:
         """Turn this database's leftover ``running`` rows into ``failed``; call under the lock.
 
         Holding the lock proves the run that wrote them is gone (killed, or its
-        connection died).  Returns the revisions concerned.
+        connection died).  Returns the revisions concerned.  *found*: those
+        rows' (id, revision), already read (:func:`read_run_state`).
         """
         from sqlalchemy import select
 
         t = self.table
-        rows = self.conn.execute(
-            select(t.c.id, t.c.revision).where(t.c.db == self.db, t.c.outcome == "running")
-        ).all()
+        if found is None:
+            found = [
+                (r.id, r.revision)
+                for r in self.conn.execute(
+                    select(t.c.id, t.c.revision).where(t.c.db == self.db, t.c.outcome == "running")
+                )
+            ]
+        rows = list(found)
         if not rows:
             return []
         what = (
@@ -487,12 +495,76 @@ class AuditLog:
         )
         self.conn.execute(
             t.update()
-            .where(t.c.id.in_([r.id for r in rows]))
+            .where(t.c.id.in_([i for i, _ in rows]))
             .values(
                 outcome="failed", error=f"interrupted: the run stopped during this step; {what}"
             )
         )
-        return [r.revision or "?" for r in rows]
+        return [rev or "?" for _, rev in rows]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run reads first under its lock (see :func:`read_run_state`)."""
+
+    current: tuple[str, ...]  # the version rows, sorted
+    running: tuple[tuple[int, str | None], ...]  # (id, revision) of rows left ``running``
+    recorded: dict[str, str]  # as :func:`recorded_hashes`
+
+
+def read_run_state(
+    conn: Connection,
+    table_name: str,
+    schema: str | None,
+    version_table: str,
+    version_schema: str | None,
+    db: str,
+) -> RunState | None:
+    """The audit table's version, rows left ``running``, version rows and recorded hashes:
+    one statement instead of four.
+
+    A tenant's run read these one query each, four round trips (and four
+    compiled statements) before its first revision; a fleet of 1,000 paid
+    them 1,000 times.  None (the connection rolled back) when the statement
+    fails or the audit table is not this orch's current shape: a first run
+    (no tables yet), an older table to upgrade, a newer one to refuse.  The
+    caller then reads piece by piece (:meth:`AuditLog.ensure`,
+    :meth:`AuditLog.close_interrupted`, :func:`orch.store.db.read_current_readonly`,
+    :func:`recorded_hashes`), which say what is wrong.  Call with no work of
+    the caller's in flight.
+    """
+    from sqlalchemy import text
+
+    prep = conn.dialect.identifier_preparer
+
+    def name(table: str, in_schema: str | None) -> str:
+        quoted = prep.quote(table)
+        return f"{prep.quote_schema(in_schema)}.{quoted}" if in_schema else quoted
+
+    log, vt = name(table_name, schema), name(version_table, version_schema)
+    kept = ", ".join(f"'{d}'" for d in HASH_DIRECTIONS)  # constants of this module
+    sql = (
+        f"SELECT 0 AS k, NULL AS id, detail AS a, NULL AS b FROM {log} "
+        f"WHERE db = '' AND direction = '{VERSION_ROW}' "
+        f"UNION ALL SELECT 1, id, revision, NULL FROM {log} "
+        "WHERE db = :db AND outcome = 'running' "
+        f"UNION ALL SELECT 2, NULL, version_num, NULL FROM {vt} "
+        f"UNION ALL SELECT 3, id, revision, sha256 FROM {log} "
+        f"WHERE db = :db AND sha256 IS NOT NULL AND outcome = 'ok' AND direction IN ({kept})"
+    )
+    try:
+        rows = conn.execute(text(sql), {"db": db}).all()
+    except Exception:
+        conn.rollback()
+        return None
+    versions = [int(a) for k, _, a, _ in rows if k == 0 and a and str(a).isdigit()]
+    if max(versions, default=1) != TABLE_VERSION:
+        conn.rollback()
+        return None
+    running = tuple((int(i), r) for k, i, r, _ in rows if k == 1)
+    current = tuple(sorted(str(a) for k, _, a, _ in rows if k == 2))
+    hashes = sorted((int(i), str(r), str(h)) for k, i, r, h in rows if k == 3 and r)
+    return RunState(current, running, {r: h for _, r, h in hashes})
 
 
 def read_log(
