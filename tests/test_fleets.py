@@ -397,6 +397,71 @@ def test_schema_tenants_read_together_keep_each_state(
     assert head in got["tenant:globex"]["error"]
 
 
+def test_tenant_databases_on_postgresql_take_one_connection_each(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """Tenants as PostgreSQL databases: the plan does not read them first; each worker
+    settles a tenant at head on the one connection it opens (no lock, no audit row)."""
+    from conftest import require_server
+
+    require_server("postgresql")
+    urls = [make_db("postgresql") for _ in range(3)]
+    base = urls[0].rpartition("/")[0]
+    prefix = "orch_t_"
+    names = [u.rpartition("/")[2].removeprefix(prefix) for u in urls]
+    project = fleet_project(
+        tmp_path / "proj",
+        f"{base}/{prefix}{{tenant}}",
+        {"list": names},
+        core_url=make_db("postgresql"),
+    )
+    r = project.orch("upgrade", f"tenant:{names[0]}", "--with-deps")
+    assert r.exit_code == 0, r.stderr
+    audit_before = _sql(urls[0], "SELECT count(*) FROM orch_log")
+
+    def sessions() -> dict[str, int]:
+        rows = _sql(
+            f"{base}/postgres",
+            "SELECT pg_stat_clear_snapshot()",
+            "SELECT datname, sessions FROM pg_stat_database WHERE datname LIKE 'orch_t_%'",
+        )
+        return {str(name): int(n) for name, n in rows}
+
+    before = sessions()
+    r = project.orch("upgrade", "--all", "--jobs", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert outcomes(r) == {
+        "": "unchanged",
+        names[0]: "unchanged",
+        names[1]: "done",
+        names[2]: "done",
+    }
+    import time
+
+    def opened() -> list[int]:
+        after = sessions()
+        return [after.get(prefix + n, 0) - before.get(prefix + n, 0) for n in names]
+
+    # a backend counts its session when it exits, which may trail orch's own exit
+    deadline = time.monotonic() + 10
+    while min(opened()) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    # one session per tenant database in the whole run (the plan read none of them)
+    assert opened() == [1, 1, 1]
+    # the tenant at head: read, not locked, nothing written to its audit table
+    assert _sql(urls[0], "SELECT count(*) FROM orch_log") == audit_before
+    for url in urls[1:]:
+        assert _sql(url, "SELECT version_num FROM alembic_version") == [(rev_id("tenant", 2),)]
+    # a tenant that is not up to date (an edited file, here) takes the locked path and says so
+    edited = next((project.root / "migrations" / "tenant").glob(f"{rev_id('tenant', 1)}*.py"))
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    r = project.orch("upgrade", "--all", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "no longer matches its file" in r.stderr
+    assert set(outcomes(r).values()) == {"unchanged"}
+
+
 def test_a_failing_query_source_is_exit_2_naming_it(
     tmp_path: Path, make_db: Callable[..., str]
 ) -> None:
@@ -562,11 +627,11 @@ def test_retry_runs_only_what_the_last_run_left_behind(tmp_path: Path) -> None:
         "canary-bad": "failed",
         "canary-ok": "skipped",
         "a": "skipped",
-        "zed": "unchanged",  # read at head before the run: settled without its lock
+        "zed": "skipped",  # at head, but its group never started: not touched
     }
     r = project.orch("upgrade", "--retry", "--json")
     assert r.exit_code == 0, r.stderr
-    # zed is at head: not run again
+    # zed is at head: skipped, but nothing to retry there
     assert outcomes(r) == {"canary-bad": "done", "canary-ok": "done", "a": "done"}
     assert "retrying 3 database(s)" in r.stderr
     again = project.orch("upgrade", "--retry", "--json")

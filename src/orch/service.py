@@ -1409,7 +1409,9 @@ def _settled(registry: Registry, plan: Plan) -> tuple[planning.Plan, dict[str, D
     run, so it is reported ``unchanged`` without a migration connection, a lock
     or its audit table: 1,000 tenants with nothing pending cost about one
     ``status``.  Everything else (and every database that is not a tenant)
-    runs as planned and is read again under its lock.
+    runs as planned and is read again under its lock; so do the tenants of a
+    staged rollout, whose later groups are ``skipped`` when an earlier one
+    fails, whatever their state.
     """
     from orch.run.execute import DbResult
 
@@ -1423,6 +1425,8 @@ def _settled(registry: Registry, plan: Plan) -> tuple[planning.Plan, dict[str, D
     for name, steps in steps_of.items():
         db = registry.databases.get(name)
         if db is None or db.fleet is None or states.get(name) != State.UP_TO_DATE:
+            continue
+        if db.rollout:  # staged: a group the run never starts is skipped, whatever its state
             continue
         step = steps[0]
         if len(steps) > 1 or step.resolved is None or step.resolved.path:

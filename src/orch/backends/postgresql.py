@@ -184,12 +184,14 @@ class PostgreSQL(Backend):
         try:
             # a backend busy in a long statement checks every second that orch
             # is still there: a SIGKILLed run releases its lock within ~1 s
-            conn.execute(text("SET client_connection_check_interval = '1s'"))
+            with _single_statements(conn):  # a session setting: no transaction needed
+                conn.execute(text("SET client_connection_check_interval = '1s'"))
             conn.commit()
         except Exception:  # PostgreSQL < 14
             conn.rollback()
         if ddl_lock_timeout:
-            conn.execute(text(f"SET lock_timeout = '{int(ddl_lock_timeout * 1000)}ms'"))
+            with _single_statements(conn):
+                conn.execute(text(f"SET lock_timeout = '{int(ddl_lock_timeout * 1000)}ms'"))
             conn.commit()
 
     def enter_schema(self, conn: Connection, schema: str) -> bool | None:

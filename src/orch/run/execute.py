@@ -356,6 +356,8 @@ def run_one(task: Task) -> DbResult:
             task.registry.settings.connect_timeout,
             on_connection,
             keep=db.schema is not None,  # tenants as schemas: the next one reuses it
+            # tenants as databases of one server: one Engine (dialect set-up, compiled SQL)
+            shared=db.fleet is not None and db.schema is None,
         )
     except DatabaseError as exc:  # the connection could not be opened
         res.error = f"unreachable: {exc}"

@@ -155,7 +155,12 @@ def close_kept() -> None:
 
 
 def run_on_connection(
-    url: str, connect_timeout: float, work: Callable[[Connection], T], *, keep: bool = False
+    url: str,
+    connect_timeout: float,
+    work: Callable[[Connection], T],
+    *,
+    keep: bool = False,
+    shared: bool = False,
 ) -> T:
     """Open the migration connection of *url*, run ``work(connection)``, close it.
 
@@ -171,6 +176,11 @@ def run_on_connection(
     transaction open, not invalidated): a worker then migrates 1,000 tenant
     schemas of one database over one connection and one dialect set-up.
     The caller ends them with :func:`close_kept`.
+
+    *shared* (sync drivers): the connection may come from the Engine the
+    databases of one server share (:func:`orch.store.db.connect`), for the
+    tenant databases of a fleet: one dialect set-up and one compiled-SQL
+    cache per worker instead of one per tenant.
     """
 
     if is_async(url):
@@ -179,7 +189,7 @@ def run_on_connection(
     if conn is not None and (conn.invalidated or conn.closed):
         conn = None
     if conn is None:
-        conn = connect(url, connect_timeout)
+        conn = connect(url, connect_timeout, shared=shared)
     healthy = False
     try:
         result = work(conn)
