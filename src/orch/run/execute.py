@@ -183,8 +183,6 @@ def run_one(task: Task) -> DbResult:
         """Everything done on the migration connection (the same for sync and async drivers)."""
         try:
             _session_setup(conn, url, task.registry)
-            if task.settle and _settle(task, conn, res, say):
-                return
             backend = for_url(url)
             exists = None
             if db.schema:  # a tenant's schema (a fleet): the connection may be reused
@@ -227,6 +225,8 @@ def run_one(task: Task) -> DbResult:
                         sql_db.version_table_schema,
                         db.name,
                     )
+                if state is None and task.settle and _settle(task, conn, sql_db, res, say):
+                    return  # at head, never run by orch here: nothing created (see _settle)
                 if state is None:
                     try:
                         audit.ensure()
@@ -308,6 +308,7 @@ def run_one(task: Task) -> DbResult:
                 elif not resolved.path:
                     res.outcome = Outcome.UNCHANGED
                     say(f"{db.name}: already at {', '.join(current) or 'base'}")
+                    ended = current  # nothing ran, under the lock: no need to read them again
                 elif stopping.requested():
                     res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
                 elif not _dependency_rule(task, res, say, held):
@@ -332,7 +333,7 @@ def run_one(task: Task) -> DbResult:
                         alembic_db=sql_db,
                     )
                 conn.rollback()
-                if ended is not None and res.outcome == Outcome.DONE:
+                if ended is not None and res.outcome in (Outcome.DONE, Outcome.UNCHANGED):
                     res.end = list(ended)  # what Alembic wrote and committed, under the lock
                 else:
                     res.end = list(
@@ -366,34 +367,33 @@ def run_one(task: Task) -> DbResult:
     return res
 
 
-def _settle(task: Task, conn: Any, res: DbResult, say: Callable[[str], None]) -> bool:
-    """True (outcome ``unchanged``) when the database is already where the step goes.
+def _settle(
+    task: Task, conn: Any, sql_db: DatabaseSpec, res: DbResult, say: Callable[[str], None]
+) -> bool:
+    """True (outcome ``unchanged``) when a tenant orch never ran on is already at its target.
 
-    What the service's ``_settled`` does for tenants read before the run, on
-    the migration connection itself: a fleet of tenant databases read once
-    by the plan and again by each worker paid two connections per database,
-    and a new connection to a database costs more than the revision (the
-    server starts a process and loads that database's catalog).  The same
-    read as ``orch status`` (versions, the lock, the dirty mark, the recorded
-    hashes); a tenant that is anything but up to date, or that cannot be read
-    here, takes the locked path, which reads it again and says what is wrong.
+    For a tenant database the plan did not read (see :func:`_settles_itself`),
+    under its lock, when the one-statement read found no audit table of
+    this orch (:func:`~orch.store.audit.read_run_state` returned None): a
+    tenant migrated by plain Alembic, say.  A tenant at head is reported
+    ``unchanged`` without creating orch's audit table there or recording
+    hashes, as the read before the run used to settle it: an ``upgrade
+    --all`` with nothing pending writes nothing.  Anything else (behind, an
+    unknown revision, a dirty mark, a read that fails) takes the usual path.
     """
-    from orch.planning.live import read_live_on
-
     db = task.target.db
     try:
+        current = read_current_readonly(conn, sql_db)
         graph = load_graph(db.versions, db.name)
-        live = read_live_on(conn, task.target, task.registry)
-        current = live.current
-        if (
-            live.running
-            or live.dirty is not None
-            or graph.unknown(current)
-            or graph.pending(current)
-            or edited_revisions(graph, current, live.recorded)
-            or _resolve(task, current, graph).path
-        ):
+        if graph.unknown(current) or graph.pending(current) or _resolve(task, current, graph).path:
+            conn.rollback()
             return False
+        if not for_url(task.target.url or "").transactional_ddl and dirty_revision(
+            conn, task.registry.settings.log_table, sql_db.version_table_schema, db.name
+        ):
+            conn.rollback()
+            return False
+        conn.rollback()
     except Exception:
         with contextlib.suppress(Exception):
             conn.rollback()
@@ -1276,7 +1276,12 @@ def execute(
 
 
 def _settles_itself(plan: Plan, step: PlanStep, target: Target, purpose: str) -> bool:
-    """A tenant database's upgrade the plan did not read (see :func:`_settle`)."""
+    """A tenant database's upgrade the plan did not read (see :func:`_settle`).
+
+    The plan reads no tenant database first: a second connection to each
+    (the server starts a process and loads that database's catalog) cost
+    more than its migration.  Its worker reads it under the lock instead.
+    """
     db = target.db
     return (
         plan.direction == Direction.UPGRADE
@@ -1421,11 +1426,18 @@ def _progress(kind: str, value: Any) -> None:
             _TO_PARENT.send(("note", kind, value))
 
 
-def _worker_main(conn: Any, parent: int) -> None:
-    """A worker's life: migrate the databases the parent sends, one at a time."""
+def _worker_main(conn: Any, notes: Any, parent: int) -> None:
+    """A worker's life: migrate the databases the parent sends, one at a time.
+
+    Results go back on *conn*, the pipe the jobs come on; notes (see
+    :func:`_progress`) on *notes*, a pipe of their own that the parent reads
+    when it wakes for a result or a death, not once per note: three notes
+    per tenant were three more wake-ups of the parent per tenant, on a
+    machine whose CPUs the workers and the server need.
+    """
     global _TO_PARENT
     _worker_init(parent)
-    _TO_PARENT = conn
+    _TO_PARENT = notes
 
     try:
         _serve(conn)
@@ -1455,9 +1467,15 @@ def _serve(conn: Any) -> None:
 @dataclass(eq=False)  # hashed by identity (a key of wait()'s handles)
 class _Worker:
     process: Any  # multiprocessing.Process
-    conn: Any  # the parent's end of this worker's pipe
+    conn: Any  # the parent's end of this worker's pipe (jobs out, results in)
+    notes_conn: Any  # the parent's end of its notes' pipe (see _worker_main)
     name: str | None = None  # the database in its hands
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+#: how often (seconds) a waiting parent empties the workers' notes pipes, so that a
+#: worker with many notes (a long history) never blocks on a full pipe
+_NOTES_EVERY = 0.25
 
 
 class _Pool:
@@ -1505,10 +1523,14 @@ class _Pool:
 
     def _start(self) -> _Worker:
         mine, theirs = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, args=(theirs, os.getpid()), name="orch-worker")
+        notes_in, notes_out = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(
+            target=_worker_main, args=(theirs, notes_out, os.getpid()), name="orch-worker"
+        )
         proc.start()
         theirs.close()
-        worker = _Worker(proc, mine)
+        notes_out.close()
+        worker = _Worker(proc, mine, notes_in)
         self.workers.append(worker)
         return worker
 
@@ -1526,7 +1548,12 @@ class _Pool:
                 handles[w.conn] = w
                 handles[w.process.sentinel] = w
         out: list[tuple[str, DbResult | None, tuple[dict[str, Any], int | None]]] = []
-        for w in dict.fromkeys(handles[h] for h in wait(list(handles))):
+        ready: list[Any] = []
+        while not ready:
+            ready = wait(list(handles), timeout=_NOTES_EVERY)
+            for w in dict.fromkeys(handles.values()):  # a full notes pipe would block its writer
+                self._notes(w)
+        for w in dict.fromkeys(handles[h] for h in ready):
             name = w.name
             assert name is not None
             result, dead = self._read(w)
@@ -1540,25 +1567,41 @@ class _Pool:
         return out
 
     def _read(self, w: _Worker) -> tuple[DbResult | None, bool]:
-        """Everything the worker sent so far: (its result if it came, whether the pipe broke)."""
+        """The worker's result if it came, and whether its pipe broke.
+
+        Its notes are read first: a worker writes them before its result, and
+        data written to a pipe outlives its writer, so a dead worker's notes
+        are all there.
+        """
+        self._notes(w)
         try:
             while w.conn.poll():
                 msg = w.conn.recv()
                 if msg[0] == "result":
                     return msg[1], False
-                _, kind, value = msg
+        except (EOFError, OSError):
+            return None, True
+        return None, False
+
+    @staticmethod
+    def _notes(w: _Worker) -> None:
+        """Take in every note the worker has written so far (never blocks)."""
+        try:
+            while w.notes_conn.poll():
+                _, kind, value = w.notes_conn.recv()
                 if kind == "applied":
                     w.notes.setdefault("applied", []).append(value)
                 else:
                     w.notes[kind] = value
         except (EOFError, OSError):
-            return None, True
-        return None, False
+            return
 
     def _drop(self, w: _Worker) -> None:
         self.workers.remove(w)
         with contextlib.suppress(OSError):
             w.conn.close()
+        with contextlib.suppress(OSError):
+            w.notes_conn.close()
 
     def close(self) -> None:
         """Stop every worker once the ones busy have finished (their results are not needed)."""
