@@ -227,14 +227,15 @@ def run_one(task: Task) -> DbResult:
                     )
                 if state is None and task.settle and _settle(task, conn, sql_db, res, say):
                     return  # at head, never run by orch here: nothing created (see _settle)
+                created = False  # the audit table made just now: nothing to read back
                 if state is None:
                     try:
-                        audit.ensure()
+                        created = audit.ensure()
                     except TableTooNew as exc:  # a newer orch's table: read it, never write
                         res.outcome, res.error = Outcome.REFUSED, str(exc)
                         return
                 interrupted = audit.close_interrupted(
-                    transactional, state.running if state is not None else None
+                    transactional, () if created else state.running if state is not None else None
                 )
                 if interrupted:  # its UPDATE; else the reads below share its transaction
                     conn.commit()
@@ -268,6 +269,8 @@ def run_one(task: Task) -> DbResult:
                 graph = load_graph(db.versions, db.name)
                 if state is not None:
                     recorded = state.recorded
+                elif created:
+                    recorded = {}
                 else:
                     recorded = recorded_hashes(
                         conn, log_table, sql_db.version_table_schema, db.name

@@ -291,11 +291,12 @@ class AuditLog:
             )
         )
 
-    def ensure(self) -> None:
+    def ensure(self) -> bool:
         """Create the table, or upgrade an older one; call under the migration lock.
 
-        Commits.  Raises :class:`TableTooNew` (nothing written) when a newer
-        orch has upgraded the table beyond :data:`TABLE_VERSION`.
+        Commits; True when it created the table (it is empty: nothing to read
+        back from it).  Raises :class:`TableTooNew` (nothing written) when a
+        newer orch has upgraded the table beyond :data:`TABLE_VERSION`.
 
         Two orch databases may share one server database (different version
         tables, so different locks) and race to create or upgrade the shared
@@ -305,24 +306,30 @@ class AuditLog:
         found = table_version(self.conn, name, schema)
         self.conn.commit()
         if found == TABLE_VERSION:
-            return
+            return False
         if found > TABLE_VERSION:
             raise TableTooNew(too_new_message(found, name))
         try:
             if found == 0:
-                self.table.create(self.conn, checkfirst=True)
+                # the catalog said a moment ago there is none: no second look (a creator
+                # racing this one makes it fail, handled below); made at this orch's shape,
+                # only its version row is missing (no column to look for)
+                self.table.create(self.conn, checkfirst=False)
+                upgrade_table(self.conn, name, schema, TABLE_VERSION)
+                return True
             upgrade_table(self.conn, name, schema, found)
         except Exception:
             self.conn.rollback()
             again = table_version(self.conn, name, schema)
             self.conn.rollback()
             if again == TABLE_VERSION:
-                return  # the other database sharing the table did it
+                return False  # the other database sharing the table did it
             if again == 0:
                 raise
             # MySQL/MariaDB: the other half-way through (its DDL committed); the steps are
             # idempotent, so finish them
             upgrade_table(self.conn, name, schema, again)
+        return False
 
     def start(
         self,
