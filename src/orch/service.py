@@ -779,6 +779,7 @@ class Project:
         *,
         read: bool = True,
         skip: Callable[[str], bool] | None = None,
+        settle_only: bool = False,
     ) -> tuple[dict[str, Target], Mapping[str, Any], dict[str, Any], list[DbStatus]]:
         """Targets, revision graphs, live revisions of *names* (None if unreadable), statuses.
 
@@ -808,7 +809,11 @@ class Project:
             from orch.store.db import preload_drivers
 
             preload_drivers(targets[n].url for n in names if n not in set(read_here))
-        statuses = st.collect(registry, self.env, read_here, graphs=graphs) if read_here else []
+        statuses = (
+            st.collect(registry, self.env, read_here, graphs=graphs, settle_only=settle_only)
+            if read_here
+            else []
+        )
         currents: dict[str, Any] = dict.fromkeys(names)
         currents.update(
             {s.name: tuple(s.current) if s.current is not None else None for s in statuses}
@@ -861,6 +866,8 @@ class Project:
             involved,
             read=read_live or not all or fleet_run,
             skip=own_database if all and not read_live else None,
+            # nothing is shown: the read only settles the tenants at head
+            settle_only=all and not read_live,
         )
         planned = planning.plan_upgrade(
             registry,

@@ -236,7 +236,12 @@ def read_live_on(
     return Live(current, running, dirty, recorded)
 
 
-def read_live_schemas(targets: Sequence[Target], registry: Registry) -> dict[str, Live]:
+def read_live_schemas(
+    targets: Sequence[Target],
+    registry: Registry,
+    *,
+    hashes_when: Callable[[Target, tuple[str, ...]], bool] | None = None,
+) -> dict[str, Live]:
     """:func:`read_live_full` of tenants that are schemas of one PostgreSQL database, batched.
 
     A fleet of 1,000 schemas read one tenant at a time cost a connection
@@ -247,7 +252,10 @@ def read_live_schemas(targets: Sequence[Target], registry: Registry) -> dict[str
     a few UNION ALL queries.  Only tenants whose schema and version table
     exist are answered; the others (and everything, if any query fails) are
     left to :func:`read_live_full`, so every message stays its own.
-    *targets* share one URL, version table and audit table.
+    *targets* share one URL, version table and audit table.  *hashes_when*:
+    read a tenant's recorded hashes only when it says so for the tenant and
+    its version rows (the others' come back empty): a run's read before it
+    starts needs them only for tenants at head.
     """
     from sqlalchemy import bindparam, text
 
@@ -301,7 +309,11 @@ def read_live_schemas(targets: Sequence[Target], registry: Registry) -> dict[str
         }
         recorded: dict[int, dict[str, str]] = {i: {} for i in range(len(read))}
         hashed = [
-            i for i, t in enumerate(read) if current[i] and t.db.version_table_schema in has_hash
+            i
+            for i, t in enumerate(read)
+            if current[i]
+            and t.db.version_table_schema in has_hash
+            and (hashes_when is None or hashes_when(t, tuple(sorted(current[i]))))
         ]
         directions = ", ".join(f"'{d}'" for d in HASH_DIRECTIONS)
         for start in range(0, len(hashed), 500):

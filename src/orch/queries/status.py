@@ -10,7 +10,7 @@ read-only and a missing one simply has no revision yet.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,14 +181,21 @@ def collect(
     *,
     graphs: dict[str, Graph] | None = None,
     max_workers: int = 16,
+    settle_only: bool = False,
 ) -> list[DbStatus]:
-    """Status of every (or the named) database of one environment, concurrently."""
+    """Status of every (or the named) database of one environment, concurrently.
+
+    *settle_only*: for a run's read before it starts, which needs only to
+    know which tenants are up to date: the recorded hashes of tenant schemas
+    that are behind are not read (their state may then say ``behind`` where
+    ``status`` would say ``edited``; the run reads them again under the lock).
+    """
     targets = [t for t in registry.targets(env) if names is None or t.name in names]
     graphs = graphs if graphs is not None else graphs_for(registry, [t.name for t in targets])
     if len(targets) <= 1:
         return [status_of(t, graphs[t.name], registry) for t in targets]
     preload_drivers(t.url for t in targets)
-    lives = _read_schema_tenants(targets, registry)
+    lives = _read_schema_tenants(targets, registry, graphs if settle_only else None)
     workers = max(1, min(max_workers, len(targets)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return list(
@@ -196,9 +203,21 @@ def collect(
         )
 
 
-def _read_schema_tenants(targets: Sequence[Target], registry: Registry) -> dict[str, Live]:
+def _read_schema_tenants(
+    targets: Sequence[Target], registry: Registry, settle: Mapping[str, Graph] | None = None
+) -> dict[str, Live]:
     """The live state of tenants that are schemas of one PostgreSQL database, a database
-    at a time (see :func:`orch.planning.live.read_live_schemas`); others are read alone."""
+    at a time (see :func:`orch.planning.live.read_live_schemas`); others are read alone.
+    *settle*: their graphs; hashes are then read only for tenants at head."""
+
+    def at_head(t: Target, current: tuple[str, ...]) -> bool:
+        assert settle is not None
+        graph = settle[t.name]
+        try:
+            return not graph.unknown(current) and not graph.pending(current)
+        except Exception:  # let the full read say what is wrong
+            return True
+
     groups: dict[tuple[str, str], list[Target]] = {}
     for t in targets:
         if t.url is None or not t.db.schema or not t.db.version_table_schema:
@@ -209,7 +228,9 @@ def _read_schema_tenants(targets: Sequence[Target], registry: Registry) -> dict[
         groups.setdefault((t.url, t.db.version_table), []).append(t)
     lives: dict[str, Live] = {}
     for group in groups.values():
-        lives.update(read_live_schemas(group, registry))
+        lives.update(
+            read_live_schemas(group, registry, hashes_when=at_head if settle is not None else None)
+        )
     return lives
 
 
