@@ -805,10 +805,10 @@ class Project:
             preload_drivers(targets[n].url for n in names)
             return targets, graphs, dict.fromkeys(names), []
         read_here = [n for n in names if skip is None or not skip(n)]
-        if len(read_here) < len(names):
+        if len(read_here) < len(names):  # the skipped ones' drivers, before any worker forks
             from orch.store.db import preload_drivers
 
-            preload_drivers(targets[n].url for n in names if n not in set(read_here))
+            preload_drivers(targets[n].url for n in names if skip is not None and skip(n))
         statuses = (
             st.collect(registry, self.env, read_here, graphs=graphs, settle_only=settle_only)
             if read_here
@@ -855,19 +855,19 @@ class Project:
         # a fleet's tenants are read first (concurrently, read-only, on shared connections):
         # those already at head are settled without a lock (see _settled); tenants that are
         # databases of their own are not: a second connection to each costs more than the
-        # migration, so their worker settles them on its one connection (orch.run.execute)
+        # migration, so each is read under its lock only (orch.run.execute)
         fleet_run = all and bool(registry.fleets)
+        settling = all and not read_live  # nothing is shown: the read only settles tenants
 
         def own_database(name: str) -> bool:
             db = registry.databases[name]
-            return not read_live and db.fleet is not None and db.schema is None
+            return db.fleet is not None and db.schema is None
 
         targets, graphs, currents, statuses = self._read(
             involved,
             read=read_live or not all or fleet_run,
-            skip=own_database if all and not read_live else None,
-            # nothing is shown: the read only settles the tenants at head
-            settle_only=all and not read_live,
+            skip=own_database if settling else None,
+            settle_only=settling,
         )
         planned = planning.plan_upgrade(
             registry,

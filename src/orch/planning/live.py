@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orch import errors
 from orch.backends import for_url
@@ -31,9 +31,6 @@ from orch.store.db import (
     read_current_readonly,
 )
 from orch.store.locks import is_locked
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
 
 
 def graphs_for(
@@ -205,35 +202,21 @@ def read_live_full(target: Target, registry: Registry, *, hashes: bool = True) -
     except NoDatabase:  # no SQLite file yet; a first run may be creating it right now
         return Live((), is_locked(None, target.db, target.url), None, {})
     try:
-        return read_live_on(conn, target, registry, hashes=hashes)
+        schema = target.db.version_table_schema
+        current = read_current_readonly(conn, target.db)
+        if not current:
+            check_version_schema(conn, target.db)
+        running = is_locked(conn, target.db, target.url)
+        dirty = None
+        if not b.transactional_ddl:  # a failed revision may have left DDL behind
+            dirty = dirty_revision(conn, log_table, schema, target.name)
+        recorded = {}
+        if hashes and current:
+            recorded = recorded_hashes(conn, log_table, schema, target.name)
+        conn.rollback()
+        return Live(current, running, dirty, recorded)
     finally:
         conn.close()
-
-
-def read_live_on(
-    conn: Connection, target: Target, registry: Registry, *, hashes: bool = True
-) -> Live:
-    """:func:`read_live_full` on an open connection (ends its reads with a rollback).
-
-    A worker that migrates a tenant database reads it this way first, on
-    the connection it will migrate over, to settle a tenant already at head
-    without a lock (see :func:`orch.run.execute.run_one`).
-    """
-    assert target.url is not None
-    log_table = registry.settings.log_table
-    schema = target.db.version_table_schema
-    current = read_current_readonly(conn, target.db)
-    if not current:
-        check_version_schema(conn, target.db)
-    running = is_locked(conn, target.db, target.url)
-    dirty = None
-    if not for_url(target.url).transactional_ddl:  # a failed revision may have left DDL behind
-        dirty = dirty_revision(conn, log_table, schema, target.name)
-    recorded: Mapping[str, str] = {}
-    if hashes and current:
-        recorded = recorded_hashes(conn, log_table, schema, target.name)
-    conn.rollback()
-    return Live(current, running, dirty, recorded)
 
 
 def read_live_schemas(

@@ -137,9 +137,6 @@ class Task:
     peers: tuple[Target, ...] = ()
     #: ``orch accept``: (revision, why) whose file's hash now is recorded as accepted
     accept: tuple[str, str] | None = None
-    #: a tenant database the plan did not read: settled here when already at its target
-    #: (see :func:`_settle`)
-    settle: bool = False
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -164,13 +161,14 @@ def run_one(task: Task) -> DbResult:
     if url is None:
         res.outcome, res.error = Outcome.REFUSED, task.target.missing
         return res
-    transactional = for_url(url).transactional_ddl
+    backend = for_url(url)
+    transactional = backend.transactional_ddl
     # a tenant's schema made the connection's own (PostgreSQL's search_path): orch's
     # tables and Alembic's version table are named without it, so the SQL compiled for
     # one tenant serves the next (schema-qualified, every tenant compiled its own: a
     # third of a tenant's CPU).  The lock key keeps the schema (see orch.store.locks).
     sql_db = db
-    if db.schema and db.version_table_schema == db.schema and for_url(url).schema_scopes_names:
+    if db.schema and db.version_table_schema == db.schema and backend.schema_scopes_names:
         sql_db = dataclasses.replace(db, version_table_schema=None)
     if stopping.requested():  # queued in the pool before the stop: do not start
         res.outcome, res.error = Outcome.SKIPPED, f"{stopping.reason()}: not started"
@@ -183,7 +181,6 @@ def run_one(task: Task) -> DbResult:
         """Everything done on the migration connection (the same for sync and async drivers)."""
         try:
             _session_setup(conn, url, task.registry)
-            backend = for_url(url)
             exists = None
             if db.schema:  # a tenant's schema (a fleet): the connection may be reused
                 exists = backend.enter_schema(conn, db.schema)  # PostgreSQL: and it exists
@@ -217,26 +214,20 @@ def run_one(task: Task) -> DbResult:
                 # one statement for the reads below; None on a first run or another
                 # table shape: then they are made one by one, and say what is wrong
                 with backend.single_statements(conn):
-                    state = read_run_state(
-                        conn,
-                        log_table,
-                        sql_db.version_table_schema,
-                        db.version_table,
-                        sql_db.version_table_schema,
-                        db.name,
-                    )
-                if state is None and task.settle and _settle(task, conn, sql_db, res, say):
-                    return  # at head, never run by orch here: nothing created (see _settle)
+                    state = read_run_state(conn, log_table, sql_db)
                 created = False  # the audit table made just now: nothing to read back
                 if state is None:
+                    if _settles_itself(task) and _settle(
+                        task, conn, sql_db, transactional, res, say
+                    ):
+                        return  # at head, never run by orch here: nothing created (see _settle)
                     try:
                         created = audit.ensure()
                     except TableTooNew as exc:  # a newer orch's table: read it, never write
                         res.outcome, res.error = Outcome.REFUSED, str(exc)
                         return
-                interrupted = audit.close_interrupted(
-                    transactional, () if created else state.running if state is not None else None
-                )
+                running = state.running if state is not None else () if created else None
+                interrupted = audit.close_interrupted(transactional, running)
                 if interrupted:  # its UPDATE; else the reads below share its transaction
                     conn.commit()
                     say(
@@ -339,9 +330,8 @@ def run_one(task: Task) -> DbResult:
                 if ended is not None and res.outcome in (Outcome.DONE, Outcome.UNCHANGED):
                     res.end = list(ended)  # what Alembic wrote and committed, under the lock
                 else:
-                    res.end = list(
-                        read_current_readonly(conn, sql_db)
-                    )  # rolled back: none in flight
+                    # rolled back: none in flight
+                    res.end = list(read_current_readonly(conn, sql_db))
                 conn.commit()
                 if res.outcome == Outcome.DONE:
                     _hook(task, conn, audit, f"after_{direction}", res.end, res, say)
@@ -371,7 +361,12 @@ def run_one(task: Task) -> DbResult:
 
 
 def _settle(
-    task: Task, conn: Any, sql_db: DatabaseSpec, res: DbResult, say: Callable[[str], None]
+    task: Task,
+    conn: Any,
+    sql_db: DatabaseSpec,
+    transactional: bool,
+    res: DbResult,
+    say: Callable[[str], None],
 ) -> bool:
     """True (outcome ``unchanged``) when a tenant orch never ran on is already at its target.
 
@@ -391,7 +386,7 @@ def _settle(
         if graph.unknown(current) or graph.pending(current) or _resolve(task, current, graph).path:
             conn.rollback()
             return False
-        if not for_url(task.target.url or "").transactional_ddl and dirty_revision(
+        if not transactional and dirty_revision(
             conn, task.registry.settings.log_table, sql_db.version_table_schema, db.name
         ):
             conn.rollback()
@@ -1137,7 +1132,6 @@ def execute(
             purpose,
             _guard(registry, targets, step) if check_deps else (),
             *_peers(reqs, targets, step.db),
-            settle=_settles_itself(plan, step, targets[step.db], purpose),
         )
         for key, step in steps.items()
     }
@@ -1278,17 +1272,17 @@ def execute(
     return [merged[n] for n in plan.names]
 
 
-def _settles_itself(plan: Plan, step: PlanStep, target: Target, purpose: str) -> bool:
+def _settles_itself(task: Task) -> bool:
     """A tenant database's upgrade the plan did not read (see :func:`_settle`).
 
     The plan reads no tenant database first: a second connection to each
     (the server starts a process and loads that database's catalog) cost
     more than its migration.  Its worker reads it under the lock instead.
     """
-    db = target.db
+    db, step = task.target.db, task.step
     return (
-        plan.direction == Direction.UPGRADE
-        and not purpose
+        step.direction == Direction.UPGRADE
+        and not task.purpose
         and db.fleet is not None
         and db.schema is None
         and step.current is None

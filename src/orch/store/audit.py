@@ -41,14 +41,14 @@ from orch import __version__
 from orch.backends import describe_error, for_url
 from orch.errors import EXIT_USAGE, DatabaseError, OrchError
 from orch.redact import redact
-from orch.store.db import os_user
+from orch.store.db import os_user, version_table_sql
 from orch.store.locks import is_locked
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
-    from orch.config.registry import Registry
+    from orch.config.registry import DatabaseSpec, Registry
 
 MIGRATION_DIRECTIONS = ("upgrade", "downgrade", "stamp")
 #: the directions of rows whose ``sha256`` says what a revision's file was when it ran here
@@ -519,16 +519,9 @@ class RunState:
     recorded: dict[str, str]  # as :func:`recorded_hashes`
 
 
-def read_run_state(
-    conn: Connection,
-    table_name: str,
-    schema: str | None,
-    version_table: str,
-    version_schema: str | None,
-    db: str,
-) -> RunState | None:
-    """The audit table's version, rows left ``running``, version rows and recorded hashes:
-    one statement instead of four.
+def read_run_state(conn: Connection, table_name: str, db: DatabaseSpec) -> RunState | None:
+    """The audit table's version, rows left ``running``, version rows and recorded hashes
+    of *db* (its audit table in its ``version_table_schema``): one statement instead of four.
 
     A tenant's run read these one query each, four round trips (and four
     compiled statements) before its first revision; a fleet of 1,000 paid
@@ -542,13 +535,10 @@ def read_run_state(
     """
     from sqlalchemy import text
 
-    prep = conn.dialect.identifier_preparer
-
-    def name(table: str, in_schema: str | None) -> str:
-        quoted = prep.quote(table)
-        return f"{prep.quote_schema(in_schema)}.{quoted}" if in_schema else quoted
-
-    log, vt = name(table_name, schema), name(version_table, version_schema)
+    log = conn.dialect.identifier_preparer.format_table(
+        log_table(table_name, db.version_table_schema)
+    )
+    vt = version_table_sql(conn, db)
     kept = ", ".join(f"'{d}'" for d in HASH_DIRECTIONS)  # constants of this module
     sql = (
         f"SELECT 0 AS k, NULL AS id, detail AS a, NULL AS b FROM {log} "
@@ -560,7 +550,7 @@ def read_run_state(
         f"WHERE db = :db AND sha256 IS NOT NULL AND outcome = 'ok' AND direction IN ({kept})"
     )
     try:
-        rows = conn.execute(text(sql), {"db": db}).all()
+        rows = conn.execute(text(sql), {"db": db.name}).all()
     except Exception:
         conn.rollback()
         return None

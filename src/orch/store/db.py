@@ -144,7 +144,7 @@ def read_current_readonly(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]
     from sqlalchemy import inspect, text
 
     try:
-        rows = conn.execute(text(f"SELECT version_num FROM {_version_table(conn, db)}"))
+        rows = conn.execute(text(f"SELECT version_num FROM {version_table_sql(conn, db)}"))
         return tuple(sorted(str(r) for r in rows.scalars().all()))
     except Exception as exc:
         try:
@@ -158,7 +158,8 @@ def read_current_readonly(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]
         return ()
 
 
-def _version_table(conn: Connection, db: DatabaseSpec) -> str:
+def version_table_sql(conn: Connection, db: DatabaseSpec) -> str:
+    """*db*'s version table as SQL names it on *conn* (quoted, with its schema if any)."""
     table = conn.dialect.identifier_preparer.quote(db.version_table)
     if db.version_table_schema:
         schema = conn.dialect.identifier_preparer.quote_schema(db.version_table_schema)
@@ -176,11 +177,8 @@ def read_current(conn: Connection, db: DatabaseSpec) -> tuple[str, ...]:
 
     if not inspect(conn).has_table(db.version_table, schema=db.version_table_schema):
         return ()
-    table = conn.dialect.identifier_preparer.quote(db.version_table)
-    if db.version_table_schema:
-        table = f"{conn.dialect.identifier_preparer.quote_schema(db.version_table_schema)}.{table}"
-    rows = conn.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
-    return tuple(sorted(str(r) for r in rows))
+    found = conn.execute(text(f"SELECT version_num FROM {version_table_sql(conn, db)}"))
+    return tuple(sorted(str(r) for r in found.scalars().all()))
 
 
 def is_tty(stream: Any) -> bool:
