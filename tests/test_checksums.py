@@ -375,3 +375,22 @@ def test_the_python_api_reads_edited_and_accepts(make_db: MakeDb, tmp_path: Path
     result = project.accept(plan.approve(), "reviewed")
     assert result.ok and result["app"].outcome is orch.Outcome.DONE
     assert project.status()["app"].state is orch.State.UP_TO_DATE
+
+
+def test_a_file_edited_between_two_runs_of_one_process_is_seen_by_the_second(
+    make_db: MakeDb, tmp_path: Path
+) -> None:
+    """A run reads each version directory once (its databases share the graph and the file
+    hashes); the next run in the same process reads the files again."""
+    import orch
+
+    url = make_db("sqlite")
+    p = _project(tmp_path, url)
+    _protect(p)
+    project = orch.Project.load(p.registry_path)
+    assert project.upgrade([f"app@{R1}"], yes=True).ok
+    _edit(p, R1)
+    result = project.upgrade(["app"], yes=True)
+    assert result["app"].outcome is orch.Outcome.REFUSED, result["app"]
+    assert "edited" in (result["app"].error or ""), result["app"].error
+    assert version_of(url) == [R1]

@@ -406,6 +406,97 @@ def test_known_heads_reach_the_migration_function_through_alembic_context_unread
         engine.dispose()
 
 
+def test_migration_contexts_of_one_version_table_shape_share_one_table_and_its_statements(
+    versions: Path, tmp_path: Path
+) -> None:
+    """``MigrationContext._version`` is the Table Alembic writes the version rows through.
+
+    orch gives every context of a process the first Table of its shape, so
+    SQLAlchemy compiles the version UPDATE once for a fleet's tenants
+    instead of once per tenant; the rows Alembic writes are the same.
+    """
+    from alembic import context
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    script = lazy_directory(versions)
+    tables: list[Any] = []
+    for name, start, table in (
+        ("one", "a", "alembic_version"),
+        ("two", "a", "alembic_version"),
+        ("three", "a", "other_version"),
+    ):
+        url = f"sqlite:///{tmp_path / name}.sqlite"
+        set_rows(url, [start])
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                with internals.environment_context(
+                    Config(stdout=io.StringIO()),
+                    script,
+                    (start,),
+                    fn=lambda rev, ctx: internals.upgrade_steps(script, "b", tuple(rev)),
+                ):
+                    if table != "alembic_version":
+                        conn.exec_driver_sql(f"ALTER TABLE alembic_version RENAME TO {table}")
+                        conn.commit()
+                    context.configure(
+                        connection=conn, transaction_per_migration=True, version_table=table
+                    )
+                    ctx = context.get_context()
+                    tables.append(ctx._version)
+                    with context.begin_transaction():
+                        context.run_migrations()
+                conn.commit()
+        finally:
+            engine.dispose()
+        con = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            assert [r[0] for r in con.execute(f"SELECT version_num FROM {table}")] == ["b"]
+        finally:
+            con.close()
+    assert tables[0].name == "alembic_version" and "version_num" in tables[0].c
+    assert tables[0] is tables[1]  # one shape: one Table
+    assert tables[2] is not tables[0] and tables[2].name == "other_version"
+
+
+def test_env_py_runs_top_to_bottom_in_a_fresh_module_for_every_database_and_edits_count(
+    tmp_path: Path,
+) -> None:
+    """``internals.run_env`` keeps env.py compiled, but each call is Alembic's ``run_env``:
+    a fresh module named ``env_py`` with env.py's ``__file__``, every line executed again,
+    and a change to the file is what the next call runs."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    where = tmp_path / "migrations"
+    (where / "versions").mkdir(parents=True)
+    env = where / "env.py"
+    body = (
+        "from alembic import context\n"
+        "seen = context.config.attributes.setdefault('seen', [])\n"
+        "seen.append((__name__, __file__, 'mark' in globals(), {tag!r}))\n"
+        "mark = True\n"
+    )
+    env.write_text(body.format(tag="first"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(where))
+    script = ScriptDirectory.from_config(cfg)
+    from alembic.runtime.environment import EnvironmentContext
+
+    with EnvironmentContext(cfg, script):
+        for _ in range(2):
+            internals.run_env(script)
+        env.write_text(body.format(tag="second, longer"))
+        internals.run_env(script)
+    assert cfg.attributes["seen"] == [
+        ("env_py", str(env), False, "first"),
+        ("env_py", str(env), False, "first"),
+        ("env_py", str(env), False, "second, longer"),
+    ]
+
+
 def test_purge_makes_a_stamp_start_from_no_rows_and_replace_unknown_ones(
     versions: Path, tmp_path: Path
 ) -> None:

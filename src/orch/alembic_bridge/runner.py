@@ -296,14 +296,29 @@ def alembic_steps(
     from here, so what orch announces is what Alembic runs.
     """
     heads = tuple(current)
+    # the same question gets the same answer from the same ScriptDirectory (a new one is
+    # built when a file changes): a tenant's run asked it three times, and a fleet's
+    # tenants share their heads and destination
+    memo: dict[tuple[str, str, tuple[str, ...]], tuple[Any, ...]] = script.__dict__.setdefault(
+        "_orch_steps", {}
+    )
+    key = (direction, destination, heads)
+    found = memo.get(key)
+    if found is not None:
+        return list(found)
     if direction == "upgrade":
         # "A,B": up to each of these revisions (a start with several heads); Alembic
         # takes the tuple as one destination
         several: Any = tuple(destination.split(",")) if "," in destination else destination
-        return internals.upgrade_steps(script, several, heads)
-    if direction == "downgrade":
-        return internals.downgrade_steps(script, destination, heads)
-    return internals.stamp_steps(script, destination, heads)
+        steps = internals.upgrade_steps(script, several, heads)
+    elif direction == "downgrade":
+        steps = internals.downgrade_steps(script, destination, heads)
+    else:
+        steps = internals.stamp_steps(script, destination, heads)
+    if len(memo) >= 256:
+        memo.clear()
+    memo[key] = tuple(steps)
+    return steps
 
 
 def run(
@@ -382,7 +397,7 @@ def run(
     if direction == "stamp":
         env_kwargs.update(internals.stamp_options(purge))
     with internals.environment_context(cfg, script, None if as_sql else heads, **env_kwargs):
-        script.run_env()
+        internals.run_env(script)
 
 
 def _as_heads(rev: Any) -> tuple[str, ...]:
