@@ -7,7 +7,10 @@ Two fleets on the PostgreSQL server, each tenant one revision behind:
 
 Each is compared with :mod:`fleet_floor` (psycopg, the same DDL and version
 row update, one transaction per revision, as many processes as orch's
-default jobs), and, with nothing pending, ``upgrade --all`` with ``status``.
+default jobs), with :mod:`fleet_alembic` (Alembic's API in a loop over the
+same tenants and processes: what running each tenant through Alembic costs
+before any lock, audit row or plan; the ALEMBIC LOOP column), and, with
+nothing pending, ``upgrade --all`` with ``status``.
 Peak memory and the most PostgreSQL connections at once are recorded.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 from projectgen import LOGGING_INI, ROOT
 
 FLOOR = Path(__file__).resolve().parent / "fleet_floor.py"
+ALEMBIC = Path(__file__).resolve().parent / "fleet_alembic.py"
 REV1, REV2 = "f1ee70000001", "f1ee70000002"
 DDL = "CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL)"
 
@@ -163,6 +167,14 @@ def scenarios(
         job.update({"jobs": jobs, "ddl": DDL, "from": REV1, "to": REV2})
         (root / "floor.json").write_text(json.dumps(job))
         floor = [sys.executable, str(FLOOR), str(root / "floor.json")]
+        job.update(
+            {
+                "script_location": str(root / "migrations"),
+                "versions": str(root / "migrations" / "tenant"),
+            }
+        )
+        (root / "alembic.json").write_text(json.dumps(job))
+        loop = [sys.executable, str(ALEMBIC), str(root / "alembic.json")]
         progress(f"fleet {kind}: upgrade --all vs floor")
         f = compare(
             {
@@ -172,6 +184,7 @@ def scenarios(
                     watch,
                 ),
                 "floor": variant(lambda floor=floor, root=root: run_once(floor, root, env), reset),
+                "alembic": variant(lambda loop=loop, root=root: run_once(loop, root, env), reset),
             },
             repeat,
         )
@@ -190,7 +203,7 @@ def scenarios(
             repeat,
         )
         what = f"{n} tenants as {kind}"
-        rows.append(row(f"upgrade --all, {what}, 1 pending", f["orch"], None, f["floor"]))
+        rows.append(row(f"upgrade --all, {what}, 1 pending", f["orch"], f["alembic"], f["floor"]))
         rows.append(row(f"upgrade --all, {what}, nothing pending", g["noop"]))
         rows.append(row(f"status, {what}", g["status"]))
         r = f["orch"].seconds / f["floor"].seconds
