@@ -1,4 +1,4 @@
-"""Alembic's own API over a fleet, in a loop: the lower bound for running each tenant through Alembic.
+"""Alembic's API over a fleet in a loop: the lower bound for running each tenant through Alembic.
 
 The fleet floor (:mod:`fleet_floor`) sends the revision's DDL with psycopg
 and nothing else.  Any tool that runs a tenant's revision through Alembic
