@@ -307,3 +307,57 @@ def test_a_downgrade_raced_with_an_upgrade_never_breaks_the_dependency_order(
             assert code in (0, 2), (attempt, command, out, err)  # never locked (3) or failed
         seen.add((tuple(fa), tuple(fb)))
     assert seen <= {((), ()), (tuple(_head("fa")), tuple(_head("fb")))}, seen
+
+
+_GC_PROBE = """
+import gc, multiprocessing, sys
+from orch.cli import process
+
+def main():
+    seen = {"start": gc.isenabled()}
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.SimpleQueue()
+    p = ctx.Process(target=lambda: q.put(gc.isenabled()))
+    p.start(); p.join()
+    seen["worker"] = q.get()
+    seen["parent after the fork"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count() > 0
+    process.startup_over()
+    seen["after startup_over"] = gc.isenabled()
+    print(seen)
+    sys.exit(0)
+
+if sys.argv[1] == "console":
+    process.run(main)
+else:  # a program using orch as a library: its collector is its own
+    gc.disable()
+    process.startup_over()
+    print({"library": gc.isenabled()})
+"""
+
+
+def test_the_console_script_collects_no_garbage_while_it_starts_and_every_worker_does(
+    tmp_path: Path,
+) -> None:
+    """``orch`` turns the cyclic collector off while it imports and plans (start-up makes
+    only long-lived objects); the first fork freezes what exists and turns it on again,
+    in the worker and in the parent, and a library caller's collector is left alone."""
+    import ast
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(_GC_PROBE)
+    out = subprocess.run(
+        [sys.executable, str(script), "console"], capture_output=True, text=True, check=True
+    ).stdout
+    assert ast.literal_eval(out.strip()) == {
+        "start": False,
+        "worker": True,
+        "parent after the fork": True,
+        "frozen": True,
+        "after startup_over": True,
+    }
+    out = subprocess.run(
+        [sys.executable, str(script), "library"], capture_output=True, text=True, check=True
+    ).stdout
+    assert ast.literal_eval(out.strip()) == {"library": False}

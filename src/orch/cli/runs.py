@@ -332,8 +332,10 @@ def _run(st: Options, project: Project, plan: Plan, *, yes: bool, **run_options:
     Progress goes to stderr as each database finishes (not with ``--json``);
     for a fleet on a terminal, one live line instead (see :mod:`orch.cli.fleet`).
     """
+    from orch.cli import process
     from orch.cli.fleet import Progress
 
+    process.startup_over()  # the plan is made: the run collects its garbage
     progress = Progress(len(plan.names))
 
     def on_step(r: DbResult) -> None:
@@ -684,6 +686,9 @@ def accept(selector: str, message: str, lock_timeout: float | None, yes: bool) -
     st = options()
     project = st.project()
     plan = _confirm(st, project, project.plan_accept(selector), yes)
+    from orch.cli import process
+
+    process.startup_over()  # the plan is made: the run collects its garbage
     result = project.accept(plan, message, yes=yes, lock_timeout=lock_timeout)
     for r in result:
         if st.json:

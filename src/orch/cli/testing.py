@@ -29,6 +29,7 @@ def migration_test(databases: tuple[str, ...]) -> None:
     afterwards, also on failure and Ctrl-C.  The environment's own databases
     are never touched.  Exit 1 when a check failed, 2 when it could not start.
     """
+    from orch.cli import process
     from orch.outcomes import Verdict
     from orch.render import table
     from orch.run.testing import CHECKS
@@ -36,6 +37,7 @@ def migration_test(databases: tuple[str, ...]) -> None:
     st = options()
     notes: Any = err if st.verbose else None
     try:
+        process.startup_over()  # migrations of throwaway databases: a run's garbage
         report = st.project().test_migrations(databases, on_note=notes)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (orch.run.testing.Terminated)
         import signal
