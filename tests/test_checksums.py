@@ -11,6 +11,7 @@ environments that ran different contents are named by ``status --all-envs``.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 
 from conftest import Project
 from minproj import Rev, log_rows, make_project, rev_id, version_of
+from orch.store.audit import TABLE_VERSION
 
 MakeDb = Callable[..., str]
 R1, R2 = rev_id("app", 1), rev_id("app", 2)
@@ -289,18 +291,19 @@ def test_an_older_audit_table_is_upgraded_in_place_keeping_every_row(
     # the next write upgrades it under the lock, rows kept, and adopts R1
     r = p.orch("upgrade", "app")
     assert r.exit_code == 0, r.stdout + r.stderr
-    assert "sha256" in _columns(url)
+    assert {"sha256", "scope"} <= set(_columns(url))
     after = log_rows(url)
     for old, new in zip(before, after, strict=False):
-        assert {k: v for k, v in new.items() if k != "sha256"} == old
-        assert new["sha256"] is None
+        assert {k: v for k, v in new.items() if k not in ("sha256", "scope")} == old
+        assert new["sha256"] is None and new["scope"] is None
     added = [(r["direction"], r["revision"]) for r in after[len(before) :]]
     assert added == [("adopt", R1), ("upgrade", R2)]
     assert all(r["sha256"] for r in after[len(before) :])
-    assert _versions(url) == [2]
+    assert json.loads(after[-1]["scope"]) == {"selectors": ["app"]}
+    assert _versions(url) == [TABLE_VERSION]
     # upgrading again is a no-op
     assert p.orch("downgrade", f"app@{R1}").exit_code == 0
-    assert _versions(url) == [2]
+    assert _versions(url) == [TABLE_VERSION]
 
 
 def test_a_newer_audit_table_refuses_writes_and_still_reads(
@@ -319,7 +322,8 @@ def test_a_newer_audit_table_refuses_writes_and_still_reads(
         r = p.orch(*args)
         assert r.exit_code == 2, (args, r.stdout, r.stderr)
         said = r.stdout + r.stderr
-        assert "version 99" in said and "version 2" in said and "upgrade orch" in said
+        assert "version 99" in said and f"version {TABLE_VERSION}" in said
+        assert "upgrade orch" in said
     assert version_of(url) == [R1] and log_rows(url, every=True) == before
     app = _status(p)["app"]
     assert app["state"] == "behind" and app["current"] == [R1]
@@ -331,7 +335,7 @@ def test_a_new_audit_table_carries_its_version(make_db: MakeDb, tmp_path: Path) 
     url = make_db("sqlite")
     p = _project(tmp_path, url)
     assert p.orch("upgrade", "app").exit_code == 0
-    assert _versions(url) == [2]
+    assert _versions(url) == [TABLE_VERSION] == [3]
     assert all(len(r["sha256"]) == 64 for r in log_rows(url))
 
 
@@ -349,12 +353,36 @@ def test_an_upgrade_of_the_table_that_died_half_way_is_finished(
     assert _versions(url) == []  # version 1: no version row
     r = p.orch("upgrade", "app")
     assert r.exit_code == 0, r.stdout + r.stderr
-    assert _versions(url) == [2]
+    assert _versions(url) == [TABLE_VERSION]
     assert [(x["direction"], x["revision"]) for x in log_rows(url)] == [
         ("upgrade", R1),
         ("adopt", R1),
         ("upgrade", R2),
     ]
+
+
+def test_a_version_2_table_gains_the_run_scope_keeping_its_rows(
+    backend: str, make_db: MakeDb, tmp_path: Path
+) -> None:
+    """Version 3 records what each run selected (``scope``, read by ``upgrade --retry``);
+    a version 2 table (an orch before it) gets the column under the lock, rows kept."""
+    url = make_db(backend)
+    p = _project(tmp_path, url)
+    assert p.orch("upgrade", f"app@{R1}").exit_code == 0
+    _execute(
+        url,
+        "ALTER TABLE orch_log DROP COLUMN scope",
+        "UPDATE orch_log SET detail = '2' WHERE direction = 'table_version'",
+    )
+    before = log_rows(url)
+    assert "scope" not in before[0] and _versions(url) == [2]
+    assert len(p.orch("log", "--json").json()["entries"]) == 1  # read as it is
+    r = p.orch("upgrade", "app")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert _versions(url) == [3]
+    after = log_rows(url)
+    assert {k: v for k, v in after[0].items() if k != "scope"} == before[0]
+    assert after[0]["scope"] is None and json.loads(after[1]["scope"]) == {"selectors": ["app"]}
 
 
 def test_the_python_api_reads_edited_and_accepts(make_db: MakeDb, tmp_path: Path) -> None:

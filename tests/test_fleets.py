@@ -647,6 +647,54 @@ def test_retry_runs_only_what_the_last_run_left_behind(tmp_path: Path) -> None:
     assert r.exit_code == 2
 
 
+def test_retry_stays_inside_the_run_it_retries(tmp_path: Path) -> None:
+    """A database the run did not select is not retried, even behind (SPEC: "only what ...
+    in that run"); nor is a tenant of another runner's shard.  The run's selection is
+    recorded in its audit rows."""
+    root = tmp_path / "p"
+    project = make_project(
+        root,
+        {"tenant": FAILING_REVS, "core": [Rev(up=["CREATE TABLE c (id int)"])]},
+        {"tenant": f"sqlite:///{root}/{{tenant}}.db", "core": f"sqlite:///{root}/core.db"},
+    )
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"] = {"list": ["canary-bad", "a", "b", "c", "d"]}
+    data["databases"]["tenant"]["rollout"] = [
+        {"match": "canary-*", "parallel": 1, "max_failures": 0},
+        {"parallel": 2},
+    ]
+    project.write_registry(data)
+    for f in (root / "migrations" / "tenant").glob("*.py"):
+        f.write_text(f.read_text().replace('if "bad"', 'if os.environ.get("FAIL_BAD") and "bad"'))
+    first = project.orch("upgrade", "tenant", "--jobs", "1", "--json", env={"FAIL_BAD": "1"})
+    assert first.exit_code == 1
+    assert set(outcomes(first).values()) == {"failed", "skipped"}
+    r = project.orch("upgrade", "--retry", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert outcomes(r) == dict.fromkeys(["canary-bad", "a", "b", "c", "d"], "done")
+    assert "core" not in {d["name"] for d in r.json()["databases"]}
+    status = {d["name"]: d["state"] for d in project.orch("status", "--json").json()["databases"]}
+    assert status["core"] == "behind"  # outside the run: left alone
+
+    # a sharded run: its retry stays in its shard (the other shard is another runner's)
+    from orch.planning.shards import shard_of
+
+    bad = next(f"bad{i}" for i in range(100) if shard_of(f"tenant:bad{i}", 2) == 1)
+    names = [bad, "e", "f", "g", "h", "i", "j"]
+    mine = {n for n in names if shard_of(f"tenant:{n}", 2) == 1}
+    assert mine != set(names)
+    del data["databases"]["tenant"]["rollout"]
+    data["databases"]["tenant"]["tenants"] = {"list": names}
+    project.write_registry(data)
+    first = project.orch(
+        "upgrade", "tenant", "--shard", "1/2", "--jobs", "1", "--json", env={"FAIL_BAD": "1"}
+    )
+    assert set(outcomes(first)) == mine and outcomes(first)[bad] == "failed"
+    r = project.orch("upgrade", "--retry", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert outcomes(r) == {bad: "done"}  # not the other shard's tenants, behind as they are
+
+
 # ------------------------------------------------------------ --shard
 
 
@@ -832,3 +880,20 @@ def test_tenants_at_head_are_settled_without_a_migration_run(sqlite_fleet: Proje
     # read, not run: no lock taken there, no audit table created
     assert log_rows(tenant_url(sqlite_fleet, "acme")) == []
     assert log_rows(tenant_url(sqlite_fleet, "globex")) != []
+
+
+def test_the_api_plans_a_retry_that_keeps_the_retried_runs_selection(tmp_path: Path) -> None:
+    import orch
+
+    project = rollout_fleet(tmp_path / "p", ["a-bad", "b"], None)
+    api = orch.Project.load(project.registry_path)
+    first = api.upgrade(["tenant"], jobs=1)
+    assert {r.name: r.outcome for r in first} == {
+        "tenant:a-bad": orch.Outcome.FAILED,
+        "tenant:b": orch.Outcome.DONE,
+    }
+    retry = api.plan_retry()
+    assert isinstance(retry, orch.Retry) and retry.databases == ["tenant:a-bad"]
+    assert retry.plan is not None and retry.plan.names == ["tenant:a-bad"]
+    assert retry.plan.scope == '{"selectors":["tenant"]}'
+    assert api.retry_selection() == (retry.run_id, ["tenant:a-bad"])

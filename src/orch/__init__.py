@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Project": "orch.service",
     "Plan": "orch.service",
+    "Retry": "orch.service",
     "RunResult": "orch.service",
     "StatusReport": "orch.service",
     "StatusMatrix": "orch.service",
@@ -53,6 +54,7 @@ __all__ = [
     "__version__",
     "Project",
     "Plan",
+    "Retry",
     "RunResult",
     "StatusReport",
     "StatusMatrix",
@@ -97,6 +99,7 @@ if TYPE_CHECKING:
         MigrationChecksReport,
         Plan,
         Project,
+        Retry,
         RunResult,
         SqlResult,
         StatusMatrix,

@@ -32,9 +32,9 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from orch.errors import EXIT_FAILED, MissingVariable, RefusedError, UsageError
+from orch.errors import EXIT_FAILED, MissingVariable, OrchError, RefusedError, UsageError
 from orch.outcomes import CheckState, Direction, OnFailure, Outcome, State, Verdict
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ __all__ = [
     "MigrationChecksReport",
     "Plan",
     "Project",
+    "Retry",
     "RunResult",
     "SqlResult",
     "StatusMatrix",
@@ -183,6 +184,14 @@ class StatusMatrix:
         return EXIT_FAILED if self.problem(check) else 0
 
 
+class Retry(NamedTuple):
+    """:meth:`Project.plan_retry`: the run retried, its databases to run again, their plan."""
+
+    run_id: str
+    databases: list[str]
+    plan: Plan | None
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a run will do: its ordered steps (:class:`orch.planning.plan.PlanStep`), the live
@@ -200,6 +209,8 @@ class Plan:
     check_deps: bool = True  # the dependency rule, checked again under each lock
     approved: bool = False
     release: str | None = None  # upgrade/downgrade --to: the release tag it brings to
+    #: what the run selects, recorded in its audit rows (see Project.retry_selection)
+    scope: str | None = None
 
     @property
     def direction(self) -> Direction:
@@ -605,7 +616,6 @@ class Project:
         """``status_all`` of a registry with fleets: the other databases as always, each
         fleet's tenants listed and read per environment (a source that fails there makes
         that environment's fleet cell ``unconfigured``, saying why)."""
-        from orch.errors import OrchError
         from orch.planning.live import graphs_for
         from orch.queries import status as st
         from orch.queries.status import DbStatus
@@ -729,10 +739,30 @@ class Project:
         else the environment's last run, found in orch's audit rows
         (``log_table``) of every database of the environment.  A database is
         run again when that run left a ``failed`` or interrupted row in it,
-        or when the run left no row in it (skipped, locked, refused before
-        its lock, unreachable) and it is not up to date now; a database the
-        run finished is left alone.
+        or when the run selected it, left no row in it (skipped, locked,
+        refused before its lock, unreachable) and it is not up to date now;
+        a database the run finished is left alone, and so is one the run
+        did not select (another fleet, another runner's ``--shard``: the
+        selection is recorded in the run's rows; rows of an orch before it
+        did say nothing, and then every database without a row counts).
         """
+        chosen, again, _scope = self._retry(run_id)
+        return chosen, again
+
+    def plan_retry(self, run_id: str | None = None) -> Retry:
+        """What ``upgrade --retry [RUN_ID]`` runs: a :class:`Retry` (its ``plan`` None when
+        nothing is left to retry).
+
+        The databases of :meth:`retry_selection`, planned with their
+        dependencies; the plan's audit rows record the retried run's
+        selection, so a retry of a retry stays inside it.
+        """
+        chosen, again, scope = self._retry(run_id)
+        plan = self.plan(again, with_deps=True, scope=scope) if again else None
+        return Retry(chosen, again, plan)
+
+    def _retry(self, run_id: str | None) -> tuple[str, list[str], str | None]:
+        """The run retried, its databases to run again, and the selection it recorded."""
         from orch.queries import status as st
         from orch.store.audit import collect_log
 
@@ -754,13 +784,15 @@ class Project:
         else:
             raise UsageError(f"no run in the audit rows of environment {env!r}: nothing to retry")
         rows = [r for r in view.rows if r.run_id == chosen]
+        scope = next((r.scope for r in rows if r.scope), None)
         touched = {r.db for r in rows}
         bad = {
             r.db
             for r in rows
             if r.outcome == "failed" or (r.outcome == "running" and r.interrupted)
         }
-        untouched = [n for n in names if n not in touched]
+        selected = _scope_names(registry, scope)
+        untouched = [n for n in names if n not in touched and (selected is None or n in selected)]
         graphs = None
         if untouched:
             from orch.planning.live import graphs_for
@@ -769,7 +801,7 @@ class Project:
             for s in st.collect(registry, env, untouched, graphs=graphs):
                 if s.state not in (State.UP_TO_DATE, State.UNCONFIGURED):
                     bad.add(s.name)
-        return chosen, [n for n in registry.databases if n in bad]
+        return chosen, [n for n in registry.databases if n in bad], scope
 
     # -- planning
 
@@ -829,10 +861,13 @@ class Project:
         ignore_deps: bool = False,
         read_live: bool = True,
         shard: tuple[int, int] | None = None,
+        scope: str | None = None,
     ) -> Plan:
         """The upgrade plan from the live revisions: what :meth:`upgrade` would run.
 
         *selectors* are ``DB`` or ``DB@TARGET`` (head, +N, a revision).
+        *scope*: the selection its audit rows record, when not this one
+        (:meth:`plan_retry` keeps the retried run's).
         ``read_live=False`` with *all* plans every database to head without
         connecting: with ``--all`` the live revisions change nothing in the
         plan (no dependency can be left behind) and the executor reads each
@@ -886,6 +921,7 @@ class Project:
             tuple(statuses),
             targets,
             check_deps=not ignore_deps,
+            scope=scope if scope is not None else _scope_text(selectors, all, shard),
         )
 
     def plan_downgrade(
@@ -1209,6 +1245,7 @@ class Project:
                 on_result=on_result,
                 on_step=on_step,
                 run_id=run_id,
+                scope=plan.scope,
                 check_deps=plan.check_deps,
                 # a release plan has no database-level rule but keeps the requirements
                 check_requirements=plan.check_deps or plan.release is not None,
@@ -1451,6 +1488,55 @@ def _settled(registry: Registry, plan: Plan) -> tuple[planning.Plan, dict[str, D
         return plan.planned, {}
     rest = tuple(s for s in plan.steps if s.db not in settled)
     return dataclasses.replace(plan.planned, steps=rest), settled
+
+
+def _scope_text(selectors: Sequence[str], all_: bool, shard: tuple[int, int] | None) -> str:
+    """What an upgrade run selected, as its audit rows record it (compact JSON).
+
+    The selectors as given (``tenant``, ``tenant:eu-*``, ``core@abc``), not
+    the databases they named: a fleet's run would otherwise write thousands
+    of names into every row.  :func:`_scope_names` reads it back.
+    """
+    import json
+
+    doc: dict[str, Any] = {"all": True} if all_ else {"selectors": list(selectors)}
+    if shard is not None:
+        doc["shard"] = list(shard)
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _scope_names(registry: Registry, text: str | None) -> set[str] | None:
+    """The databases of *registry* a recorded selection covers (None: anything may be).
+
+    A selection's databases with their dependencies and the databases
+    requirements relate them to (what the run planned from), then its
+    shard.  A text this orch cannot read (none, another shape, a database
+    since removed) covers everything: the retry then errs on the side of
+    running what is behind, as before the selection was recorded.
+    """
+    import json
+
+    from orch.planning.live import graphs_for
+    from orch.planning.plan import related
+    from orch.planning.shards import in_shard
+
+    if not text:
+        return None
+    try:
+        doc = json.loads(text)
+        if doc.get("all"):
+            names = list(registry.databases)
+        else:
+            picked: list[str] = []
+            for sel in doc["selectors"]:
+                picked += registry.select(str(sel).partition("@")[0].strip())
+            names = related(registry, graphs_for(registry), _with_dependencies(registry, picked))
+        shard = doc.get("shard")
+        if shard:
+            names = in_shard(names, (int(shard[0]), int(shard[1])))
+    except (OrchError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return set(names)
 
 
 def _sharded(planned: planning.Plan, shard: tuple[int, int] | None) -> planning.Plan:

@@ -495,13 +495,15 @@ def upgrade(
         _release_only(selectors, all_=all_, with_deps=with_deps, ignore_deps=ignore_deps)
         if sql:
             _sql_preview(st, "upgrade", (), from_, out_dir, to=to)
+    retrying = None
     if retry is not None:
         if selectors or all_ or sql or to is not None:
             raise click.UsageError(
                 "--retry chooses the databases: no selectors, --all, --to or --sql"
             )
-        run_id, again = st.project().retry_selection(retry or None)
-        if not again:
+        retrying = st.project().plan_retry(retry or None)
+        run_id, again = retrying.run_id, retrying.databases
+        if retrying.plan is None:
             err(f"run {run_id[:8]}: nothing to retry")
             if st.json:
                 from orch.service import RunResult
@@ -524,7 +526,9 @@ def upgrade(
         )
     _no_shard_with_release(shard, to)
     project = st.project()
-    if to is not None:
+    if retrying is not None and retrying.plan is not None and shard is None:
+        plan = retrying.plan  # keeps the retried run's selection for its audit rows
+    elif to is not None:
         plan = project.plan_to(to, "upgrade")
     else:
         plan = project.plan(
@@ -534,6 +538,7 @@ def upgrade(
             ignore_deps=ignore_deps,
             read_live=project.protected and not yes,  # the plan is shown
             shard=shard,
+            scope=retrying.plan.scope if retrying is not None and retrying.plan else None,
         )
     rollback_note = "on failure: every database this run changed goes back to where it started"
     _confirm_and_run(

@@ -138,6 +138,8 @@ class Task:
     peers: tuple[Target, ...] = ()
     #: ``orch accept``: (revision, why) whose file's hash now is recorded as accepted
     accept: tuple[str, str] | None = None
+    #: what the run selected, recorded in its audit rows (``upgrade --retry`` reads it)
+    scope: str | None = None
 
 
 def _destination(resolved_target: tuple[str, ...], label: str, direction: str) -> str:
@@ -210,6 +212,7 @@ def run_one(task: Task) -> DbResult:
                     db.name,
                     task.target.env,
                     git_commit=task.git_commit,
+                    scope=task.scope,
                 )
                 log_table = task.registry.settings.log_table
                 # one statement for the reads below; None on a first run or another
@@ -1119,14 +1122,16 @@ def execute(
     purpose: str = "",
     check_deps: bool = False,
     check_requirements: bool | None = None,
+    scope: str | None = None,
 ) -> list[DbResult]:
     """Run every step of *plan* in dependency order; results in plan order.
 
     A stop requested through :mod:`orch.stopping` (the CLI's SIGINT/SIGTERM
     handling) lets running databases finish their revision in flight and
     starts nothing new.  *run_id* groups the audit rows of a run and its
-    rollback.  *check_deps* checks the dependency rule again under each
-    database's lock (see :func:`_dependency_rule`); the CLI passes it unless
+    rollback; *scope*, what the run selected, is written in each of them.
+    *check_deps* checks the dependency rule again under each database's lock
+    (see :func:`_dependency_rule`); the CLI passes it unless
     ``--ignore-deps``/``--force``.  *on_result* gets each database's result
     once its last step has ended (all its steps merged); *on_step* each step's
     as it ends, for progress in the order things happen.
@@ -1160,6 +1165,7 @@ def execute(
             purpose,
             _guard(registry, targets, step) if check_deps else (),
             *_peers(reqs, targets, step.db),
+            scope=scope,
         )
         for key, step in steps.items()
     }

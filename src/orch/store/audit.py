@@ -55,8 +55,9 @@ MIGRATION_DIRECTIONS = ("upgrade", "downgrade", "stamp")
 #: (``upgrade``), when orch first saw it applied (``adopt``), or when an operator accepted
 #: its edit (``accept``)
 HASH_DIRECTIONS = ("upgrade", "adopt", "accept")
-#: the shape of the audit table this orch writes (1: before the ``sha256`` column)
-TABLE_VERSION = 2
+#: the shape of the audit table this orch writes (1: before the ``sha256`` column; 2: before
+#: the ``scope`` column)
+TABLE_VERSION = 3
 #: the ``direction`` of the row that says the table's version (in ``detail``); its ``db`` is
 #: ``""``, which no database is called, so no reader of a database's rows ever sees it
 VERSION_ROW = "table_version"
@@ -97,6 +98,7 @@ def log_table(name: str, schema: str | None) -> Table:
         Column("detail", Text, nullable=True),
         Column("git_commit", String(40), nullable=True),
         Column("sha256", String(64), nullable=True),  # version 2
+        Column("scope", Text, nullable=True),  # version 3: what the run selected (see RunScope)
         schema=schema,
     )
 
@@ -165,10 +167,13 @@ def upgrade_table(conn: Connection, table_name: str, schema: str | None, found: 
 
     t = log_table(table_name, schema)
     name = conn.dialect.identifier_preparer.format_table(t)
-    if found < 2:
+    if found < 3:
         columns = {c["name"] for c in inspect(conn).get_columns(table_name, schema=schema)}
         if "sha256" not in columns:
             conn.execute(text(f"ALTER TABLE {name} ADD COLUMN sha256 VARCHAR(64) NULL"))
+        if "scope" not in columns:
+            kind = conn.dialect.type_compiler_instance.process(t.c.scope.type)
+            conn.execute(text(f"ALTER TABLE {name} ADD COLUMN scope {kind} NULL"))
     conn.execute(t.delete().where(t.c.db == "", t.c.direction == VERSION_ROW))
     at = now()
     conn.execute(
@@ -214,6 +219,7 @@ class LogRow:
     detail: str | None
     git_commit: str | None = None
     sha256: str | None = None  # the revision file's hash (upgrade, adopt, accept rows)
+    scope: str | None = None  # what the run selected (RunScope.dump), None before version 3
     interrupted: bool = False  # a ``running`` row whose run no longer holds the lock
 
     def as_json(self) -> dict[str, Any]:
@@ -286,6 +292,7 @@ class AuditLog:
         db: str,
         env: str,
         git_commit: str | None = None,
+        scope: str | None = None,
     ) -> None:
         self.conn = conn
         self.table = log_table(table_name, schema)
@@ -293,6 +300,7 @@ class AuditLog:
         self.db = db
         self.env = env
         self.git_commit = git_commit
+        self.scope = scope
         self._host = socket.gethostname()
         self._user = os_user()
         self._started: dict[int, dt.datetime] = {}
@@ -379,6 +387,7 @@ class AuditLog:
             "detail": redact(detail)[:8000] if detail else None,
             "git_commit": self.git_commit,
             "sha256": sha256,
+            "scope": self.scope,
         }
 
     def finish(
