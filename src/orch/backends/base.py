@@ -139,8 +139,10 @@ class Backend(ABC):
     reads_without_sqlalchemy: ClassVar[bool] = False
     #: whether the audit log may close one row and open the next in one statement
     chained_audit_rows: ClassVar[bool] = False
-    #: SQL run before the first ``running`` row of a run is committed, if any
-    marker_commit_sql: ClassVar[str | None] = None
+    #: a SQL expression that, selected in the statement writing a run's first ``running``
+    #: row, lets that row's commit skip the wait for its durable flush (None: the row
+    #: commits as any transaction does)
+    marker_commit_select: ClassVar[str | None] = None
     #: SQL that makes a session read-only (autogenerate, drift), if the server has it
     readonly_session_sql: ClassVar[str | None] = None
     #: how a fleet's per-tenant ``schema`` is reached: ``"search_path"`` (the migration

@@ -116,8 +116,10 @@ class PostgreSQL(Backend):
     schema_scopes_names = True  # enter_schema sets search_path to the tenant's schema alone
     # The first ``running`` row need not wait for its WAL flush: PostgreSQL rolls a
     # failed revision back anyway, and the revision's own (synchronous) commit
-    # flushes everything before it.  Saves one fsync.
-    marker_commit_sql = "SET LOCAL synchronous_commit TO OFF"
+    # flushes everything before it.  Saves one fsync; set in the row's own statement
+    # (a transaction-local setting, the statement being its transaction), it also
+    # saves the BEGIN, the SET and the COMMIT round trips.
+    marker_commit_select = "set_config('synchronous_commit', 'off', true)"
     readonly_session_sql = "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"
     tenant_schema = "search_path"
 

@@ -779,8 +779,6 @@ def _migrate(
 
     db = task.target.db
     direction = task.step.direction
-    url = task.target.url
-    marker_sql = for_url(url).marker_commit_sql if url else None
     state: dict[str, Any] = {
         "row": None,
         "rev": None,
@@ -835,12 +833,8 @@ def _migrate(
         state["t"] = time.monotonic()
         if state["ahead"] is not None:  # committed with the previous revision
             state["row"], state["ahead"] = state["ahead"], None
-        else:  # the run's first revision
-            if marker_sql is not None:
-                # e.g. PostgreSQL: the marker need not wait for its WAL flush
-                # (see orch.backends.postgresql.PostgreSQL.marker_commit_sql)
-                conn.exec_driver_sql(marker_sql)
-            state["row"] = audit.start(rev, direction, detail=detail, sha256=sha256(rev))
+        else:  # the run's first revision: its row committed on its own (see start_committed)
+            state["row"] = audit.start_committed(rev, direction, detail=detail, sha256=sha256(rev))
         conn.commit()  # none open: Alembic begins (and commits) the revision's own
         state["writes"] = 0
 
