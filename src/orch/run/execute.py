@@ -385,8 +385,8 @@ def _graph(task: Task, versions: Path, name: str) -> Graph:
     key = (task.run_id, versions)
     graph = _GRAPHS.get(key)
     if graph is None:
-        if len(_GRAPHS) >= 64:
-            _GRAPHS.clear()
+        if any(run != task.run_id for run, _ in _GRAPHS):
+            _GRAPHS.clear()  # an earlier run's (a program that runs several): never again
         graph = _GRAPHS[key] = load_graph(versions, name)
     return graph if graph.name == name else graph.renamed(name)
 
