@@ -608,6 +608,44 @@ def test_one_failure_does_not_stop_the_others_unless_fail_fast(tmp_path: Path) -
     assert outcomes(r) == {"a-bad": "failed", "b": "skipped", "c": "skipped"}
 
 
+def test_plain_alembic_migrates_one_tenant_named_as_orch_names_it(sqlite_fleet: Project) -> None:
+    """The one env.py serves a tenant under plain ``alembic -x db=tenant:acme`` (an operator's
+    escape hatch); a name its list does not hold is refused, naming the list."""
+    import os
+    import subprocess
+    import sys
+
+    (sqlite_fleet.root / "tenants").mkdir()
+    (sqlite_fleet.root / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\npath_separator = os\n"
+        "version_locations = %(here)s/migrations/core:%(here)s/migrations/tenant\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+
+    def alembic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", "-c", "alembic.ini", *args],
+            cwd=sqlite_fleet.root,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = alembic("-x", "db=tenant:acme", "upgrade", "tenant@head")
+    assert r.returncode == 0, r.stderr
+    assert version_of(tenant_url(sqlite_fleet, "acme")) == [rev_id("tenant", 2)]
+    assert not (sqlite_fleet.root / "tenants" / "globex.db").exists()
+    status = {
+        d["name"]: d["state"] for d in sqlite_fleet.orch("status", "--json").json()["databases"]
+    }
+    assert status["tenant:acme"] == "up_to_date" and status["tenant:globex"] == "behind"
+    r = alembic("-x", "db=tenant:nobody", "upgrade", "tenant@head")
+    assert r.returncode != 0
+    assert "tenant:nobody: not one of its tenants (databases.tenant.tenants.list)" in r.stdout
+    assert not (sqlite_fleet.root / "tenants" / "nobody.db").exists()
+
+
 # ------------------------------------------------------------ --retry
 
 
