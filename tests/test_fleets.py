@@ -397,6 +397,75 @@ def test_schema_tenants_read_together_keep_each_state(
     assert head in got["tenant:globex"]["error"]
 
 
+def test_a_rollout_of_schemas_at_head_is_settled_from_the_read_and_still_skips(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """Tenants of a staged rollout read at head are ``unchanged`` when their group starts,
+    without a migration connection (as many sessions as the same fleet without a rollout);
+    a group that never starts is still ``skipped``, at head or not."""
+    import time
+
+    from conftest import require_server
+
+    require_server("postgresql")
+    names = ["canary-a", "b", "c"]
+    project = pg_schema_fleet(tmp_path / "proj", make_db, names)
+    app = project.url("tenant")
+    r = project.orch("upgrade", "--all", "--jobs", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    database = app.rpartition("/")[2]
+    server = app.rpartition("/")[0]
+
+    def sessions() -> int:
+        rows = _sql(
+            f"{server}/postgres",
+            "SELECT pg_stat_clear_snapshot()",
+            f"SELECT sessions FROM pg_stat_database WHERE datname = '{database}'",
+        )
+        return int(rows[0][0])
+
+    def noop_sessions() -> int:
+        before = sessions()
+        r = project.orch("upgrade", "--all", "--jobs", "2", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert set(outcomes(r).values()) == {"unchanged"}
+        # a backend counts its session when it exits, which may trail orch's own exit
+        now = sessions()
+        for _ in range(50):
+            time.sleep(0.2)
+            later = sessions()
+            if later == now:
+                break
+            now = later
+        return now - before
+
+    plain = noop_sessions()
+    data = project.registry()
+    data["databases"]["tenant"]["rollout"] = [
+        {"match": "canary-*", "parallel": 1, "max_failures": 0},
+        {"parallel": 2},
+    ]
+    project.write_registry(data)
+    assert noop_sessions() == plain
+
+    # the canary behind and failing: b and c, at head, are skipped (their group never starts)
+    second = sorted((project.root / "migrations" / "tenant").glob("*.py"))
+    rev2 = [f for f in second if "down_revision = None" not in f.read_text()][0]
+    rev2.write_text(
+        rev2.read_text().replace(
+            "def upgrade() -> None:\n",
+            "def upgrade() -> None:\n"
+            "    import os\n"
+            '    if os.environ.get("FAIL_CANARY"):\n'
+            '        raise RuntimeError("canary boom")\n',
+        )
+    )
+    assert project.orch("downgrade", "tenant:canary-a@-1").exit_code == 0
+    r = project.orch("upgrade", "--all", "--jobs", "2", "--json", env={"FAIL_CANARY": "1"})
+    assert r.exit_code == 1
+    assert outcomes(r) == {"": "unchanged", "canary-a": "failed", "b": "skipped", "c": "skipped"}
+
+
 def test_tenant_databases_on_postgresql_take_one_connection_each(
     tmp_path: Path, make_db: Callable[..., str]
 ) -> None:

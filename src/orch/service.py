@@ -1230,7 +1230,7 @@ class Project:
         run_id = str(uuid.uuid4())
         stop = Stop()
         rolled_back = False
-        planned, settled = _settled(registry, plan)
+        planned, settled, ahead = _settled(registry, plan)
         for r in settled.values():
             if on_result is not None:
                 on_result(r)
@@ -1246,6 +1246,7 @@ class Project:
                 on_step=on_step,
                 run_id=run_id,
                 scope=plan.scope,
+                settled=ahead,
                 check_deps=plan.check_deps,
                 # a release plan has no database-level rule but keeps the requirements
                 check_requirements=plan.check_deps or plan.release is not None,
@@ -1445,38 +1446,42 @@ def init(
     return init_project(Path(directory), database, metadata)
 
 
-def _settled(registry: Registry, plan: Plan) -> tuple[planning.Plan, dict[str, DbResult]]:
-    """The steps left to run, and the tenants of a fleet already settled as ``unchanged``.
+def _settled(
+    registry: Registry, plan: Plan
+) -> tuple[planning.Plan, dict[str, DbResult], dict[str, DbResult]]:
+    """The steps left to run, the tenants of a fleet already settled as ``unchanged``, and
+    those of a staged rollout that will be when their group starts.
 
     A fleet's ``upgrade --all`` reads every tenant first (:meth:`Project.plan`);
     a tenant read ``up_to_date`` whose step resolved to nothing has nothing to
     run, so it is reported ``unchanged`` without a migration connection, a lock
     or its audit table: 1,000 tenants with nothing pending cost about one
     ``status``.  Everything else (and every database that is not a tenant)
-    runs as planned and is read again under its lock; so do the tenants of a
-    staged rollout, whose later groups are ``skipped`` when an earlier one
-    fails, whatever their state.
+    runs as planned and is read again under its lock.  A staged rollout's
+    tenants stay in the plan (a group the run never starts is ``skipped``,
+    whatever its state); those read at head are finished as ``unchanged``
+    when the scheduler reaches them, still without a worker or a lock (see
+    :func:`orch.run.execute.execute`'s *settled*).
     """
     from orch.run.execute import DbResult
 
     if plan.direction != Direction.UPGRADE or not plan.statuses or not registry.fleets:
-        return plan.planned, {}
+        return plan.planned, {}, {}
     states = {s.name: s.state for s in plan.statuses}
     steps_of: dict[str, list[Any]] = {}
     for step in plan.steps:
         steps_of.setdefault(step.db, []).append(step)
     settled: dict[str, DbResult] = {}
+    ahead: dict[str, DbResult] = {}
     for name, steps in steps_of.items():
         db = registry.databases.get(name)
         if db is None or db.fleet is None or states.get(name) != State.UP_TO_DATE:
-            continue
-        if db.rollout:  # staged: a group the run never starts is skipped, whatever its state
             continue
         step = steps[0]
         if len(steps) > 1 or step.resolved is None or step.resolved.path:
             continue
         at = list(step.current or ())
-        settled[name] = DbResult(
+        result = DbResult(
             name,
             Direction.UPGRADE,
             Outcome.UNCHANGED,
@@ -1484,10 +1489,11 @@ def _settled(registry: Registry, plan: Plan) -> tuple[planning.Plan, dict[str, D
             end=at,
             lines=[f"{name}: already at {', '.join(at) or 'base'}"],
         )
+        (ahead if db.rollout else settled)[name] = result
     if not settled:
-        return plan.planned, {}
+        return plan.planned, {}, ahead
     rest = tuple(s for s in plan.steps if s.db not in settled)
-    return dataclasses.replace(plan.planned, steps=rest), settled
+    return dataclasses.replace(plan.planned, steps=rest), settled, ahead
 
 
 def _scope_text(selectors: Sequence[str], all_: bool, shard: tuple[int, int] | None) -> str:

@@ -40,7 +40,7 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1117,6 +1117,7 @@ def execute(
     check_deps: bool = False,
     check_requirements: bool | None = None,
     scope: str | None = None,
+    settled: Mapping[str, DbResult] | None = None,
 ) -> list[DbResult]:
     """Run every step of *plan* in dependency order; results in plan order.
 
@@ -1124,6 +1125,10 @@ def execute(
     handling) lets running databases finish their revision in flight and
     starts nothing new.  *run_id* groups the audit rows of a run and its
     rollback; *scope*, what the run selected, is written in each of them.
+    *settled*: databases whose result is known before the run (a staged
+    rollout's tenants read at head): each is finished with it when the
+    scheduler reaches it (its group started, its dependencies done), with no
+    worker, connection or lock.
     *check_deps* checks the dependency rule again under each database's lock
     (see :func:`_dependency_rule`); the CLI passes it unless
     ``--ignore-deps``/``--force``.  *on_result* gets each database's result
@@ -1241,10 +1246,12 @@ def execute(
         pool = _Pool(method)
         if stopping.CURRENT is not None:
             stopping.CURRENT.worker_pids = pool.pids
+    known = settled or {}
     try:
         while len(results) < len(tasks):
             # with a pool and nothing to skip, only as many as there are free workers
             free = None if pool is None or stop or stopping.requested() else n_jobs - len(running)
+            again = False  # a step finished without a worker: more may be ready at once
             for key in ready(free) if free is None or free > 0 else ():
                 name = steps[key].db
                 if stopping.requested():
@@ -1256,6 +1263,12 @@ def execute(
                     continue
                 if rollout is not None and not rollout.may_start(name):
                     continue  # its group's parallel is taken: after the next result
+                if name in known and key == name:  # read at head before the run
+                    if rollout is not None:
+                        rollout.started(name)
+                    finish(key, known[name])
+                    again = True
+                    continue
                 if pool is None:
                     if rollout is not None:
                         rollout.started(name)
@@ -1274,8 +1287,8 @@ def execute(
                     error = f"could not start a worker process: {exc}"
                     finish(key, DbResult(name, plan.direction, Outcome.FAILED, error=error))
                     stop = stop or fail_fast
-            if not running:
-                if len(results) < len(tasks) and not ready():
+            if not running or again:
+                if not running and len(results) < len(tasks) and not ready():
                     raise RuntimeError("scheduler stalled")  # pragma: no cover
                 continue
             assert pool is not None
