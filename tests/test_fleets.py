@@ -466,6 +466,46 @@ def test_a_rollout_of_schemas_at_head_is_settled_from_the_read_and_still_skips(
     assert outcomes(r) == {"": "unchanged", "canary-a": "failed", "b": "skipped", "c": "skipped"}
 
 
+def test_tenant_databases_whose_hstore_types_differ_each_bind_their_own(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """Tenant databases share one Engine per worker; an extension type's OID differs from
+    one database to the next, so a dict bound as ``hstore`` must not carry the first
+    tenant's OID into the second."""
+    from conftest import require_server
+
+    require_server("postgresql")
+    urls = [make_db("postgresql") for _ in range(2)]
+    _sql(urls[1], "CREATE TYPE spacer AS (a int)")  # the second database's OIDs move on
+    for u in urls:
+        _sql(u, "CREATE EXTENSION hstore")
+    oids = [_sql(u, "SELECT oid FROM pg_type WHERE typname = 'hstore'")[0][0] for u in urls]
+    assert oids[0] != oids[1]
+    base = urls[0].rpartition("/")[0]
+    prefix = "orch_t_"
+    names = [u.rpartition("/")[2].removeprefix(prefix) for u in urls]
+    code = (
+        "import sqlalchemy as sa\n"
+        "from sqlalchemy.dialects.postgresql import HSTORE\n"
+        "op.execute('CREATE TABLE kv (h hstore)')\n"
+        "h = sa.bindparam('h', type_=HSTORE)\n"
+        "insert = sa.text('INSERT INTO kv VALUES (:h)').bindparams(h)\n"
+        "op.get_bind().execute(insert, {'h': {'a': '1'}})"
+    )
+    root = tmp_path / "proj"
+    project = make_project(
+        root, {"tenant": [Rev(code=code)]}, {"tenant": f"{base}/{prefix}{{tenant}}"}
+    )
+    data = project.registry()
+    data["databases"]["tenant"]["tenants"] = {"list": names}
+    project.write_registry(data)
+    r = project.orch("upgrade", "--all", "--jobs", "1", "--json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert set(outcomes(r).values()) == {"done"}
+    for u in urls:
+        assert _sql(u, "SELECT h -> 'a' FROM kv") == [("1",)]
+
+
 def test_tenant_databases_on_postgresql_take_one_connection_each(
     tmp_path: Path, make_db: Callable[..., str]
 ) -> None:

@@ -258,16 +258,19 @@ class Backend(ABC):
     def configure_engine(self, engine: Engine, connect_timeout: float) -> None:  # noqa: B027  a hook: by default nothing
         """Event listeners a synchronous engine of this server needs."""
 
-    def make_engine(self, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
-        """A NullPool engine through the synchronous driver (:func:`orch.store.db.make_engine`)."""
+    def make_engine(
+        self, connect_timeout: float = 5.0, *, readonly: bool = False, **options: Any
+    ) -> Engine:
+        """A NullPool engine through the synchronous driver (:func:`orch.store.db.make_engine`);
+        *options* go to ``create_engine`` (the dialect's own)."""
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
         if self.is_async:
-            return self.sync().make_engine(connect_timeout, readonly=readonly)
+            return self.sync().make_engine(connect_timeout, readonly=readonly, **options)
         args = self.connect_args(connect_timeout, readonly=readonly)
         try:
-            engine = create_engine(self.url, poolclass=NullPool, connect_args=args)
+            engine = create_engine(self.url, poolclass=NullPool, connect_args=args, **options)
         except Exception as exc:  # bad URL, missing driver
             raise DatabaseError(f"cannot use URL {redact(self.shown)}: {redact(str(exc))}") from exc
         self.configure_engine(engine, connect_timeout)

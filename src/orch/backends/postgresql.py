@@ -262,7 +262,8 @@ def shared_engine(backend: Backend, connect_timeout: float) -> tuple[Engine, str
     (:func:`_pick_database`; SQLAlchemy's psycopg dialect hands libpq the
     database as ``dbname``, which tests/test_backends_objects.py checks on a
     real server).  Not for reflection or autogenerate: the default schema can
-    differ per database.
+    differ per database.  Extension types (hstore) are not registered by OID:
+    those differ per database.
     """
     from sqlalchemy import event
     from sqlalchemy.engine import make_url
@@ -276,7 +277,11 @@ def shared_engine(backend: Backend, connect_timeout: float) -> tuple[Engine, str
     with _SHARED_LOCK:
         engine = _SHARED_ENGINES.get(key)
         if engine is None:
-            engine = backend.make_engine(connect_timeout)
+            # psycopg's dialect registers hstore by the OID the first connection's database
+            # gives it, for every later connection: an extension type's OID differs from one
+            # database to the next ("cache lookup failed for type ..."), so the shared
+            # Engine binds hstore as text, which every database reads the same way
+            engine = backend.make_engine(connect_timeout, use_native_hstore=False)
             _check_dbname(engine)
             event.listen(engine, "do_connect", _pick_database)
             _SHARED_ENGINES[key] = engine

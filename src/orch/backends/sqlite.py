@@ -249,10 +249,12 @@ class SQLite(Backend):
     def configure_engine(self, engine: Engine, connect_timeout: float) -> None:
         transactional(engine)
 
-    def make_engine(self, connect_timeout: float = 5.0, *, readonly: bool = False) -> Engine:
+    def make_engine(
+        self, connect_timeout: float = 5.0, *, readonly: bool = False, **options: Any
+    ) -> Engine:
         """Read-only engines never create the file (:class:`NoDatabase`); writers its directory."""
         if self.is_async:
-            return self.sync().make_engine(connect_timeout, readonly=readonly)
+            return self.sync().make_engine(connect_timeout, readonly=readonly, **options)
         path = self.path
         if readonly and path is not None:
             import sqlite3
@@ -267,11 +269,11 @@ class SQLite(Backend):
             def creator() -> sqlite3.Connection:
                 return sqlite3.connect(uri, uri=True, timeout=connect_timeout or 5.0)
 
-            engine = create_engine("sqlite://", creator=creator, poolclass=NullPool)
+            engine = create_engine("sqlite://", creator=creator, poolclass=NullPool, **options)
             transactional(engine)
             return engine
         self._writable_directory()
-        return super().make_engine(connect_timeout, readonly=readonly)
+        return super().make_engine(connect_timeout, readonly=readonly, **options)
 
     def async_connect_args(self, connect_timeout: float) -> dict[str, Any]:
         # aiosqlite hands ``timeout`` (the busy timeout) to sqlite3
