@@ -17,13 +17,13 @@ plus ``"script_location"`` and ``"versions"``.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
+from fleet_floor import fan_out
 
 _SCRIPT: ScriptDirectory | None = None
 _CONFIG: Config | None = None
@@ -80,17 +80,7 @@ def main() -> None:
     _SCRIPT.get_heads()  # the revision map, built before the fork
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401  the dialect, before the fork
 
-    items = job.get("schemas") or job["urls"]
-    work = _schemas if "schemas" in job else _databases
-    n = max(1, min(int(job["jobs"]), len(items)))
-    parts = [items[i::n] for i in range(n)]
-    procs = [multiprocessing.Process(target=work, args=(job, p)) for p in parts]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    if any(p.exitcode for p in procs):
-        sys.exit(1)
+    fan_out(job, _schemas, _databases)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sys
+from collections.abc import Callable
 from typing import Any
+
+#: one process's share of the tenants
+Work = Callable[[dict[str, Any], list[str]], None]
 
 
 def _conninfo(url: str) -> str:
@@ -48,11 +52,11 @@ def _databases(job: dict[str, Any], part: list[str]) -> None:
             )
 
 
-def main() -> None:
-    with open(sys.argv[1], encoding="utf-8") as f:
-        job = json.load(f)
+def fan_out(job: dict[str, Any], schemas: Work, databases: Work) -> None:
+    """Split the job's tenants over ``jobs`` processes running *schemas* or *databases*
+    (a part each); exit 1 if any of them failed.  :mod:`fleet_alembic` shares it."""
     items = job.get("schemas") or job["urls"]
-    work = _schemas if "schemas" in job else _databases
+    work = schemas if "schemas" in job else databases
     n = max(1, min(int(job["jobs"]), len(items)))
     parts = [items[i::n] for i in range(n)]
     procs = [multiprocessing.Process(target=work, args=(job, p)) for p in parts]
@@ -62,6 +66,12 @@ def main() -> None:
         p.join()
     if any(p.exitcode for p in procs):
         sys.exit(1)
+
+
+def main() -> None:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    fan_out(job, _schemas, _databases)
 
 
 if __name__ == "__main__":

@@ -688,11 +688,11 @@ def stamp(selectors: tuple[str, ...], lock_timeout: float | None, yes: bool) -> 
 @global_options
 def accept(selector: str, message: str, lock_timeout: float | None, yes: bool) -> None:
     """Accept an applied revision's edited file as it is now (clears 'edited'; audited)."""
+    from orch.cli import process
+
     st = options()
     project = st.project()
     plan = _confirm(st, project, project.plan_accept(selector), yes)
-    from orch.cli import process
-
     process.startup_over()  # the plan is made: the run collects its garbage
     result = project.accept(plan, message, yes=yes, lock_timeout=lock_timeout)
     for r in result:

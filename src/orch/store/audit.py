@@ -98,7 +98,7 @@ def log_table(name: str, schema: str | None) -> Table:
         Column("detail", Text, nullable=True),
         Column("git_commit", String(40), nullable=True),
         Column("sha256", String(64), nullable=True),  # version 2
-        Column("scope", Text, nullable=True),  # version 3: what the run selected (see RunScope)
+        Column("scope", Text, nullable=True),  # version 3: what the run selected
         schema=schema,
     )
 
@@ -219,7 +219,7 @@ class LogRow:
     detail: str | None
     git_commit: str | None = None
     sha256: str | None = None  # the revision file's hash (upgrade, adopt, accept rows)
-    scope: str | None = None  # what the run selected (RunScope.dump), None before version 3
+    scope: str | None = None  # what the run selected (compact JSON), None before version 3
     interrupted: bool = False  # a ``running`` row whose run no longer holds the lock
 
     def as_json(self) -> dict[str, Any]:
@@ -321,8 +321,7 @@ class AuditLog:
         self._started: dict[int, dt.datetime] = {}
         self._insert, self._finish = _row_statements(self.table)
         self._chain: Any = None  # PostgreSQL's finish-and-start, built on first use
-        self._chains: bool | None = None  # whether the backend takes it (on first use)
-        self._backend: Any = None  # the backend of the connection (on first use)
+        self._backend_of: Any = None  # see _backend
 
     def ensure(self) -> bool:
         """Create the table, or upgrade an older one; call under the migration lock.
@@ -372,13 +371,7 @@ class AuditLog:
         sha256: str | None = None,
     ) -> int:
         """Insert a ``running`` row; returns its id for :meth:`finish`."""
-        started = now()
-        values = self._row_values(revision, direction, started, detail, sha256)
-        result = self.conn.execute(self._insert, values)
-        pk = result.inserted_primary_key
-        row_id = int(pk[0]) if pk is not None else 0
-        self._started[row_id] = started
-        return row_id
+        return self._add_row(revision, direction, detail, sha256, quick=None)
 
     def start_committed(
         self,
@@ -396,22 +389,39 @@ class AuditLog:
         it): one round trip instead of four (BEGIN, SET, INSERT, COMMIT)
         and two fewer statements for the driver, per tenant of a fleet.
         """
-        if self._backend is None:
-            self._backend = for_url(str(self.conn.engine.url))
-        backend = self._backend
-        quick = backend.marker_commit_select
-        if quick is None:
-            row_id = self.start(revision, direction, detail, sha256)
-            self.conn.commit()
-            return row_id
+        quick = self._backend().marker_commit_select
+        row_id = self._add_row(revision, direction, detail, sha256, quick=quick)
+        self.conn.commit()  # none open after a one-statement row; else the INSERT's
+        return row_id
+
+    def _add_row(
+        self,
+        revision: str | None,
+        direction: str,
+        detail: str | None,
+        sha256: str | None,
+        *,
+        quick: str | None,
+    ) -> int:
+        """Insert a ``running`` row: the prebuilt INSERT, or with *quick*, the
+        one-statement row of :meth:`start_committed`; its id."""
         started = now()
         values = self._row_values(revision, direction, started, detail, sha256)
-        statement = _quick_insert(self.table, quick, tuple(values))
-        with backend.single_statements(self.conn):
-            row_id = int(self.conn.execute(statement, values).scalar_one())
-        self.conn.commit()  # a driver without autocommit ran it in a transaction
+        if quick is None:
+            pk = self.conn.execute(self._insert, values).inserted_primary_key
+            row_id = int(pk[0]) if pk is not None else 0
+        else:
+            statement = _quick_insert(self.table, quick, tuple(values))
+            with self._backend().single_statements(self.conn):
+                row_id = int(self.conn.execute(statement, values).scalar_one())
         self._started[row_id] = started
         return row_id
+
+    def _backend(self) -> Any:
+        """The backend of the connection (looked up on first use)."""
+        if self._backend_of is None:
+            self._backend_of = for_url(str(self.conn.engine.url))
+        return self._backend_of
 
     def _row_values(
         self,
@@ -477,9 +487,7 @@ class AuditLog:
         revision; other backends run the two.
         """
         started = self._started.get(row_id)
-        if self._chains is None:
-            self._chains = for_url(str(self.conn.engine.url)).chained_audit_rows
-        if started is None or not self._chains:
+        if started is None or not self._backend().chained_audit_rows:
             self.finish(row_id, "ok")
             return self.start(revision, direction, detail, sha256)
         if self._chain is None:
